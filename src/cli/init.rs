@@ -1,0 +1,318 @@
+//! `notary init`: a complete, working single-host set-up in one directory.
+//!
+//! Creates a SoftHSM2 token with the Notary signing key and the hashing key
+//! generated inside it, a self-signed TLS certificate, the SQLite database,
+//! one admin API key, and `notary.toml` last (its presence marks a finished
+//! set-up; `init` refuses to touch a directory that has one).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use cryptoki::session::UserType;
+
+use super::module_env;
+use crate::config::Config;
+use crate::hsm::{self, keys};
+use crate::issuance::random;
+use crate::jose::Algorithm;
+use crate::secret::HsmPin;
+use crate::store::{Role, Store};
+
+/// Arguments of `notary init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the set-up in.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address the server listens on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// URL wallets reach the server at (default: https://localhost:PORT).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Notary key algorithm: EdDSA (Ed25519) or ES256 (P-256).
+    #[arg(long, default_value = "EdDSA")]
+    alg: Algorithm,
+    /// Database URL (default: SQLite in DIR).
+    #[arg(long)]
+    database: Option<String>,
+    /// PKCS#11 module (default: the installed SoftHSM2).
+    #[arg(long)]
+    module: Option<PathBuf>,
+}
+
+const TOKEN_LABEL: &str = "notary";
+const SIGNING_LABEL: &str = "notary-signing-1";
+const HASHING_LABEL: &str = "notary-hmac-1";
+
+const SOFTHSM_CANDIDATES: [&str; 3] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+];
+
+/// Runs `notary init`.
+pub fn run(args: InitArgs) -> anyhow::Result<()> {
+    let dir = absolute(&args.dir)?;
+    if dir.join("notary.toml").exists() {
+        bail!(
+            "{} already holds a notary set-up (notary.toml); refusing to overwrite it",
+            dir.display()
+        );
+    }
+    let module = match &args.module {
+        Some(m) => m.clone(),
+        None => SOFTHSM_CANDIDATES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context("SoftHSM2 is not installed (apt-get install softhsm2), or pass --module")?,
+    };
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://localhost:{}", args.listen.port()));
+    if !public_url.starts_with("https://") || public_url.ends_with('/') {
+        bail!("--public-url must be an https URL without a trailing slash");
+    }
+    if let Some(db) = &args.database {
+        if !db.starts_with("sqlite:") {
+            bail!("--database: only sqlite: URLs are supported in this version");
+        }
+    }
+
+    make_dir(&dir)?;
+    let tokens = dir.join("tokens");
+    make_dir(&tokens)?;
+    let softhsm_conf = dir.join("softhsm2.conf");
+    fs::write(
+        &softhsm_conf,
+        format!(
+            "# SoftHSM2 configuration written by `notary init`.\n\
+             directories.tokendir = {}\n\
+             objectstore.backend = file\n\
+             log.level = ERROR\n\
+             slots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .with_context(|| format!("writing {}", softhsm_conf.display()))?;
+    let env = [(
+        "SOFTHSM2_CONF".to_owned(),
+        softhsm_conf.display().to_string(),
+    )]
+    .into_iter()
+    .collect();
+    // Re-executes `notary init` with SOFTHSM2_CONF set, unless it already is.
+    module_env::ensure(&env)?;
+
+    let user_pin = HsmPin::new(random::token(18)?);
+    let so_pin = HsmPin::new(random::token(18)?);
+    make_dir(&dir.join("hsm"))?;
+    write_secret(&dir.join("hsm/user-pin"), user_pin.expose())?;
+    write_secret(&dir.join("hsm/so-pin"), so_pin.expose())?;
+
+    let kid = create_token_and_keys(&module, args.alg, &user_pin, &so_pin)?;
+    let hosts = tls_hosts(&args.listen, &public_url);
+    write_tls(&dir, &hosts)?;
+
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| "sqlite:notary.db".to_owned());
+    let config_text = config_file(&args, &public_url, &module, &database);
+    let staged = dir.join("notary.toml.new");
+    fs::write(&staged, &config_text).with_context(|| format!("writing {}", staged.display()))?;
+    let config = Config::load(&staged)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let admin_key = runtime.block_on(async {
+        let store = Store::connect(&config.database_url(), 2).await?;
+        store.migrate().await?;
+        store.close().await;
+        let notary = super::open_notary(&config).await?;
+        let created = notary.create_api_key(Role::Admin, "initial admin").await?;
+        notary.store().close().await;
+        notary.hsm().clone().close();
+        anyhow::Ok(created)
+    })?;
+    write_secret(&dir.join("admin-key"), admin_key.secret.expose())?;
+    fs::rename(&staged, dir.join("notary.toml")).context("finishing notary.toml")?;
+
+    println!("notary set-up created in {}", dir.display());
+    println!("  Notary key: {} ({}), generated inside the SoftHSM2 token {TOKEN_LABEL:?}", kid, args.alg.as_str());
+    println!("  public URL: {public_url}   listen: {}", args.listen);
+    println!("  TLS certificate (self-signed): {}", dir.join("tls/cert.pem").display());
+    println!("  admin API key (shown once, also in {}):", dir.join("admin-key").display());
+    println!("    {}", admin_key.secret.expose());
+    println!("Start it with: notary serve --config {}", dir.join("notary.toml").display());
+    Ok(())
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        Ok(std::env::current_dir()
+            .context("reading the current directory")?
+            .join(path))
+    }
+}
+
+fn make_dir(path: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Writes a file readable only by its owner; fails if it exists.
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(value.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Initialises the token, sets the user PIN and generates both keys in it.
+fn create_token_and_keys(
+    module: &Path,
+    alg: Algorithm,
+    user_pin: &HsmPin,
+    so_pin: &HsmPin,
+) -> anyhow::Result<String> {
+    let pkcs11 = hsm::load_module(module)?;
+    let free = pkcs11
+        .get_slots_with_token()
+        .context("listing PKCS#11 slots")?
+        .into_iter()
+        .find(|slot| {
+            pkcs11
+                .get_token_info(*slot)
+                .is_ok_and(|info| !info.token_initialized())
+        })
+        .context("the PKCS#11 module has no free slot for a new token")?;
+    pkcs11
+        .init_token(free, &hsm::auth_pin(so_pin), TOKEN_LABEL)
+        .context("initialising the token")?;
+    // SoftHSM renumbers slots after C_InitToken: find the token by label.
+    let slot = hsm::find_token(&pkcs11, TOKEN_LABEL)?;
+    let session = pkcs11.open_rw_session(slot).context("opening a session")?;
+    session
+        .login(UserType::So, Some(&hsm::auth_pin(so_pin)))
+        .context("logging in as security officer")?;
+    session
+        .init_pin(&hsm::auth_pin(user_pin))
+        .context("setting the user PIN")?;
+    session.logout().context("logging out the security officer")?;
+    session
+        .login(UserType::User, Some(&hsm::auth_pin(user_pin)))
+        .context("logging in as user")?;
+    let mut id = [0u8; 8];
+    random::fill(&mut id)?;
+    keys::generate_signing_key(&session, alg, SIGNING_LABEL, &id)?;
+    random::fill(&mut id)?;
+    keys::generate_hashing_key(&session, HASHING_LABEL, &id)?;
+    let kid = keys::read_public_key(&session, SIGNING_LABEL)?.thumbprint();
+    session.logout().context("logging out")?;
+    drop(session);
+    pkcs11.finalize().context("closing the PKCS#11 module")?;
+    Ok(kid)
+}
+
+fn tls_hosts(listen: &SocketAddr, public_url: &str) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let ip = listen.ip();
+    if !ip.is_unspecified() {
+        hosts.push(ip.to_string());
+    }
+    let authority = public_url.trim_start_matches("https://");
+    let host = authority.split('/').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if !host.is_empty() {
+        hosts.push(host.to_owned());
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+fn write_tls(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
+    let certified =
+        rcgen::generate_simple_self_signed(hosts.to_vec()).context("making the TLS certificate")?;
+    make_dir(&dir.join("tls"))?;
+    fs::write(dir.join("tls/cert.pem"), certified.cert.pem()).context("writing tls/cert.pem")?;
+    write_secret(
+        &dir.join("tls/key.pem"),
+        certified.signing_key.serialize_pem().trim_end(),
+    )
+}
+
+fn config_file(args: &InitArgs, public_url: &str, module: &Path, database: &str) -> String {
+    format!(
+        r#"# notary configuration, written by `notary init`.
+# Relative paths are relative to this file's directory.
+# Every field is described in docs/configuration.md.
+
+[server]
+listen = "{listen}"
+public_url = "{public_url}"
+
+[tls]
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+
+[database]
+url = "{database}"
+
+[hsm]
+module = "{module}"
+token = "{TOKEN_LABEL}"
+signing_key = "{SIGNING_LABEL}"
+hashing_key = "{HASHING_LABEL}"
+# The PIN is never in this file. Production: pin_credential = "notary-hsm-pin"
+# (systemd LoadCredentialEncrypted=). This development set-up reads a file.
+pin_file = "hsm/user-pin"
+
+[hsm.module_env]
+SOFTHSM2_CONF = "softhsm2.conf"
+
+[issuance]
+access_token_ttl_secs = 300
+access_token_typ = "at+jwt"
+default_offer_ttl_secs = 600
+max_tx_code_attempts = 5
+tx_code_length = 6
+wrong_pin_error = "invalid_grant"
+locked_response = "slow_down"
+
+[flood]
+max_unknown_codes = 20
+window_secs = 60
+
+[credential_issuer.credential_configurations_supported.UniversityDegree_jwt]
+format = "jwt_vc_json"
+credential_definition = {{ type = ["VerifiableCredential", "UniversityDegreeCredential"] }}
+"#,
+        listen = args.listen,
+        module = module.display(),
+    )
+}

@@ -1,0 +1,128 @@
+//! The command line: one file per command, mirroring `notary --help`.
+
+mod admin_keys;
+mod check;
+mod init;
+mod migrate;
+mod module_env;
+mod offers;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::hsm::{Hsm, HsmSettings};
+use crate::issuance::{Notary, Policy};
+use crate::store::Store;
+
+/// notary: HSM-backed token server for the OpenID4VCI Pre-Authorized Code flow.
+#[derive(Debug, Parser)]
+#[command(name = "notary", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "NOTARY_CONFIG",
+        default_value = "/etc/notary/notary.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a complete single-host set-up (SoftHSM2 token, keys, TLS, database, admin key).
+    Init(init::InitArgs),
+    /// Run the server.
+    Serve,
+    /// Validate the config and reach the HSM and the database.
+    Check,
+    /// Manage admin API keys.
+    #[command(subcommand)]
+    AdminKeys(admin_keys::AdminKeysCommand),
+    /// Manage credential offers from the host.
+    #[command(subcommand)]
+    Offers(offers::OffersCommand),
+    /// Apply database migrations.
+    Migrate,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(args),
+        command => {
+            let config = Config::load(&cli.config)?;
+            if !matches!(command, Command::Migrate) {
+                // Before any thread exists: the PKCS#11 module reads its
+                // environment when it is loaded.
+                module_env::ensure(&config.module_env())?;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async move {
+                match command {
+                    Command::Serve => serve::run(config).await,
+                    Command::Check => check::run(config).await,
+                    Command::AdminKeys(c) => admin_keys::run(config, c).await,
+                    Command::Offers(c) => offers::run(config, c).await,
+                    Command::Migrate => migrate::run(config).await,
+                    Command::Init(_) => unreachable_init(),
+                }
+            })
+        }
+    }
+}
+
+fn unreachable_init() -> anyhow::Result<()> {
+    anyhow::bail!("init is handled before the runtime starts")
+}
+
+/// The HSM settings from a config.
+pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    HsmSettings {
+        module: config.hsm.module.clone(),
+        token: config.hsm.token.clone(),
+        signing_key: config.hsm.signing_key.clone(),
+        hashing_key: config.hsm.hashing_key.clone(),
+        sessions: config.hsm.sessions.unwrap_or(2 * cores),
+    }
+}
+
+/// Logs in to the HSM (on a blocking thread) and checks key custody.
+pub(crate) async fn open_hsm(config: &Config) -> anyhow::Result<Hsm> {
+    let pin = config.hsm_pin()?;
+    let settings = hsm_settings(config);
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(&settings, &pin))
+        .await
+        .context("HSM start-up task failed")??;
+    let custody = hsm.custody()?;
+    for key in &custody {
+        if let Some(violation) = key.violation() {
+            anyhow::bail!("refusing to use the HSM keys: {violation}");
+        }
+    }
+    Ok(hsm)
+}
+
+/// Connects to the database and checks its schema version.
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database_url(), config.database.max_connections).await?;
+    store.check_schema().await?;
+    Ok(store)
+}
+
+/// HSM + store + policy: everything the use cases need.
+pub(crate) async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
+    let hsm = open_hsm(config).await?;
+    let store = open_store(config).await?;
+    Ok(Notary::new(hsm, store, Policy::from_config(config)))
+}

@@ -1,0 +1,376 @@
+//! Typed configuration (`notary.toml`): loading, validation and secret sources.
+//!
+//! Relative paths in the file are resolved against the directory that holds
+//! the file, so a set-up made by `notary init` can be moved as a whole.
+//! Secrets (the HSM PIN) are never in the file itself: it names where to read
+//! them from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::HsmPin;
+
+/// Everything that can be wrong with a configuration, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped fields.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the field.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// The HSM PIN could not be obtained from its configured source.
+    #[error("cannot read the HSM PIN: {0}")]
+    Pin(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and public identity.
+    pub server: ServerConfig,
+    /// TLS certificate and key.
+    pub tls: TlsConfig,
+    /// Database location.
+    pub database: DatabaseConfig,
+    /// PKCS#11 module, token and keys.
+    pub hsm: HsmConfig,
+    /// Offer and token policy.
+    #[serde(default)]
+    pub issuance: IssuanceConfig,
+    /// Per-address flood limit for unknown codes.
+    #[serde(default)]
+    pub flood: FloodConfig,
+    /// Credential Issuer metadata served when notary is its own credential issuer.
+    #[serde(default)]
+    pub credential_issuer: CredentialIssuerConfig,
+    /// Directory of the config file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Socket address to listen on, e.g. `127.0.0.1:8443`.
+    pub listen: std::net::SocketAddr,
+    /// The https URL wallets reach notary at; it is the OAuth `issuer`.
+    pub public_url: String,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` (relative to the config directory) or, later, `postgres://...`.
+    pub url: String,
+    /// Upper bound of pooled connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+/// `[hsm]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Label of the token that holds the keys (slot ids are not stable).
+    pub token: String,
+    /// Label (`CKA_LABEL`) of the Notary signing key's private key.
+    pub signing_key: String,
+    /// Label of the HMAC secret key used to hash codes, PINs and API keys.
+    pub hashing_key: String,
+    /// Read the PIN from this file (mode 0600 or stricter).
+    pub pin_file: Option<PathBuf>,
+    /// Read the PIN from this systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
+    pub pin_credential: Option<String>,
+    /// Read the PIN from this environment variable (development only).
+    pub pin_env: Option<String>,
+    /// Environment the PKCS#11 module reads at load time (e.g. `SOFTHSM2_CONF`).
+    /// notary re-executes itself with these set before it starts any thread.
+    #[serde(default)]
+    pub module_env: BTreeMap<String, String>,
+    /// Sessions kept for concurrent HSM operations (default: 2 per core).
+    pub sessions: Option<usize>,
+}
+
+/// Which error a wrong PIN gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WrongPinError {
+    /// RFC 6749 / OID4VCI 1.0: `invalid_grant`.
+    #[default]
+    InvalidGrant,
+    /// OID4VCI 1.1: `invalid_tx_code`.
+    InvalidTxCode,
+}
+
+/// How a locked offer is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LockedResponse {
+    /// 429 `slow_down`, as the seed API does.
+    #[default]
+    SlowDown,
+    /// 400 `invalid_grant`, as the OID4VCI 1.0 errata suggest.
+    InvalidGrant,
+}
+
+/// `[issuance]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceConfig {
+    /// When false the token endpoint answers 404 and the grant is not advertised.
+    pub pre_authorized_code_enabled: bool,
+    /// The credential issuer identifier; defaults to `server.public_url`.
+    pub credential_issuer: Option<String>,
+    /// Lifetime of access tokens, seconds (at most 300 for bearer tokens).
+    pub access_token_ttl_secs: u64,
+    /// JOSE `typ` of access tokens.
+    pub access_token_typ: String,
+    /// Default offer lifetime, seconds.
+    pub default_offer_ttl_secs: u64,
+    /// Longest offer lifetime an admin may ask for, seconds.
+    pub max_offer_ttl_secs: u64,
+    /// Wrong PINs allowed before an offer is locked for good.
+    pub max_tx_code_attempts: u32,
+    /// Length of generated PINs when the request does not say.
+    pub tx_code_length: u32,
+    /// Lifetime of the `c_nonce` returned with a token, seconds.
+    pub c_nonce_ttl_secs: u64,
+    /// Error for a wrong PIN.
+    pub wrong_pin_error: WrongPinError,
+    /// Response for a locked offer.
+    pub locked_response: LockedResponse,
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        Self {
+            pre_authorized_code_enabled: true,
+            credential_issuer: None,
+            access_token_ttl_secs: 300,
+            access_token_typ: "at+jwt".to_owned(),
+            default_offer_ttl_secs: 600,
+            max_offer_ttl_secs: 30 * 24 * 3600,
+            max_tx_code_attempts: 5,
+            tx_code_length: 6,
+            c_nonce_ttl_secs: 300,
+            wrong_pin_error: WrongPinError::default(),
+            locked_response: LockedResponse::default(),
+        }
+    }
+}
+
+/// `[flood]`: how many unknown codes one client address may send per window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodConfig {
+    /// Unknown codes allowed per address and window.
+    pub max_unknown_codes: u32,
+    /// Window length, seconds.
+    pub window_secs: u64,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self {
+            max_unknown_codes: 20,
+            window_secs: 60,
+        }
+    }
+}
+
+/// `[credential_issuer]`: metadata for `/.well-known/openid-credential-issuer`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialIssuerConfig {
+    /// The credential endpoint of the credential issuer.
+    pub credential_endpoint: Option<String>,
+    /// `credential_configurations_supported`, passed through as JSON.
+    /// Offers may only name configurations listed here.
+    pub credential_configurations_supported: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Resolves a path from the file against the config directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The credential issuer identifier (defaults to the public URL).
+    pub fn credential_issuer(&self) -> &str {
+        self.issuance
+            .credential_issuer
+            .as_deref()
+            .unwrap_or(&self.server.public_url)
+    }
+
+    /// The database URL with a relative SQLite path resolved.
+    pub fn database_url(&self) -> String {
+        match self.database.url.strip_prefix("sqlite:") {
+            Some(rest) => {
+                let path = rest.trim_start_matches("//");
+                format!("sqlite:{}", self.resolve(Path::new(path)).display())
+            }
+            None => self.database.url.clone(),
+        }
+    }
+
+    /// Module environment with relative file paths resolved.
+    pub fn module_env(&self) -> BTreeMap<String, String> {
+        self.hsm
+            .module_env
+            .iter()
+            .map(|(k, v)| {
+                let p = Path::new(v);
+                let value = if p.is_relative() && self.base_dir.join(p).exists() {
+                    self.resolve(p).display().to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), value)
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let url = &self.server.public_url;
+        if !url.starts_with("https://") || url.ends_with('/') {
+            return invalid(format!(
+                "server.public_url must be an https URL without a trailing slash, got {url:?}"
+            ));
+        }
+        if let Some(ci) = &self.issuance.credential_issuer {
+            if !ci.starts_with("https://") {
+                return invalid(format!("issuance.credential_issuer must be https, got {ci:?}"));
+            }
+        }
+        let i = &self.issuance;
+        if i.access_token_ttl_secs == 0 || i.access_token_ttl_secs > 300 {
+            return invalid(format!(
+                "issuance.access_token_ttl_secs must be 1..=300 (OID4VCI §13.10), got {}",
+                i.access_token_ttl_secs
+            ));
+        }
+        if i.max_tx_code_attempts == 0 || i.max_tx_code_attempts > 100 {
+            return invalid("issuance.max_tx_code_attempts must be 1..=100".to_owned());
+        }
+        if !(4..=12).contains(&i.tx_code_length) {
+            return invalid("issuance.tx_code_length must be 4..=12".to_owned());
+        }
+        if i.default_offer_ttl_secs == 0 || i.default_offer_ttl_secs > i.max_offer_ttl_secs {
+            return invalid(
+                "issuance.default_offer_ttl_secs must be positive and at most max_offer_ttl_secs"
+                    .to_owned(),
+            );
+        }
+        if i.access_token_typ.is_empty() {
+            return invalid("issuance.access_token_typ must not be empty".to_owned());
+        }
+        if self.flood.max_unknown_codes == 0 || self.flood.window_secs == 0 {
+            return invalid("flood.max_unknown_codes and flood.window_secs must be positive".to_owned());
+        }
+        let sources = [
+            self.hsm.pin_file.is_some(),
+            self.hsm.pin_credential.is_some(),
+            self.hsm.pin_env.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return invalid(
+                "set exactly one of hsm.pin_file, hsm.pin_credential, hsm.pin_env".to_owned(),
+            );
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            return invalid(format!(
+                "database.url must start with sqlite: (PostgreSQL support is not built yet), got {:?}",
+                self.database.url
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the HSM user PIN from its configured source.
+    pub fn hsm_pin(&self) -> Result<HsmPin, ConfigError> {
+        let raw = if let Some(file) = &self.hsm.pin_file {
+            let path = self.resolve(file);
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::Pin(format!("{}: {e}", path.display())))?
+        } else if let Some(name) = &self.hsm.pin_credential {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                ConfigError::Pin(format!(
+                    "hsm.pin_credential = {name:?} but $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"
+                ))
+            })?;
+            let path = Path::new(&dir).join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::Pin(format!("{}: {e}", path.display())))?
+        } else if let Some(var) = &self.hsm.pin_env {
+            std::env::var(var)
+                .map_err(|_| ConfigError::Pin(format!("environment variable {var} is not set")))?
+        } else {
+            return Err(ConfigError::Pin("no PIN source configured".to_owned()));
+        };
+        let pin = HsmPin::new(raw);
+        let trimmed = pin.expose().trim_end_matches(['\r', '\n']);
+        if trimmed.is_empty() {
+            return Err(ConfigError::Pin("the PIN source is empty".to_owned()));
+        }
+        Ok(HsmPin::new(trimmed.to_owned()))
+    }
+}

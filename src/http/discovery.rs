@@ -1,0 +1,58 @@
+//! Discovery documents, the JWKS and health probes.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+
+pub(super) async fn authorization_server(State(state): State<AppState>) -> Response {
+    Json(state.documents.authorization_server.clone()).into_response()
+}
+
+pub(super) async fn credential_issuer(State(state): State<AppState>) -> Response {
+    match &state.documents.credential_issuer {
+        Some(doc) => Json(doc.clone()).into_response(),
+        None => ApiError::not_found(
+            "the credential issuer is another host; its metadata is served there",
+        )
+        .into_response(),
+    }
+}
+
+pub(super) async fn jwks(State(state): State<AppState>) -> Response {
+    Json(state.documents.jwks.clone()).into_response()
+}
+
+pub(super) async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the HSM and the database both answer.
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let hsm = state.notary.hsm().ping().await;
+    let db = state.notary.store().ping().await;
+    if let Err(e) = &hsm {
+        tracing::warn!(error = %e, "readiness: HSM not usable");
+    }
+    if let Err(e) = &db {
+        tracing::warn!(error = %e, "readiness: database not usable");
+    }
+    let status = if hsm.is_ok() && db.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        Json(serde_json::json!({ "hsm": word(hsm.is_ok()), "database": word(db.is_ok()) })),
+    )
+        .into_response()
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}

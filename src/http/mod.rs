@@ -1,0 +1,130 @@
+//! HTTP: the axum router, handlers, admin authentication, the flood limit,
+//! error responses and the TLS accept loop. No SQL and no PKCS#11 here:
+//! handlers call the use cases in `issuance`.
+
+mod auth;
+mod discovery;
+pub mod error;
+pub mod flood;
+mod offers;
+pub mod server;
+pub mod tls;
+mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::routing::{get, post};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::{Config, LockedResponse, WrongPinError};
+use crate::issuance::Notary;
+use crate::oid4vci::metadata::{self, MetadataInputs};
+use flood::FloodGuard;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub notary: Notary,
+    /// Per-address limit on unknown codes.
+    pub flood: Arc<FloodGuard>,
+    /// Documents computed once at start.
+    pub documents: Arc<Documents>,
+    /// Error dialects and switches.
+    pub behaviour: Behaviour,
+}
+
+/// Discovery documents, computed at start.
+#[derive(Debug)]
+pub struct Documents {
+    /// RFC 8414 metadata.
+    pub authorization_server: serde_json::Value,
+    /// OID4VCI issuer metadata, when notary is its own credential issuer.
+    pub credential_issuer: Option<serde_json::Value>,
+    /// The JWKS.
+    pub jwks: serde_json::Value,
+}
+
+/// Configurable response behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    /// Whether the token endpoint is enabled.
+    pub pre_authorized_enabled: bool,
+    /// Error for a wrong PIN.
+    pub wrong_pin_error: WrongPinError,
+    /// Response for a locked offer.
+    pub locked_response: LockedResponse,
+}
+
+impl AppState {
+    /// Builds the state from the config and the wired use cases.
+    pub fn new(config: &Config, notary: Notary) -> Self {
+        let key = notary.hsm().signing_key();
+        let inputs = MetadataInputs {
+            public_url: &config.server.public_url,
+            credential_issuer: config.credential_issuer(),
+            credential_endpoint: config.credential_issuer.credential_endpoint.as_deref(),
+            credential_configurations: &config.credential_issuer.credential_configurations_supported,
+            pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
+            signing_alg: key.algorithm().as_str(),
+        };
+        let documents = Documents {
+            authorization_server: metadata::authorization_server(&inputs),
+            credential_issuer: (config.credential_issuer() == config.server.public_url)
+                .then(|| metadata::credential_issuer(&inputs)),
+            jwks: serde_json::json!({ "keys": [key.public_key.to_jwk()] }),
+        };
+        AppState {
+            notary,
+            flood: Arc::new(FloodGuard::new(
+                config.flood.max_unknown_codes,
+                Duration::from_secs(config.flood.window_secs),
+            )),
+            documents: Arc::new(documents),
+            behaviour: Behaviour {
+                pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
+                wrong_pin_error: config.issuance.wrong_pin_error,
+                locked_response: config.issuance.locked_response,
+            },
+        }
+    }
+}
+
+/// The whole public router.
+pub fn router(state: AppState) -> Router {
+    let no_store = SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    let sensitive = Router::new()
+        .route(
+            "/oid4vci/token",
+            post(token::token).layer(DefaultBodyLimit::max(token::MAX_BODY)),
+        )
+        .route(
+            "/v1/openid/offers/pre-authorized",
+            post(offers::create).layer(DefaultBodyLimit::max(offers::MAX_BODY)),
+        )
+        .route("/v1/openid/offers", get(offers::list))
+        .route("/v1/openid/offers/{id}", get(offers::get).delete(offers::revoke))
+        .layer(no_store);
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::authorization_server),
+        )
+        .route(
+            "/.well-known/openid-credential-issuer",
+            get(discovery::credential_issuer),
+        )
+        .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route("/healthz", get(discovery::healthz))
+        .route("/readyz", get(discovery::readyz))
+        .merge(sensitive)
+        .fallback(discovery::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,116 @@
+//! The admin offer API (`/v1/openid/offers...`), for admin and issuer keys;
+//! auditors may read.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::issuance::{CreateOffer, OfferError, parse_filter};
+use crate::store::Role;
+
+const WRITERS: &[Role] = &[Role::Admin, Role::Issuer];
+const READERS: &[Role] = &[Role::Admin, Role::Issuer, Role::Auditor];
+
+/// Largest offer creation body accepted.
+pub(super) const MAX_BODY: usize = 16 * 1024;
+
+fn offer_error(e: OfferError) -> ApiError {
+    match e {
+        OfferError::Invalid(m) => ApiError::invalid_request(m),
+        OfferError::NotFound => ApiError::not_found("no offer with this id"),
+        OfferError::NotPending(state) => ApiError::new(
+            StatusCode::CONFLICT,
+            crate::oid4vci::ErrorCode::InvalidRequest,
+            format!("the offer is already {state}"),
+        ),
+        OfferError::Internal(inner) => ApiError::internal(&inner),
+    }
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITERS)?;
+    let body = body.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            crate::oid4vci::ErrorCode::InvalidRequest,
+            format!("the request body is too large (at most {MAX_BODY} bytes)"),
+        )
+    })?;
+    let request: CreateOffer = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_request(format!("invalid offer request: {e}")))?;
+    let created = state
+        .notary
+        .create_offer(request, &caller.0.id)
+        .await
+        .map_err(offer_error)?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let view = state.notary.get_offer(&id).await.map_err(offer_error)?;
+    Ok(Json(view).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let Query(query) = query.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    let filter = match query.state.as_deref() {
+        None => None,
+        Some(s) => Some(parse_filter(s).ok_or_else(|| {
+            ApiError::invalid_request(
+                "state must be one of pending, redeemed, expired, locked, revoked",
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_request("limit must be 1..=500"));
+    }
+    let (offers, next_cursor) = state
+        .notary
+        .list_offers(filter, limit, query.cursor.as_deref())
+        .await
+        .map_err(offer_error)?;
+    Ok(Json(serde_json::json!({ "offers": offers, "nextCursor": next_cursor })).into_response())
+}
+
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(WRITERS)?;
+    let view = state
+        .notary
+        .revoke_offer(&id, &caller.0.id)
+        .await
+        .map_err(offer_error)?;
+    Ok(Json(view).into_response())
+}

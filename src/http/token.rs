@@ -1,0 +1,133 @@
+//! `POST /oid4vci/token`: the wallet-facing token endpoint.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::{LockedResponse, WrongPinError};
+use crate::issuance::RedeemError;
+use crate::oid4vci::ErrorCode;
+use crate::oid4vci::token::{BodyFormat, SECRET_PARAMETERS, TokenRequest};
+
+/// Largest token request body accepted; real ones are a few hundred bytes.
+pub(super) const MAX_BODY: usize = 4 * 1024;
+
+pub(super) async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle(&state, peer, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !state.behaviour.pre_authorized_enabled {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnsupportedGrantType,
+            "the pre-authorized code flow is disabled on this server",
+        ));
+    }
+    if let Some(query) = uri.query() {
+        if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| SECRET_PARAMETERS.contains(&k.as_ref())) {
+            return Err(ApiError::invalid_request(
+                "codes and PINs must be sent in the request body, never in the URL",
+            ));
+        }
+    }
+    let ip = peer.ip();
+    if let Some(retry_after) = state.flood.blocked_for(ip, Instant::now()) {
+        return Err(ApiError::slow_down(
+            "too many unknown pre-authorized codes from this address",
+            Some(retry_after),
+        ));
+    }
+    let format = body_format(headers)?;
+    let body = body.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidRequest,
+            format!("the request body is too large (at most {MAX_BODY} bytes)"),
+        )
+    })?;
+    let request = TokenRequest::parse(format, &body).map_err(|e| ApiError::invalid_request(e.0))?;
+    drop(body);
+
+    match state.notary.redeem(request).await {
+        Ok(response) => Ok(Json(response).into_response()),
+        Err(e) => {
+            if matches!(e, RedeemError::InvalidGrant { unknown_code: true }) {
+                state.flood.record_unknown(ip, Instant::now());
+            }
+            Err(redeem_error(state, e))
+        }
+    }
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
+        "application/json" => Ok(BodyFormat::Json),
+        _ => Err(ApiError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded or application/json",
+        )),
+    }
+}
+
+fn redeem_error(state: &AppState, e: RedeemError) -> ApiError {
+    let description = e.to_string();
+    match e {
+        RedeemError::InvalidRequest(m) => ApiError::invalid_request(m),
+        RedeemError::UnsupportedGrantType => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedGrantType,
+            description,
+        ),
+        RedeemError::InvalidGrant { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, description)
+        }
+        RedeemError::WrongTxCode { .. } => {
+            let code = match state.behaviour.wrong_pin_error {
+                WrongPinError::InvalidGrant => ErrorCode::InvalidGrant,
+                WrongPinError::InvalidTxCode => ErrorCode::InvalidTxCode,
+            };
+            ApiError::new(StatusCode::BAD_REQUEST, code, description)
+        }
+        RedeemError::Locked => match state.behaviour.locked_response {
+            LockedResponse::SlowDown => ApiError::slow_down(description, None),
+            LockedResponse::InvalidGrant => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, description)
+            }
+        },
+        RedeemError::Internal(inner) => ApiError::internal(&inner),
+    }
+}

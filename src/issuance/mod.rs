@@ -1,0 +1,131 @@
+//! The use cases: create and manage offers, redeem a code for a token, manage
+//! API keys. Plain Rust: no HTTP types, no SQL, no PKCS#11 types.
+
+mod api_keys;
+pub mod hashing;
+mod offers;
+pub mod random;
+mod redeem;
+mod token;
+
+use std::collections::BTreeSet;
+
+pub use api_keys::CreatedApiKey;
+pub use offers::{CreateOffer, CreatedOffer, OfferError, OfferView, TransactionCodeRequest, parse_filter};
+pub use redeem::RedeemError;
+
+use crate::config::Config;
+use crate::hsm::{Hsm, HsmError};
+use crate::store::{Store, StoreError};
+use random::RandomError;
+
+/// A failure inside notary that the client cannot fix. The HTTP layer turns
+/// it into a bare `server_error` and logs the detail.
+#[derive(Debug, thiserror::Error)]
+pub enum InternalError {
+    /// The HSM failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The OS random source failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// The offer and token policy, taken from the config once at start.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// notary's public URL: the `iss` of tokens.
+    pub public_url: String,
+    /// The credential issuer: the `aud` of tokens and the offers' issuer.
+    pub credential_issuer: String,
+    /// Access token lifetime, seconds.
+    pub access_token_ttl: u64,
+    /// JOSE `typ` of access tokens.
+    pub access_token_typ: String,
+    /// Default offer lifetime, seconds.
+    pub default_offer_ttl: u64,
+    /// Longest offer lifetime, seconds.
+    pub max_offer_ttl: u64,
+    /// Wrong PINs before the lock.
+    pub max_tx_code_attempts: u32,
+    /// Default PIN length.
+    pub tx_code_length: u32,
+    /// `c_nonce_expires_in`, seconds.
+    pub c_nonce_ttl: u64,
+    /// Credential configuration ids an offer may name.
+    pub known_credentials: BTreeSet<String>,
+}
+
+impl Policy {
+    /// Takes the policy out of a validated config.
+    pub fn from_config(config: &Config) -> Self {
+        let i = &config.issuance;
+        Policy {
+            public_url: config.server.public_url.clone(),
+            credential_issuer: config.credential_issuer().to_owned(),
+            access_token_ttl: i.access_token_ttl_secs,
+            access_token_typ: i.access_token_typ.clone(),
+            default_offer_ttl: i.default_offer_ttl_secs,
+            max_offer_ttl: i.max_offer_ttl_secs,
+            max_tx_code_attempts: i.max_tx_code_attempts,
+            tx_code_length: i.tx_code_length,
+            c_nonce_ttl: i.c_nonce_ttl_secs,
+            known_credentials: config
+                .credential_issuer
+                .credential_configurations_supported
+                .keys()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The use cases over one HSM and one store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Notary {
+    hsm: Hsm,
+    store: Store,
+    policy: std::sync::Arc<Policy>,
+}
+
+impl Notary {
+    /// Wires the use cases to their HSM, store and policy.
+    pub fn new(hsm: Hsm, store: Store, policy: Policy) -> Self {
+        Notary {
+            hsm,
+            store,
+            policy: std::sync::Arc::new(policy),
+        }
+    }
+
+    /// The HSM.
+    pub fn hsm(&self) -> &Hsm {
+        &self.hsm
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Current time, unix seconds.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,348 @@
+//! Creating, reading, listing and revoking credential offers.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{InternalError, Notary, hashing, now, random, rfc3339};
+use crate::oid4vci::offer::{CredentialOffer, Grants, InputMode, PreAuthorizedGrant, TxCodeSpec};
+use crate::secret::{PreAuthorizedCode, TxCode};
+use crate::store::{NewOffer, OfferFilter, OfferRecord, OfferState, RevokeOutcome};
+use crate::audit::AuditEvent;
+
+/// `transactionCode` in a create request: `true`, `false`, or a `tx_code` object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TransactionCodeRequest {
+    /// `true`: a numeric PIN of the default length; `false`: no PIN.
+    Flag(bool),
+    /// A PIN shaped as described.
+    Spec {
+        /// Length (4..=12); default from config.
+        length: Option<u32>,
+        /// `numeric` (default) or `text`.
+        input_mode: Option<InputMode>,
+        /// Shown by the wallet (at most 300 characters).
+        description: Option<String>,
+    },
+}
+
+impl Default for TransactionCodeRequest {
+    /// A PIN unless the caller opts out: an offer link alone is a bearer
+    /// credential, and a PIN sent over a second channel limits a leaked link.
+    fn default() -> Self {
+        TransactionCodeRequest::Flag(true)
+    }
+}
+
+/// `POST /v1/openid/offers/pre-authorized` body (shape of the seed offer API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOffer {
+    /// Credential configuration ids.
+    pub credentials: Vec<String>,
+    /// Subject for the token.
+    pub user_id: Option<String>,
+    /// Offer lifetime, seconds.
+    pub expires_in: Option<u64>,
+    /// Whether and how to require a PIN.
+    #[serde(default)]
+    pub transaction_code: TransactionCodeRequest,
+    /// Offer by reference (`credential_offer_uri`).
+    #[serde(default)]
+    pub by_reference: bool,
+    /// JSON passed through into the token.
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The 201 response: the only time the code (inside `uri`) and PIN exist
+/// outside the holder's hands.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOffer {
+    /// Offer id.
+    pub id: String,
+    /// The subject, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The `openid-credential-offer://` deep link.
+    pub uri: Zeroizing<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// The PIN, as a string (it may start with 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_code: Option<Zeroizing<String>>,
+}
+
+/// An offer as the admin API shows it: state and timestamps, never a secret.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferView {
+    /// Offer id.
+    pub id: String,
+    /// Subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Credential configuration ids.
+    pub credentials: serde_json::Value,
+    /// pending, redeemed, expired, locked or revoked.
+    pub state: &'static str,
+    /// Whether a PIN is required.
+    pub transaction_code_required: bool,
+    /// Wrong PINs so far.
+    pub attempts: u32,
+    /// Wrong PINs allowed.
+    pub max_attempts: u32,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redeemed_at: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_at: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+impl OfferView {
+    fn from_record(r: OfferRecord, now: i64) -> Self {
+        let state = match r.state {
+            OfferState::Pending if now >= r.expires_at => "expired",
+            s => s.as_str(),
+        };
+        OfferView {
+            state,
+            transaction_code_required: r.pin_hash.is_some(),
+            credentials: serde_json::from_str(&r.credential_ids).unwrap_or_default(),
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            created_at: rfc3339(r.created_at),
+            expires_at: rfc3339(r.expires_at),
+            redeemed_at: r.redeemed_at.map(rfc3339),
+            locked_at: r.locked_at.map(rfc3339),
+            revoked_at: r.revoked_at.map(rfc3339),
+            user_id: r.subject,
+            id: r.id,
+        }
+    }
+}
+
+/// Why an offer request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    /// The request is wrong; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such offer.
+    #[error("no offer with this id")]
+    NotFound,
+    /// The offer is no longer pending.
+    #[error("the offer is already {0}")]
+    NotPending(&'static str),
+    /// Internal failure.
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+impl From<crate::hsm::HsmError> for OfferError {
+    fn from(e: crate::hsm::HsmError) -> Self {
+        OfferError::Internal(e.into())
+    }
+}
+impl From<crate::store::StoreError> for OfferError {
+    fn from(e: crate::store::StoreError) -> Self {
+        OfferError::Internal(e.into())
+    }
+}
+impl From<random::RandomError> for OfferError {
+    fn from(e: random::RandomError) -> Self {
+        OfferError::Internal(e.into())
+    }
+}
+
+/// Longest `userId`, description or claims document accepted.
+const MAX_SUBJECT: usize = 256;
+const MAX_DESCRIPTION: usize = 300;
+const MAX_CLAIMS_BYTES: usize = 8 * 1024;
+
+impl Notary {
+    /// Creates an offer; `created_by` is the API key id (or `cli`).
+    pub async fn create_offer(
+        &self,
+        request: CreateOffer,
+        created_by: &str,
+    ) -> Result<CreatedOffer, OfferError> {
+        let policy = &self.policy;
+        if request.credentials.is_empty() {
+            return Err(OfferError::Invalid("credentials must name at least one credential configuration".into()));
+        }
+        if let Some(unknown) = request
+            .credentials
+            .iter()
+            .find(|c| !policy.known_credentials.contains(*c))
+        {
+            return Err(OfferError::Invalid(format!(
+                "unknown credential configuration {unknown:?}; known: {:?}",
+                policy.known_credentials
+            )));
+        }
+        if request.by_reference {
+            return Err(OfferError::Invalid(
+                "byReference offers are not available in this version; use byReference: false".into(),
+            ));
+        }
+        if let Some(subject) = &request.user_id {
+            if subject.is_empty() || subject.len() > MAX_SUBJECT {
+                return Err(OfferError::Invalid(format!("userId must be 1..={MAX_SUBJECT} characters")));
+            }
+        }
+        let ttl = request.expires_in.unwrap_or(policy.default_offer_ttl);
+        if ttl == 0 || ttl > policy.max_offer_ttl {
+            return Err(OfferError::Invalid(format!(
+                "expiresIn must be 1..={} seconds",
+                policy.max_offer_ttl
+            )));
+        }
+        let tx_code = self.tx_code_spec(&request.transaction_code)?;
+        let claims = match &request.claims {
+            Some(map) => {
+                let json = serde_json::Value::Object(map.clone()).to_string();
+                if json.len() > MAX_CLAIMS_BYTES {
+                    return Err(OfferError::Invalid(format!("claims must be at most {MAX_CLAIMS_BYTES} bytes of JSON")));
+                }
+                Some(json)
+            }
+            None => None,
+        };
+
+        let id = random::token(16)?;
+        let code = PreAuthorizedCode::new(random::token(32)?);
+        let pin = match &tx_code {
+            Some(spec) => Some(random::pin(spec.length, spec.input_mode)?),
+            None => None,
+        };
+        let code_hash = hashing::code_hash(&self.hsm, &code).await?;
+        let pin_hash = match &pin {
+            Some(pin) => Some(hashing::pin_hash(&self.hsm, &id, &TxCode::new(pin.to_string())).await?),
+            None => None,
+        };
+        let created_at = now();
+        let expires_at = created_at.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let credential_ids = serde_json::to_string(&request.credentials).unwrap_or_default();
+        let record = NewOffer {
+            id: id.clone(),
+            code_hash,
+            pin_hash,
+            tx_code: tx_code.as_ref().and_then(|t| serde_json::to_string(t).ok()),
+            subject: request.user_id.clone(),
+            credential_ids,
+            claims,
+            max_attempts: policy.max_tx_code_attempts,
+            created_at,
+            expires_at,
+            created_by: Some(created_by.to_owned()),
+        };
+        let event = AuditEvent::new(
+            "offer.created",
+            &id,
+            serde_json::json!({
+                "by": created_by,
+                "credentials": request.credentials,
+                "tx_code": tx_code.is_some(),
+                "expires_at": expires_at,
+            }),
+        );
+        self.store.insert_offer(&record, event).await?;
+
+        let authorization_server = (policy.credential_issuer != policy.public_url)
+            .then_some(policy.public_url.as_str());
+        let offer = CredentialOffer {
+            credential_issuer: &policy.credential_issuer,
+            credential_configuration_ids: &request.credentials,
+            grants: Grants {
+                pre_authorized_code: PreAuthorizedGrant {
+                    code: code.expose(),
+                    tx_code: tx_code.as_ref(),
+                    authorization_server,
+                },
+            },
+        };
+        Ok(CreatedOffer {
+            id,
+            user_id: request.user_id,
+            uri: Zeroizing::new(offer.to_uri()),
+            expires_at: rfc3339(expires_at),
+            transaction_code: pin,
+        })
+    }
+
+    fn tx_code_spec(&self, request: &TransactionCodeRequest) -> Result<Option<TxCodeSpec>, OfferError> {
+        let (length, input_mode, description) = match request {
+            TransactionCodeRequest::Flag(false) => return Ok(None),
+            TransactionCodeRequest::Flag(true) => (None, None, None),
+            TransactionCodeRequest::Spec {
+                length,
+                input_mode,
+                description,
+            } => (*length, *input_mode, description.clone()),
+        };
+        let length = length.unwrap_or(self.policy.tx_code_length);
+        if !(4..=12).contains(&length) {
+            return Err(OfferError::Invalid("transactionCode.length must be 4..=12".into()));
+        }
+        if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+            return Err(OfferError::Invalid(format!(
+                "transactionCode.description must be at most {MAX_DESCRIPTION} characters"
+            )));
+        }
+        Ok(Some(TxCodeSpec {
+            length,
+            input_mode: input_mode.unwrap_or(InputMode::Numeric),
+            description,
+        }))
+    }
+
+    /// One offer's state.
+    pub async fn get_offer(&self, id: &str) -> Result<OfferView, OfferError> {
+        let record = self.store.get_offer(id).await?.ok_or(OfferError::NotFound)?;
+        Ok(OfferView::from_record(record, now()))
+    }
+
+    /// A page of offers, newest first.
+    pub async fn list_offers(
+        &self,
+        filter: Option<OfferFilter>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<OfferView>, Option<String>), OfferError> {
+        let now = now();
+        let page = self.store.list_offers(filter, now, limit, cursor).await?;
+        let views = page
+            .offers
+            .into_iter()
+            .map(|r| OfferView::from_record(r, now))
+            .collect();
+        Ok((views, page.next_cursor))
+    }
+
+    /// Revokes a pending offer.
+    pub async fn revoke_offer(&self, id: &str, by: &str) -> Result<OfferView, OfferError> {
+        match self.store.revoke_offer(id, now(), by).await? {
+            RevokeOutcome::Revoked => self.get_offer(id).await,
+            RevokeOutcome::NotFound => Err(OfferError::NotFound),
+            RevokeOutcome::NotPending(state) => Err(OfferError::NotPending(state.as_str())),
+        }
+    }
+}
+
+/// Parses the `state` filter of the list endpoint.
+pub fn parse_filter(state: &str) -> Option<OfferFilter> {
+    match state {
+        "pending" => Some(OfferFilter::Pending),
+        "expired" => Some(OfferFilter::Expired),
+        other => OfferState::parse(other).map(OfferFilter::Stored),
+    }
+}

@@ -1,0 +1,158 @@
+//! Redeeming a pre-authorized code (and PIN) for an access token, exactly once.
+//!
+//! Order of work: hash the code in the HSM and look the offer up; check its
+//! state and expiry; check the PIN (a wrong one is counted by one atomic
+//! statement that also locks at the limit); sign the token; then consume the
+//! offer with one conditional update. The token is returned only if that
+//! update changed a row, so of any number of concurrent redemptions exactly
+//! one wins, and a PIN that was right cannot win after the offer locked.
+
+use std::borrow::Cow;
+
+use subtle::ConstantTimeEq;
+
+use super::{InternalError, Notary, hashing, now, random, token};
+use crate::oid4vci::PRE_AUTHORIZED_GRANT;
+use crate::oid4vci::token::{TokenRequest, TokenResponse};
+use crate::store::{OfferState, WrongPinOutcome};
+
+/// Why a redemption was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    /// The request is malformed (RFC 6749 `invalid_request`).
+    #[error("{0}")]
+    InvalidRequest(Cow<'static, str>),
+    /// Not the pre-authorized code grant.
+    #[error("only the pre-authorized code grant is supported")]
+    UnsupportedGrantType,
+    /// The code is unknown, expired, used or revoked; deliberately one answer
+    /// for all of them. `unknown_code` feeds the flood limit.
+    #[error("the pre-authorized code is invalid, expired or already used")]
+    InvalidGrant {
+        /// No offer has this code.
+        unknown_code: bool,
+    },
+    /// The PIN is wrong.
+    #[error("the tx_code is wrong; {remaining} attempt(s) left")]
+    WrongTxCode {
+        /// Attempts left before the offer locks (0: it is now locked).
+        remaining: u32,
+    },
+    /// Too many wrong PINs: the offer is locked for good.
+    #[error("too many wrong tx_code attempts; this offer is locked")]
+    Locked,
+    /// Internal failure; no detail goes to the client.
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+fn internal(e: impl Into<InternalError>) -> RedeemError {
+    RedeemError::Internal(e.into())
+}
+
+impl Notary {
+    /// Redeems a token request. On success the offer is consumed.
+    pub async fn redeem(&self, request: TokenRequest) -> Result<TokenResponse, RedeemError> {
+        match request.grant_type.as_deref() {
+            Some(PRE_AUTHORIZED_GRANT) => {}
+            Some(_) => return Err(RedeemError::UnsupportedGrantType),
+            None => return Err(RedeemError::InvalidRequest("grant_type is missing".into())),
+        }
+        let Some(code) = request.code else {
+            return Err(RedeemError::InvalidRequest("pre-authorized_code is missing".into()));
+        };
+        // Every code is hashed, whatever its shape, so a malformed code costs
+        // the same as a well-formed unknown one.
+        let code_hash = hashing::code_hash(&self.hsm, &code).await.map_err(internal)?;
+        drop(code);
+        let now = now();
+        let offer = self
+            .store
+            .find_offer_by_code_hash(&code_hash)
+            .await
+            .map_err(internal)?
+            .ok_or(RedeemError::InvalidGrant { unknown_code: true })?;
+
+        match offer.state {
+            OfferState::Redeemed => {
+                // RFC 6749 §4.1.2 spirit: a replayed code revokes what it gave.
+                self.store
+                    .revoke_token_of_replayed_offer(&offer.id, now)
+                    .await
+                    .map_err(internal)?;
+                return Err(RedeemError::InvalidGrant { unknown_code: false });
+            }
+            OfferState::Locked => return Err(RedeemError::Locked),
+            OfferState::Revoked => return Err(RedeemError::InvalidGrant { unknown_code: false }),
+            OfferState::Pending if now >= offer.expires_at => {
+                return Err(RedeemError::InvalidGrant { unknown_code: false });
+            }
+            OfferState::Pending => {}
+        }
+
+        match (&offer.pin_hash, request.tx_code) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(RedeemError::InvalidRequest("tx_code is required for this offer".into()));
+            }
+            (None, Some(_)) => {
+                return Err(RedeemError::InvalidRequest(
+                    "this offer has no tx_code; do not send tx_code or user_pin".into(),
+                ));
+            }
+            (Some(stored), Some(pin)) => {
+                let presented = hashing::pin_hash(&self.hsm, &offer.id, &pin)
+                    .await
+                    .map_err(internal)?;
+                drop(pin);
+                if !bool::from(presented.ct_eq(stored.as_slice())) {
+                    return Err(self.count_wrong_pin(&offer.id, now).await);
+                }
+            }
+        }
+
+        let minted = token::mint(
+            &self.hsm,
+            &self.policy,
+            &offer,
+            request.client_id.as_deref(),
+            now,
+        )
+        .await
+        .map_err(RedeemError::Internal)?;
+        let consumed = self
+            .store
+            .consume_offer(&offer.id, &minted.issued, now)
+            .await
+            .map_err(internal)?;
+        if !consumed {
+            // Another request redeemed it, or it locked, expired or was
+            // revoked since we read it. The token we signed is discarded.
+            return Err(match self.store.get_offer(&offer.id).await {
+                Ok(Some(o)) if o.state == OfferState::Locked => RedeemError::Locked,
+                _ => RedeemError::InvalidGrant { unknown_code: false },
+            });
+        }
+        Ok(TokenResponse {
+            access_token: minted.access_token,
+            token_type: "Bearer",
+            expires_in: self.policy.access_token_ttl,
+            c_nonce: random::token(16).map_err(internal)?,
+            c_nonce_expires_in: self.policy.c_nonce_ttl,
+        })
+    }
+
+    async fn count_wrong_pin(&self, offer_id: &str, now: i64) -> RedeemError {
+        match self.store.record_wrong_pin(offer_id, now).await {
+            Ok(WrongPinOutcome::Counted { remaining }) => RedeemError::WrongTxCode { remaining },
+            Ok(WrongPinOutcome::LockedNow) => RedeemError::WrongTxCode { remaining: 0 },
+            // Locked (or consumed) by a concurrent request meanwhile.
+            Ok(WrongPinOutcome::NotPending) => match self.store.get_offer(offer_id).await {
+                Ok(Some(o)) if o.state == OfferState::Locked => RedeemError::Locked,
+                Ok(_) => RedeemError::InvalidGrant { unknown_code: false },
+                Err(e) => internal(e),
+            },
+            Err(e) => internal(e),
+        }
+    }
+}

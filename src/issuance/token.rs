@@ -1,0 +1,75 @@
+//! Minting the access token: an RFC 9068 JWT whose signature is made in the HSM.
+
+use serde_json::{Value, json};
+
+use super::{InternalError, Policy, random};
+use crate::hsm::Hsm;
+use crate::jose;
+use crate::store::{IssuedToken, OfferRecord};
+
+/// A signed token and the facts recorded about it.
+#[derive(Debug)]
+pub struct Minted {
+    /// The compact JWS.
+    pub access_token: String,
+    /// jti, kid, exp for the store and the audit log.
+    pub issued: IssuedToken,
+}
+
+/// The claims of an access token for `offer`. Nothing here is derived from
+/// the pre-authorized code or the PIN.
+pub fn claims(
+    policy: &Policy,
+    offer: &OfferRecord,
+    client_id: Option<&str>,
+    jti: &str,
+    now: i64,
+) -> Value {
+    let exp = now.saturating_add(i64::try_from(policy.access_token_ttl).unwrap_or(300));
+    let credential_ids: Value = serde_json::from_str(&offer.credential_ids).unwrap_or(json!([]));
+    let mut claims = json!({
+        "iss": policy.public_url,
+        "sub": offer.subject.as_deref().unwrap_or(&offer.id),
+        "aud": policy.credential_issuer,
+        "iat": now,
+        "exp": exp,
+        "jti": jti,
+        "credential_configuration_ids": credential_ids,
+    });
+    if let Some(client_id) = client_id {
+        claims["client_id"] = json!(client_id);
+    }
+    if let Some(extra) = offer.claims.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()) {
+        claims["claims"] = extra;
+    }
+    claims
+}
+
+/// Signs an access token for `offer` with the active Notary key.
+pub async fn mint(
+    hsm: &Hsm,
+    policy: &Policy,
+    offer: &OfferRecord,
+    client_id: Option<&str>,
+    now: i64,
+) -> Result<Minted, InternalError> {
+    let key = hsm.signing_key();
+    let jti = random::token(16)?;
+    let claims = claims(policy, offer, client_id, &jti, now);
+    let expires_at = claims["exp"].as_i64().unwrap_or(now);
+    let header = json!({
+        "alg": key.algorithm().as_str(),
+        "kid": key.kid,
+        "typ": policy.access_token_typ,
+    });
+    let input = jose::signing_input(&header, &claims);
+    let signature = hsm.sign(input.as_bytes().to_vec()).await?;
+    Ok(Minted {
+        access_token: jose::compact(input, &signature),
+        issued: IssuedToken {
+            jti,
+            kid: key.kid.clone(),
+            expires_at,
+        },
+    })
+}

@@ -1,0 +1,17 @@
+//! notary: an HSM-backed token server for the OpenID4VCI Pre-Authorized Code flow.
+//!
+//! Requests travel one way, downwards: `cli` and `http` call the use cases
+//! in `issuance`, which use `hsm` (PKCS#11), `store` (SQL) and `audit`.
+//! `oid4vci` and `jose` hold protocol types shared by all layers.
+//! See `docs/architecture.md` for the map.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod hsm;
+pub mod http;
+pub mod issuance;
+pub mod jose;
+pub mod oid4vci;
+pub mod secret;
+pub mod store;

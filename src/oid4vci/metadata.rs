@@ -1,0 +1,91 @@
+//! Discovery documents: RFC 8414 authorization server metadata and the
+//! OID4VCI Credential Issuer metadata.
+
+use serde_json::{Value, json};
+
+use super::PRE_AUTHORIZED_GRANT;
+
+/// What the metadata documents are built from.
+#[derive(Debug, Clone)]
+pub struct MetadataInputs<'a> {
+    /// notary's public URL: the OAuth `issuer`.
+    pub public_url: &'a str,
+    /// The credential issuer identifier.
+    pub credential_issuer: &'a str,
+    /// The credential issuer's credential endpoint, if configured.
+    pub credential_endpoint: Option<&'a str>,
+    /// `credential_configurations_supported`.
+    pub credential_configurations: &'a serde_json::Map<String, Value>,
+    /// Whether the pre-authorized code grant is enabled.
+    pub pre_authorized_enabled: bool,
+    /// `alg` of the active signing key.
+    pub signing_alg: &'a str,
+}
+
+/// `/.well-known/oauth-authorization-server` (RFC 8414).
+pub fn authorization_server(m: &MetadataInputs<'_>) -> Value {
+    let grants: Vec<&str> = if m.pre_authorized_enabled {
+        vec![PRE_AUTHORIZED_GRANT]
+    } else {
+        vec![]
+    };
+    json!({
+        "issuer": m.public_url,
+        "token_endpoint": format!("{}/oid4vci/token", m.public_url),
+        "jwks_uri": format!("{}/.well-known/jwks.json", m.public_url),
+        "grant_types_supported": grants,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "pre-authorized_grant_anonymous_access_supported": true,
+        "access_token_signing_alg_values_supported": [m.signing_alg],
+    })
+}
+
+/// `/.well-known/openid-credential-issuer` (OID4VCI 1.0 §12.2), served when
+/// notary's public URL is the credential issuer identifier.
+pub fn credential_issuer(m: &MetadataInputs<'_>) -> Value {
+    let credential_endpoint = m
+        .credential_endpoint
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}/credential", m.credential_issuer));
+    json!({
+        "credential_issuer": m.credential_issuer,
+        "authorization_servers": [m.public_url],
+        "credential_endpoint": credential_endpoint,
+        "credential_configurations_supported": m.credential_configurations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(configs: &serde_json::Map<String, Value>, enabled: bool) -> MetadataInputs<'_> {
+        MetadataInputs {
+            public_url: "https://notary.example",
+            credential_issuer: "https://notary.example",
+            credential_endpoint: None,
+            credential_configurations: configs,
+            pre_authorized_enabled: enabled,
+            signing_alg: "EdDSA",
+        }
+    }
+
+    #[test]
+    fn issuer_and_authorization_servers_agree() {
+        let configs = serde_json::Map::new();
+        let m = inputs(&configs, true);
+        let as_meta = authorization_server(&m);
+        let ci_meta = credential_issuer(&m);
+        assert_eq!(ci_meta["authorization_servers"][0], as_meta["issuer"]);
+        assert_eq!(as_meta["grant_types_supported"][0], PRE_AUTHORIZED_GRANT);
+        assert_eq!(as_meta["token_endpoint"], "https://notary.example/oid4vci/token");
+    }
+
+    #[test]
+    fn disabled_grant_is_not_advertised() {
+        let configs = serde_json::Map::new();
+        let as_meta = authorization_server(&inputs(&configs, false));
+        assert_eq!(as_meta["grant_types_supported"], json!([]));
+    }
+}

@@ -1,0 +1,49 @@
+//! OID4VCI and OAuth protocol types: credential offers, token requests and
+//! responses, error codes and metadata documents. No HTTP, no storage.
+
+pub mod metadata;
+pub mod offer;
+pub mod token;
+
+/// The grant type of the Pre-Authorized Code flow.
+pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+
+/// OAuth error codes notary returns (RFC 6749 §5.2, OID4VCI 1.0 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Malformed request.
+    InvalidRequest,
+    /// The code (or PIN) is invalid, expired, used or revoked.
+    InvalidGrant,
+    /// A wrong PIN, in the OID4VCI 1.1 dialect.
+    InvalidTxCode,
+    /// Not the pre-authorized code grant.
+    UnsupportedGrantType,
+    /// Locked offer or flood limit: back off.
+    SlowDown,
+    /// Missing or wrong admin credentials.
+    InvalidToken,
+    /// Right credentials, wrong role.
+    InsufficientScope,
+    /// The resource does not exist.
+    NotFound,
+    /// Something failed inside notary.
+    ServerError,
+}
+
+impl ErrorCode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::InvalidTxCode => "invalid_tx_code",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+}

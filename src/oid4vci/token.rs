@@ -1,0 +1,218 @@
+//! Token requests (form or JSON bodies) and token responses.
+//!
+//! Parsing moves the code and PIN straight into their secret types; no other
+//! copy of them is kept. Unknown parameters are ignored (RFC 6749 §3.2);
+//! a repeated parameter is an error.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{PreAuthorizedCode, TxCode};
+
+/// Body encodings the token endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/x-www-form-urlencoded` (RFC 6749; what most wallets send).
+    Form,
+    /// `application/json` (as in the seed API).
+    Json,
+}
+
+/// A parsed token request.
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    /// `grant_type`.
+    pub grant_type: Option<String>,
+    /// `pre-authorized_code`.
+    pub code: Option<PreAuthorizedCode>,
+    /// `tx_code`, or its older alias `user_pin`.
+    pub tx_code: Option<TxCode>,
+    /// `client_id`, if the wallet sent one.
+    pub client_id: Option<String>,
+}
+
+/// Why a body could not be parsed; the message is safe to return (it never
+/// quotes a value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub Cow<'static, str>);
+
+fn err(message: impl Into<Cow<'static, str>>) -> ParseError {
+    ParseError(message.into())
+}
+
+/// Parameter names whose values are secrets and must never travel in a URL.
+pub const SECRET_PARAMETERS: [&str; 3] = ["pre-authorized_code", "tx_code", "user_pin"];
+
+impl TokenRequest {
+    /// Parses a body in `format`.
+    pub fn parse(format: BodyFormat, body: &[u8]) -> Result<Self, ParseError> {
+        let raw = match format {
+            BodyFormat::Form => RawRequest::from_form(body)?,
+            BodyFormat::Json => RawRequest::from_json(body)?,
+        };
+        raw.finish()
+    }
+}
+
+/// The fields before the `tx_code`/`user_pin` alias is resolved.
+#[derive(Default, Deserialize)]
+struct RawRequest {
+    grant_type: Option<String>,
+    #[serde(rename = "pre-authorized_code")]
+    code: Option<SecretField>,
+    tx_code: Option<SecretField>,
+    user_pin: Option<SecretField>,
+    client_id: Option<String>,
+}
+
+impl RawRequest {
+    fn from_form(body: &[u8]) -> Result<Self, ParseError> {
+        let mut raw = RawRequest::default();
+        let mut seen: Vec<Cow<'_, str>> = Vec::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            if seen.contains(&name) {
+                return Err(err(format!("parameter {name:?} is repeated")));
+            }
+            let value = value.into_owned();
+            match name.as_ref() {
+                "grant_type" => raw.grant_type = Some(value),
+                "pre-authorized_code" => raw.code = Some(SecretField(value)),
+                "tx_code" => raw.tx_code = Some(SecretField(value)),
+                "user_pin" => raw.user_pin = Some(SecretField(value)),
+                "client_id" => raw.client_id = Some(value),
+                _ => {
+                    // Unknown parameters are ignored; wipe the value anyway,
+                    // a confused wallet may put a secret under any name.
+                    let mut value = value;
+                    zeroize::Zeroize::zeroize(&mut value);
+                }
+            }
+            seen.push(name);
+        }
+        Ok(raw)
+    }
+
+    fn from_json(body: &[u8]) -> Result<Self, ParseError> {
+        serde_json::from_slice(body).map_err(|e| {
+            // serde_json's messages name fields and positions, never values.
+            err(format!("the JSON body is not a valid token request: {e}"))
+        })
+    }
+
+    fn finish(self) -> Result<TokenRequest, ParseError> {
+        let tx_code = match (self.tx_code, self.user_pin) {
+            (Some(a), Some(b)) if a.0 != b.0 => {
+                return Err(err("tx_code and user_pin are both present and differ"));
+            }
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        Ok(TokenRequest {
+            grant_type: self.grant_type,
+            code: self.code.map(|c| PreAuthorizedCode::new(c.take())),
+            tx_code: tx_code.map(|c| TxCode::new(c.take())),
+            client_id: self.client_id,
+        })
+    }
+}
+
+/// A secret string field that also accepts a JSON number, taken as its
+/// digits (a PIN is a string; some wallets send it as a number).
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct SecretField(String);
+
+impl SecretField {
+    fn take(mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl Visitor<'_> for SecretVisitor {
+            type Value = SecretField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a non-negative integer")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretField, E> {
+                Ok(SecretField(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<SecretField, E> {
+                Ok(SecretField(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SecretField, E> {
+                Ok(SecretField(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// A successful token response (OID4VCI 1.0 §6.2).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// The signed access token.
+    pub access_token: String,
+    /// `Bearer` (or `DPoP` when bound).
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    /// Nonce for wallets of earlier drafts.
+    pub c_nonce: String,
+    /// Seconds the nonce is valid.
+    pub c_nonce_expires_in: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_body_with_user_pin_alias() {
+        let body = b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Apre-authorized_code\
+                     &pre-authorized_code=abc%2Bdef&user_pin=0042&other=x";
+        let req = TokenRequest::parse(BodyFormat::Form, body).unwrap();
+        assert_eq!(req.grant_type.as_deref(), Some(crate::oid4vci::PRE_AUTHORIZED_GRANT));
+        assert_eq!(req.code.unwrap().expose(), "abc+def");
+        assert_eq!(req.tx_code.unwrap().expose(), "0042");
+    }
+
+    #[test]
+    fn repeated_form_parameter_is_rejected() {
+        let e = TokenRequest::parse(BodyFormat::Form, b"tx_code=1&tx_code=1").unwrap_err();
+        assert!(e.0.contains("repeated"));
+    }
+
+    #[test]
+    fn json_numeric_tx_code_is_taken_as_digits() {
+        let req = TokenRequest::parse(
+            BodyFormat::Json,
+            br#"{"grant_type":"g","pre-authorized_code":"c","tx_code":493536}"#,
+        )
+        .unwrap();
+        assert_eq!(req.tx_code.unwrap().expose(), "493536");
+    }
+
+    #[test]
+    fn differing_alias_values_are_rejected_and_equal_ones_accepted() {
+        assert!(TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"1","user_pin":"2"}"#).is_err());
+        let req =
+            TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"12","user_pin":"12"}"#).unwrap();
+        assert_eq!(req.tx_code.unwrap().expose(), "12");
+    }
+
+    #[test]
+    fn duplicate_json_key_and_wrong_types_are_rejected() {
+        assert!(TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"1","tx_code":"1"}"#).is_err());
+        assert!(TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":-5}"#).is_err());
+        assert!(TokenRequest::parse(BodyFormat::Json, br#"[1,2]"#).is_err());
+        let e = TokenRequest::parse(BodyFormat::Json, br#"{"pre-authorized_code":"s3cr3t","tx_code":{}}"#)
+            .unwrap_err();
+        assert!(!e.0.contains("s3cr3t"));
+    }
+}

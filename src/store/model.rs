@@ -1,0 +1,175 @@
+//! Records the store keeps: offers and API keys, with their states and roles.
+
+use serde::Serialize;
+
+/// Stored state of an offer. "Expired" is not stored: it is a pending offer
+/// whose `expires_at` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfferState {
+    /// Waiting for its one redemption.
+    Pending,
+    /// Redeemed; the code is spent.
+    Redeemed,
+    /// Too many wrong PINs; locked for good.
+    Locked,
+    /// Revoked by an admin.
+    Revoked,
+}
+
+impl OfferState {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferState::Pending => "pending",
+            OfferState::Redeemed => "redeemed",
+            OfferState::Locked => "locked",
+            OfferState::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(OfferState::Pending),
+            "redeemed" => Some(OfferState::Redeemed),
+            "locked" => Some(OfferState::Locked),
+            "revoked" => Some(OfferState::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// What an admin filters offers by, including the derived "expired".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferFilter {
+    /// Pending and not expired.
+    Pending,
+    /// Pending but past its expiry.
+    Expired,
+    /// A terminal stored state.
+    Stored(OfferState),
+}
+
+/// An offer as stored. Holds only keyed hashes of its code and PIN.
+#[derive(Debug, Clone)]
+pub struct OfferRecord {
+    /// Random identifier.
+    pub id: String,
+    /// Keyed hash of the PIN bound to the offer id, if the offer has a PIN.
+    pub pin_hash: Option<Vec<u8>>,
+    /// The `tx_code` object (JSON) shown to wallets.
+    pub tx_code: Option<String>,
+    /// `userId` given at creation.
+    pub subject: Option<String>,
+    /// Credential configuration ids (JSON array).
+    pub credential_ids: String,
+    /// Claims to pass into the token (JSON object).
+    pub claims: Option<String>,
+    /// Stored state.
+    pub state: OfferState,
+    /// Wrong PINs so far.
+    pub attempts: u32,
+    /// Wrong PINs allowed.
+    pub max_attempts: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds.
+    pub redeemed_at: Option<i64>,
+    /// Unix seconds.
+    pub locked_at: Option<i64>,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+/// A new offer to insert.
+#[derive(Debug, Clone)]
+pub struct NewOffer {
+    /// Random identifier.
+    pub id: String,
+    /// Keyed hash of the pre-authorized code.
+    pub code_hash: [u8; 32],
+    /// Keyed hash of the PIN, if any.
+    pub pin_hash: Option<[u8; 32]>,
+    /// The `tx_code` object (JSON).
+    pub tx_code: Option<String>,
+    /// Subject for the token.
+    pub subject: Option<String>,
+    /// Credential configuration ids (JSON array).
+    pub credential_ids: String,
+    /// Claims (JSON object).
+    pub claims: Option<String>,
+    /// Wrong PINs allowed.
+    pub max_attempts: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// API key id of the creator.
+    pub created_by: Option<String>,
+}
+
+/// Result of counting one wrong PIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongPinOutcome {
+    /// Counted; this many attempts remain.
+    Counted {
+        /// Attempts left before the lock.
+        remaining: u32,
+    },
+    /// Counted, and this attempt locked the offer.
+    LockedNow,
+    /// Not counted: the offer was no longer pending (locked or consumed by a
+    /// concurrent request).
+    NotPending,
+}
+
+/// Role of an admin API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Create and manage offers.
+    Issuer,
+    /// Read-only.
+    Auditor,
+}
+
+impl Role {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Issuer => "issuer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "issuer" => Some(Role::Issuer),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored (its secret only as a keyed hash, not kept here).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyRecord {
+    /// Identifier, shown in lists and audit entries.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+}

@@ -1,0 +1,474 @@
+//! SQLite backend: one file, WAL mode, writers serialised by `BEGIN IMMEDIATE`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::{
+    ApiKeyRecord, IssuedToken, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
+    RevokeOutcome, Role, StoreError, WrongPinOutcome,
+};
+use crate::audit::{self, AuditEvent};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
+     attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at";
+
+fn offer_from_row(row: &SqliteRow) -> Result<OfferRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let max_attempts: i64 = row.try_get("max_attempts")?;
+    Ok(OfferRecord {
+        id: row.try_get("id")?,
+        pin_hash: row.try_get("pin_hash")?,
+        tx_code: row.try_get("tx_code")?,
+        subject: row.try_get("subject")?,
+        credential_ids: row.try_get("credential_ids")?,
+        claims: row.try_get("claims")?,
+        state: OfferState::parse(&state)
+            .ok_or_else(|| StoreError::Internal(format!("unknown offer state {state:?}")))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(max_attempts).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        redeemed_at: row.try_get("redeemed_at")?,
+        locked_at: row.try_get("locked_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Internal(format!("unknown role {role:?}")))?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Appends one audit entry inside the caller's transaction. The caller holds
+/// the write lock (`BEGIN IMMEDIATE`), so reading the head and appending
+/// cannot interleave with another writer.
+async fn append_audit(
+    conn: &mut SqliteConnection,
+    event: &AuditEvent,
+    now: i64,
+) -> Result<(), StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match head {
+        Some(row) => (row.try_get::<i64, _>("seq")? + 1, row.try_get::<Vec<u8>, _>("hash")?),
+        None => (1, audit::GENESIS.to_vec()),
+    };
+    let details = event.details.to_string();
+    let hash = audit::chain_hash(
+        &prev_hash,
+        seq,
+        now,
+        event.event,
+        event.subject.as_deref(),
+        &details,
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(now)
+    .bind(event.event)
+    .bind(event.subject.as_deref())
+    .bind(details)
+    .bind(prev_hash)
+    .bind(hash.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening {url}: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+    }
+
+    pub(super) async fn check_schema(&self) -> Result<(), StoreError> {
+        let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|_| {
+                    StoreError::Config("the database has no schema: run `notary migrate`".to_owned())
+                })?;
+        match applied {
+            Some(v) if v == expected => Ok(()),
+            Some(v) if v > expected => Err(StoreError::Config(format!(
+                "the database schema (version {v}) is newer than this notary (version {expected})"
+            ))),
+            _ => Err(StoreError::Config(format!(
+                "the database schema is behind (want version {expected}): run `notary migrate`"
+            ))),
+        }
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub(super) async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        append_audit(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_offer(
+        &self,
+        offer: &NewOffer,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
+             state, attempts, max_attempts, created_at, expires_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+        )
+        .bind(&offer.id)
+        .bind(offer.code_hash.to_vec())
+        .bind(offer.pin_hash.map(|h| h.to_vec()))
+        .bind(&offer.tx_code)
+        .bind(&offer.subject)
+        .bind(&offer.credential_ids)
+        .bind(&offer.claims)
+        .bind(i64::from(offer.max_attempts))
+        .bind(offer.created_at)
+        .bind(offer.expires_at)
+        .bind(&offer.created_by)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, &event, offer.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_offer_by_code_hash(
+        &self,
+        code_hash: &[u8; 32],
+    ) -> Result<Option<OfferRecord>, StoreError> {
+        let sql = offer_select("WHERE code_hash = ?");
+        let row = sqlx::query(sql)
+            .bind(code_hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
+        let sql = offer_select("WHERE id = ?");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn list_offers(
+        &self,
+        filter: Option<OfferFilter>,
+        now: i64,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<OfferPage, StoreError> {
+        let (state, unexpired): (Option<&str>, Option<bool>) = match filter {
+            None => (None, None),
+            Some(OfferFilter::Pending) => (Some("pending"), Some(true)),
+            Some(OfferFilter::Expired) => (Some("pending"), Some(false)),
+            Some(OfferFilter::Stored(s)) => (Some(s.as_str()), None),
+        };
+        let (cursor_at, cursor_id) = match cursor.and_then(parse_cursor) {
+            Some((at, id)) => (Some(at), Some(id)),
+            None => (None, None),
+        };
+        let sql = offer_select(
+            "WHERE (?1 IS NULL OR state = ?1) \
+               AND (?2 IS NULL OR (expires_at > ?3) = ?2) \
+               AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?6",
+        );
+        let rows = sqlx::query(sql)
+            .bind(state)
+            .bind(unexpired)
+            .bind(now)
+            .bind(cursor_at)
+            .bind(cursor_id)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut offers = rows.iter().map(offer_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if offers.len() > limit as usize {
+            offers.truncate(limit as usize);
+            offers.last().map(|o| format!("{}.{}", o.created_at, o.id))
+        } else {
+            None
+        };
+        Ok(OfferPage {
+            offers,
+            next_cursor,
+        })
+    }
+
+    pub(super) async fn revoke_offer(
+        &self,
+        id: &str,
+        now: i64,
+        by: &str,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE offers SET state = 'revoked', revoked_at = ? WHERE id = ? AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM offers WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(match state.as_deref().and_then(OfferState::parse) {
+                Some(s) => RevokeOutcome::NotPending(s),
+                None => RevokeOutcome::NotFound,
+            });
+        }
+        let event = AuditEvent::new("offer.revoked", id, serde_json::json!({ "by": by }));
+        append_audit(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    pub(super) async fn record_wrong_pin(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<WrongPinOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // One conditional statement: concurrent wrong guesses can never push
+        // `attempts` past `max_attempts`, and the last one locks the offer.
+        let row = sqlx::query(
+            "UPDATE offers SET attempts = attempts + 1, \
+               state = CASE WHEN attempts + 1 >= max_attempts THEN 'locked' ELSE state END, \
+               locked_at = CASE WHEN attempts + 1 >= max_attempts THEN ? ELSE locked_at END \
+             WHERE id = ? AND state = 'pending' AND attempts < max_attempts \
+             RETURNING attempts, max_attempts, state",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(WrongPinOutcome::NotPending);
+        };
+        let attempts: i64 = row.try_get("attempts")?;
+        let max: i64 = row.try_get("max_attempts")?;
+        let state: String = row.try_get("state")?;
+        let failed = AuditEvent::new(
+            "offer.tx_code_failed",
+            id,
+            serde_json::json!({ "attempts": attempts, "max_attempts": max }),
+        );
+        append_audit(&mut tx, &failed, now).await?;
+        let outcome = if state == "locked" {
+            let locked = AuditEvent::new(
+                "offer.locked",
+                id,
+                serde_json::json!({ "attempts": attempts }),
+            );
+            append_audit(&mut tx, &locked, now).await?;
+            WrongPinOutcome::LockedNow
+        } else {
+            WrongPinOutcome::Counted {
+                remaining: u32::try_from(max - attempts).unwrap_or(0),
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn consume_offer(
+        &self,
+        id: &str,
+        token: &IssuedToken,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE offers SET state = 'redeemed', redeemed_at = ?, token_jti = ?, token_expires_at = ? \
+             WHERE id = ? AND state = 'pending' AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(&token.jti)
+        .bind(token.expires_at)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Ok(false);
+        }
+        let redeemed = AuditEvent::new("offer.redeemed", id, serde_json::json!({}));
+        append_audit(&mut tx, &redeemed, now).await?;
+        let issued = AuditEvent::new(
+            "token.issued",
+            id,
+            serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
+        );
+        append_audit(&mut tx, &issued, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn revoke_token_of_replayed_offer(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let jti: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE offers SET token_revoked_at = ? \
+             WHERE id = ? AND state = 'redeemed' AND token_revoked_at IS NULL RETURNING token_jti",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(jti) = jti {
+            let event = AuditEvent::new(
+                "token.revoked",
+                id,
+                serde_json::json!({ "jti": jti, "reason": "pre-authorized code replayed" }),
+            );
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        secret_hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.role.as_str())
+        .bind(secret_hash.to_vec())
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(
+            "api_key.created",
+            &key.id,
+            serde_json::json!({ "name": key.name, "role": key.role.as_str() }),
+        );
+        append_audit(&mut tx, &event, key.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_api_key(
+        &self,
+        secret_hash: &[u8; 32],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys \
+             WHERE secret_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(secret_hash.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    pub(super) async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 1 {
+            let event = AuditEvent::new("api_key.revoked", id, serde_json::json!({}));
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `SELECT <offer columns> FROM offers <rest>`, built once per call site.
+fn offer_select(rest: &'static str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("SELECT {OFFER_COLUMNS} FROM offers {rest}"))
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (at, id) = cursor.split_once('.')?;
+    Some((at.parse().ok()?, id.to_owned()))
+}
