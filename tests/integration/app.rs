@@ -1,0 +1,231 @@
+//! `TestApp`: a real `notary` (the built binary) on a temporary SoftHSM2
+//! token, a temporary SQLite database and a self-signed TLS certificate,
+//! started on a free loopback port and stopped on drop.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+pub const BIN: &str = env!("CARGO_BIN_EXE_notary");
+
+/// Builds a `TestApp`.
+pub struct Builder {
+    alg: &'static str,
+    edits: Vec<(&'static str, &'static str, toml::Value)>,
+}
+
+pub fn builder() -> Builder {
+    Builder {
+        alg: "EdDSA",
+        edits: Vec::new(),
+    }
+}
+
+impl Builder {
+    pub fn alg(mut self, alg: &'static str) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// Sets `[section] key = value` in notary.toml before the server starts.
+    pub fn set(mut self, section: &'static str, key: &'static str, value: impl Into<toml::Value>) -> Self {
+        self.edits.push((section, key, value.into()));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let home = dir.path().join("notary");
+        let out = run_cli(&[
+            "init",
+            "--dir",
+            home.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--alg",
+            self.alg,
+        ]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let config = home.join("notary.toml");
+        if !self.edits.is_empty() {
+            let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+            for (section, key, value) in self.edits {
+                let entry = table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                entry.as_table_mut().unwrap().insert(key.to_owned(), value);
+            }
+            std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+        }
+        let admin_key = std::fs::read_to_string(home.join("admin-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let log = home.join("serve.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("NOTARY_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("https://localhost:{port}");
+        let home_cert = home.join("tls/cert.pem");
+        let app = TestApp {
+            _dir: dir,
+            home,
+            child,
+            base,
+            admin_key,
+            client: client_for(&home_cert, None),
+        };
+        app.wait_ready().await;
+        app
+    }
+}
+
+pub struct TestApp {
+    _dir: TempDir,
+    pub home: PathBuf,
+    child: Child,
+    pub base: String,
+    pub admin_key: String,
+    client: reqwest::Client,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the CLI with the given arguments.
+pub fn run_cli(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn client_for(cert: &Path, local: Option<IpAddr>) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .timeout(Duration::from_secs(30));
+    if let Some(ip) = local {
+        b = b.local_address(ip);
+    }
+    b.build().unwrap()
+}
+
+impl TestApp {
+    pub fn config_path(&self) -> PathBuf {
+        self.home.join("notary.toml")
+    }
+
+    /// A client that trusts this app's certificate, optionally bound to a
+    /// local address (e.g. 127.0.0.2) to look like another wallet.
+    pub fn client_from(&self, local: Option<IpAddr>) -> reqwest::Client {
+        client_for(&self.home.join("tls/cert.pem"), local)
+    }
+
+    async fn wait_ready(&self) {
+        let client = self.http();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become ready: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates an offer with the admin key; returns the 201 body.
+    pub async fn create_offer(&self, body: Value) -> Value {
+        let r = self
+            .http()
+            .post(self.url("/v1/openid/offers/pre-authorized"))
+            .bearer_auth(&self.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "offer creation failed");
+        r.json().await.unwrap()
+    }
+
+    /// A default offer with a PIN: (offer body, code, PIN).
+    pub async fn offer_with_pin(&self) -> (Value, String, String) {
+        let offer = self
+            .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "userId": "alice", "transactionCode": true}))
+            .await;
+        let code = code_of(&offer);
+        let pin = offer["transactionCode"].as_str().unwrap().to_owned();
+        (offer, code, pin)
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
+    /// Redeems with a form body; returns (status, body).
+    pub async fn redeem_form(&self, params: &[(&str, &str)]) -> (u16, Value) {
+        let r = self
+            .http()
+            .post(self.url("/oid4vci/token"))
+            .form(params)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn jwks(&self) -> Value {
+        self.http()
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// The pre-authorized code inside an offer's by-value URI.
+pub fn code_of(offer: &Value) -> String {
+    let offer_json = offer_json(offer);
+    offer_json["grants"][GRANT]["pre-authorized_code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The Credential Offer JSON inside an offer's by-value URI.
+pub fn offer_json(offer: &Value) -> Value {
+    let uri = offer["uri"].as_str().unwrap();
+    let query = uri.strip_prefix("openid-credential-offer://?").unwrap();
+    let (name, value) = form_urlencoded::parse(query.as_bytes()).next().unwrap();
+    assert_eq!(name, "credential_offer");
+    serde_json::from_str(&value).unwrap()
+}

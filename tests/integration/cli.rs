@@ -1,0 +1,71 @@
+//! The command line: one-line errors, init's refusal to overwrite, check, offers.
+
+use crate::app::{self, run_cli};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn init_refuses_to_overwrite_and_check_reports_ok() {
+    let app = app::builder().start().await;
+    let home = app.home.to_str().unwrap();
+    let out = run_cli(&["init", "--dir", home]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+
+    let config = app.config_path();
+    let out = run_cli(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("CKA_EXTRACTABLE=false"), "{report}");
+    assert!(report.contains("database (schema current)"), "{report}");
+
+    let out = run_cli(&["migrate", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run_cli(&[
+        "offers", "create", "--credential", "UniversityDegree_jwt", "--user-id", "carol",
+        "--config", config.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["userId"], "carol");
+    assert!(created["transactionCode"].as_str().is_some_and(|p| p.len() == 6));
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let out = run_cli(&["check", "--config", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.starts_with("notary: cannot read config file"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"nope\"\n").unwrap();
+    let out = run_cli(&["check", "--config", bad.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("invalid config file"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = run_cli(&["init", "--dir", dir.path().join("x").to_str().unwrap(), "--alg", "RS256"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("EdDSA or ES256"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_wrong_pin_with_a_clear_message() {
+    let app = app::builder().start().await;
+    let pin_file = app.home.join("hsm/user-pin");
+    std::fs::write(&pin_file, "not-the-pin\n").unwrap();
+    let out = run_cli(&["check", "--config", app.config_path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("login refused"), "{err}");
+    assert!(!err.contains("not-the-pin"), "the PIN is never echoed: {err}");
+}
