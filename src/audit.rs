@@ -25,7 +25,11 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// An event about `subject` with `details`.
-    pub fn new(event: &'static str, subject: impl Into<String>, details: serde_json::Value) -> Self {
+    pub fn new(
+        event: &'static str,
+        subject: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Self {
         Self {
             event,
             subject: Some(subject.into()),
@@ -66,11 +70,29 @@ mod tests {
     #[test]
     fn every_field_changes_the_hash() {
         let base = chain_hash(&GENESIS, 1, 100, "offer.created", Some("o1"), "{}");
-        assert_ne!(base, chain_hash(&[1; 32], 1, 100, "offer.created", Some("o1"), "{}"));
-        assert_ne!(base, chain_hash(&GENESIS, 2, 100, "offer.created", Some("o1"), "{}"));
-        assert_ne!(base, chain_hash(&GENESIS, 1, 101, "offer.created", Some("o1"), "{}"));
-        assert_ne!(base, chain_hash(&GENESIS, 1, 100, "offer.revoked", Some("o1"), "{}"));
-        assert_ne!(base, chain_hash(&GENESIS, 1, 100, "offer.created", None, "{}"));
-        assert_ne!(base, chain_hash(&GENESIS, 1, 100, "offer.created", Some("o1"), "{\"a\":1}"));
+        assert_ne!(
+            base,
+            chain_hash(&[1; 32], 1, 100, "offer.created", Some("o1"), "{}")
+        );
+        assert_ne!(
+            base,
+            chain_hash(&GENESIS, 2, 100, "offer.created", Some("o1"), "{}")
+        );
+        assert_ne!(
+            base,
+            chain_hash(&GENESIS, 1, 101, "offer.created", Some("o1"), "{}")
+        );
+        assert_ne!(
+            base,
+            chain_hash(&GENESIS, 1, 100, "offer.revoked", Some("o1"), "{}")
+        );
+        assert_ne!(
+            base,
+            chain_hash(&GENESIS, 1, 100, "offer.created", None, "{}")
+        );
+        assert_ne!(
+            base,
+            chain_hash(&GENESIS, 1, 100, "offer.created", Some("o1"), "{\"a\":1}")
+        );
     }
 }

@@ -298,7 +298,9 @@ impl Config {
         }
         if let Some(ci) = &self.issuance.credential_issuer {
             if !ci.starts_with("https://") {
-                return invalid(format!("issuance.credential_issuer must be https, got {ci:?}"));
+                return invalid(format!(
+                    "issuance.credential_issuer must be https, got {ci:?}"
+                ));
             }
         }
         let i = &self.issuance;
@@ -324,7 +326,9 @@ impl Config {
             return invalid("issuance.access_token_typ must not be empty".to_owned());
         }
         if self.flood.max_unknown_codes == 0 || self.flood.window_secs == 0 {
-            return invalid("flood.max_unknown_codes and flood.window_secs must be positive".to_owned());
+            return invalid(
+                "flood.max_unknown_codes and flood.window_secs must be positive".to_owned(),
+            );
         }
         let sources = [
             self.hsm.pin_file.is_some(),

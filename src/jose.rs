@@ -175,7 +175,10 @@ mod tests {
             .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
             .unwrap();
         let key = PublicKey::Ed25519(x.try_into().unwrap());
-        assert_eq!(key.thumbprint(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        assert_eq!(
+            key.thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
     }
 
     #[test]
@@ -184,13 +187,25 @@ mod tests {
         der.extend([1u8; 32]);
         der.extend([2u8; 32]);
         let key = PublicKey::from_ec_point(Algorithm::ES256, &der).unwrap();
-        assert_eq!(key, PublicKey::P256 { x: [1; 32], y: [2; 32] });
-        assert_eq!(PublicKey::from_ec_point(Algorithm::ES256, &der[2..]), Some(key));
+        assert_eq!(
+            key,
+            PublicKey::P256 {
+                x: [1; 32],
+                y: [2; 32]
+            }
+        );
+        assert_eq!(
+            PublicKey::from_ec_point(Algorithm::ES256, &der[2..]),
+            Some(key)
+        );
         let ed = [[0x04, 0x20].as_slice(), &[7u8; 32]].concat();
         assert_eq!(
             PublicKey::from_ec_point(Algorithm::EdDSA, &ed),
             Some(PublicKey::Ed25519([7; 32]))
         );
-        assert_eq!(PublicKey::from_ec_point(Algorithm::EdDSA, &[0x04, 0x01, 0x00]), None);
+        assert_eq!(
+            PublicKey::from_ec_point(Algorithm::EdDSA, &[0x04, 0x01, 0x00]),
+            None
+        );
     }
 }

@@ -148,12 +148,25 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     fs::rename(&staged, dir.join("notary.toml")).context("finishing notary.toml")?;
 
     println!("notary set-up created in {}", dir.display());
-    println!("  Notary key: {} ({}), generated inside the SoftHSM2 token {TOKEN_LABEL:?}", kid, args.alg.as_str());
+    println!(
+        "  Notary key: {} ({}), generated inside the SoftHSM2 token {TOKEN_LABEL:?}",
+        kid,
+        args.alg.as_str()
+    );
     println!("  public URL: {public_url}   listen: {}", args.listen);
-    println!("  TLS certificate (self-signed): {}", dir.join("tls/cert.pem").display());
-    println!("  admin API key (shown once, also in {}):", dir.join("admin-key").display());
+    println!(
+        "  TLS certificate (self-signed): {}",
+        dir.join("tls/cert.pem").display()
+    );
+    println!(
+        "  admin API key (shown once, also in {}):",
+        dir.join("admin-key").display()
+    );
     println!("    {}", admin_key.secret.expose());
-    println!("Start it with: notary serve --config {}", dir.join("notary.toml").display());
+    println!(
+        "Start it with: notary serve --config {}",
+        dir.join("notary.toml").display()
+    );
     Ok(())
 }
 
@@ -218,7 +231,9 @@ fn create_token_and_keys(
     session
         .init_pin(&hsm::auth_pin(user_pin))
         .context("setting the user PIN")?;
-    session.logout().context("logging out the security officer")?;
+    session
+        .logout()
+        .context("logging out the security officer")?;
     session
         .login(UserType::User, Some(&hsm::auth_pin(user_pin)))
         .context("logging in as user")?;
@@ -235,7 +250,11 @@ fn create_token_and_keys(
 }
 
 fn tls_hosts(listen: &SocketAddr, public_url: &str) -> Vec<String> {
-    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let ip = listen.ip();
     if !ip.is_unspecified() {
         hosts.push(ip.to_string());

@@ -152,7 +152,9 @@ pub fn read_public_key(session: &Session, label: &str) -> Result<PublicKey, HsmE
         }
     };
     let point = point.ok_or_else(|| {
-        HsmError::Unsupported(format!("the token does not return CKA_EC_POINT for {label:?}"))
+        HsmError::Unsupported(format!(
+            "the token does not return CKA_EC_POINT for {label:?}"
+        ))
     })?;
     PublicKey::from_ec_point(alg, &point).ok_or_else(|| {
         HsmError::Unsupported(format!(

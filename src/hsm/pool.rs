@@ -147,7 +147,8 @@ impl Pool {
                 );
                 self.recover(handles.generation, context)?;
                 let (session, handles) = self.checkout(context)?;
-                let value = op(&session, &handles).map_err(|e| HsmError::from_pkcs11(context, e))?;
+                let value =
+                    op(&session, &handles).map_err(|e| HsmError::from_pkcs11(context, e))?;
                 self.checkin(session, handles.generation);
                 Ok(value)
             }

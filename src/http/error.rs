@@ -26,7 +26,11 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with status, code and description.
-    pub fn new(status: StatusCode, code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: ErrorCode,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
         ApiError {
             status,
             code,
@@ -38,7 +42,11 @@ impl ApiError {
 
     /// 400 `invalid_request`.
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, description)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            description,
+        )
     }
 
     /// 401 with a `WWW-Authenticate: Bearer` challenge.
@@ -68,7 +76,11 @@ impl ApiError {
 
     /// 429 `slow_down` with `Retry-After`.
     pub fn slow_down(description: impl Into<Cow<'static, str>>, retry_after: Option<u64>) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::SlowDown, description);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::SlowDown,
+            description,
+        );
         e.retry_after = retry_after;
         e
     }

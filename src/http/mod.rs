@@ -68,7 +68,9 @@ impl AppState {
             public_url: &config.server.public_url,
             credential_issuer: config.credential_issuer(),
             credential_endpoint: config.credential_issuer.credential_endpoint.as_deref(),
-            credential_configurations: &config.credential_issuer.credential_configurations_supported,
+            credential_configurations: &config
+                .credential_issuer
+                .credential_configurations_supported,
             pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
             signing_alg: key.algorithm().as_str(),
         };
@@ -110,7 +112,10 @@ pub fn router(state: AppState) -> Router {
             post(offers::create).layer(DefaultBodyLimit::max(offers::MAX_BODY)),
         )
         .route("/v1/openid/offers", get(offers::list))
-        .route("/v1/openid/offers/{id}", get(offers::get).delete(offers::revoke))
+        .route(
+            "/v1/openid/offers/{id}",
+            get(offers::get).delete(offers::revoke),
+        )
         .layer(no_store);
     Router::new()
         .route(

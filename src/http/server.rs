@@ -70,7 +70,9 @@ pub async fn serve(
                 }
             };
             let service = hyper::service::service_fn(move |mut request| {
-                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
                 app.clone().oneshot(request)
             });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

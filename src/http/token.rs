@@ -48,7 +48,9 @@ async fn handle(
         ));
     }
     if let Some(query) = uri.query() {
-        if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| SECRET_PARAMETERS.contains(&k.as_ref())) {
+        if form_urlencoded::parse(query.as_bytes())
+            .any(|(k, _)| SECRET_PARAMETERS.contains(&k.as_ref()))
+        {
             return Err(ApiError::invalid_request(
                 "codes and PINs must be sent in the request body, never in the URL",
             ));
@@ -112,9 +114,11 @@ fn redeem_error(state: &AppState, e: RedeemError) -> ApiError {
             ErrorCode::UnsupportedGrantType,
             description,
         ),
-        RedeemError::InvalidGrant { .. } => {
-            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, description)
-        }
+        RedeemError::InvalidGrant { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidGrant,
+            description,
+        ),
         RedeemError::WrongTxCode { .. } => {
             let code = match state.behaviour.wrong_pin_error {
                 WrongPinError::InvalidGrant => ErrorCode::InvalidGrant,
@@ -124,9 +128,11 @@ fn redeem_error(state: &AppState, e: RedeemError) -> ApiError {
         }
         RedeemError::Locked => match state.behaviour.locked_response {
             LockedResponse::SlowDown => ApiError::slow_down(description, None),
-            LockedResponse::InvalidGrant => {
-                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, description)
-            }
+            LockedResponse::InvalidGrant => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidGrant,
+                description,
+            ),
         },
         RedeemError::Internal(inner) => ApiError::internal(&inner),
     }

@@ -18,7 +18,11 @@ const KEY_PREFIX: &str = "notary_";
 
 impl Notary {
     /// Creates an API key with `role`.
-    pub async fn create_api_key(&self, role: Role, name: &str) -> Result<CreatedApiKey, InternalError> {
+    pub async fn create_api_key(
+        &self,
+        role: Role,
+        name: &str,
+    ) -> Result<CreatedApiKey, InternalError> {
         let secret = ApiKeySecret::new(format!("{KEY_PREFIX}{}", random::token(32)?));
         let hash = hashing::api_key_hash(&self.hsm, &secret).await?;
         let record = ApiKeyRecord {
@@ -33,7 +37,10 @@ impl Notary {
     }
 
     /// The active key matching `secret`, if any.
-    pub async fn authenticate(&self, secret: &ApiKeySecret) -> Result<Option<ApiKeyRecord>, InternalError> {
+    pub async fn authenticate(
+        &self,
+        secret: &ApiKeySecret,
+    ) -> Result<Option<ApiKeyRecord>, InternalError> {
         // Keys of the wrong shape cannot match; skip the HSM round trip.
         if !secret.expose().starts_with(KEY_PREFIX) || secret.expose().len() > 128 {
             return Ok(None);

@@ -11,7 +11,9 @@ mod token;
 use std::collections::BTreeSet;
 
 pub use api_keys::CreatedApiKey;
-pub use offers::{CreateOffer, CreatedOffer, OfferError, OfferView, TransactionCodeRequest, parse_filter};
+pub use offers::{
+    CreateOffer, CreatedOffer, OfferError, OfferView, TransactionCodeRequest, parse_filter,
+};
 pub use redeem::RedeemError;
 
 use crate::config::Config;
@@ -126,6 +128,9 @@ pub fn now() -> i64 {
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }

@@ -4,10 +4,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{InternalError, Notary, hashing, now, random, rfc3339};
+use crate::audit::AuditEvent;
 use crate::oid4vci::offer::{CredentialOffer, Grants, InputMode, PreAuthorizedGrant, TxCodeSpec};
 use crate::secret::{PreAuthorizedCode, TxCode};
 use crate::store::{NewOffer, OfferFilter, OfferRecord, OfferState, RevokeOutcome};
-use crate::audit::AuditEvent;
 
 /// `transactionCode` in a create request: `true`, `false`, or a `tx_code` object.
 #[derive(Debug, Clone, Deserialize)]
@@ -177,7 +177,9 @@ impl Notary {
     ) -> Result<CreatedOffer, OfferError> {
         let policy = &self.policy;
         if request.credentials.is_empty() {
-            return Err(OfferError::Invalid("credentials must name at least one credential configuration".into()));
+            return Err(OfferError::Invalid(
+                "credentials must name at least one credential configuration".into(),
+            ));
         }
         if let Some(unknown) = request
             .credentials
@@ -191,12 +193,15 @@ impl Notary {
         }
         if request.by_reference {
             return Err(OfferError::Invalid(
-                "byReference offers are not available in this version; use byReference: false".into(),
+                "byReference offers are not available in this version; use byReference: false"
+                    .into(),
             ));
         }
         if let Some(subject) = &request.user_id {
             if subject.is_empty() || subject.len() > MAX_SUBJECT {
-                return Err(OfferError::Invalid(format!("userId must be 1..={MAX_SUBJECT} characters")));
+                return Err(OfferError::Invalid(format!(
+                    "userId must be 1..={MAX_SUBJECT} characters"
+                )));
             }
         }
         let ttl = request.expires_in.unwrap_or(policy.default_offer_ttl);
@@ -211,7 +216,9 @@ impl Notary {
             Some(map) => {
                 let json = serde_json::Value::Object(map.clone()).to_string();
                 if json.len() > MAX_CLAIMS_BYTES {
-                    return Err(OfferError::Invalid(format!("claims must be at most {MAX_CLAIMS_BYTES} bytes of JSON")));
+                    return Err(OfferError::Invalid(format!(
+                        "claims must be at most {MAX_CLAIMS_BYTES} bytes of JSON"
+                    )));
                 }
                 Some(json)
             }
@@ -226,7 +233,9 @@ impl Notary {
         };
         let code_hash = hashing::code_hash(&self.hsm, &code).await?;
         let pin_hash = match &pin {
-            Some(pin) => Some(hashing::pin_hash(&self.hsm, &id, &TxCode::new(pin.to_string())).await?),
+            Some(pin) => {
+                Some(hashing::pin_hash(&self.hsm, &id, &TxCode::new(pin.to_string())).await?)
+            }
             None => None,
         };
         let created_at = now();
@@ -257,8 +266,8 @@ impl Notary {
         );
         self.store.insert_offer(&record, event).await?;
 
-        let authorization_server = (policy.credential_issuer != policy.public_url)
-            .then_some(policy.public_url.as_str());
+        let authorization_server =
+            (policy.credential_issuer != policy.public_url).then_some(policy.public_url.as_str());
         let offer = CredentialOffer {
             credential_issuer: &policy.credential_issuer,
             credential_configuration_ids: &request.credentials,
@@ -279,7 +288,10 @@ impl Notary {
         })
     }
 
-    fn tx_code_spec(&self, request: &TransactionCodeRequest) -> Result<Option<TxCodeSpec>, OfferError> {
+    fn tx_code_spec(
+        &self,
+        request: &TransactionCodeRequest,
+    ) -> Result<Option<TxCodeSpec>, OfferError> {
         let (length, input_mode, description) = match request {
             TransactionCodeRequest::Flag(false) => return Ok(None),
             TransactionCodeRequest::Flag(true) => (None, None, None),
@@ -291,9 +303,14 @@ impl Notary {
         };
         let length = length.unwrap_or(self.policy.tx_code_length);
         if !(4..=12).contains(&length) {
-            return Err(OfferError::Invalid("transactionCode.length must be 4..=12".into()));
+            return Err(OfferError::Invalid(
+                "transactionCode.length must be 4..=12".into(),
+            ));
         }
-        if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+        {
             return Err(OfferError::Invalid(format!(
                 "transactionCode.description must be at most {MAX_DESCRIPTION} characters"
             )));
@@ -307,7 +324,11 @@ impl Notary {
 
     /// One offer's state.
     pub async fn get_offer(&self, id: &str) -> Result<OfferView, OfferError> {
-        let record = self.store.get_offer(id).await?.ok_or(OfferError::NotFound)?;
+        let record = self
+            .store
+            .get_offer(id)
+            .await?
+            .ok_or(OfferError::NotFound)?;
         Ok(OfferView::from_record(record, now()))
     }
 

@@ -59,11 +59,15 @@ impl Notary {
             None => return Err(RedeemError::InvalidRequest("grant_type is missing".into())),
         }
         let Some(code) = request.code else {
-            return Err(RedeemError::InvalidRequest("pre-authorized_code is missing".into()));
+            return Err(RedeemError::InvalidRequest(
+                "pre-authorized_code is missing".into(),
+            ));
         };
         // Every code is hashed, whatever its shape, so a malformed code costs
         // the same as a well-formed unknown one.
-        let code_hash = hashing::code_hash(&self.hsm, &code).await.map_err(internal)?;
+        let code_hash = hashing::code_hash(&self.hsm, &code)
+            .await
+            .map_err(internal)?;
         drop(code);
         let now = now();
         let offer = self
@@ -80,12 +84,20 @@ impl Notary {
                     .revoke_token_of_replayed_offer(&offer.id, now)
                     .await
                     .map_err(internal)?;
-                return Err(RedeemError::InvalidGrant { unknown_code: false });
+                return Err(RedeemError::InvalidGrant {
+                    unknown_code: false,
+                });
             }
             OfferState::Locked => return Err(RedeemError::Locked),
-            OfferState::Revoked => return Err(RedeemError::InvalidGrant { unknown_code: false }),
+            OfferState::Revoked => {
+                return Err(RedeemError::InvalidGrant {
+                    unknown_code: false,
+                });
+            }
             OfferState::Pending if now >= offer.expires_at => {
-                return Err(RedeemError::InvalidGrant { unknown_code: false });
+                return Err(RedeemError::InvalidGrant {
+                    unknown_code: false,
+                });
             }
             OfferState::Pending => {}
         }
@@ -93,7 +105,9 @@ impl Notary {
         match (&offer.pin_hash, request.tx_code) {
             (None, None) => {}
             (Some(_), None) => {
-                return Err(RedeemError::InvalidRequest("tx_code is required for this offer".into()));
+                return Err(RedeemError::InvalidRequest(
+                    "tx_code is required for this offer".into(),
+                ));
             }
             (None, Some(_)) => {
                 return Err(RedeemError::InvalidRequest(
@@ -130,7 +144,9 @@ impl Notary {
             // revoked since we read it. The token we signed is discarded.
             return Err(match self.store.get_offer(&offer.id).await {
                 Ok(Some(o)) if o.state == OfferState::Locked => RedeemError::Locked,
-                _ => RedeemError::InvalidGrant { unknown_code: false },
+                _ => RedeemError::InvalidGrant {
+                    unknown_code: false,
+                },
             });
         }
         Ok(TokenResponse {
@@ -149,7 +165,9 @@ impl Notary {
             // Locked (or consumed) by a concurrent request meanwhile.
             Ok(WrongPinOutcome::NotPending) => match self.store.get_offer(offer_id).await {
                 Ok(Some(o)) if o.state == OfferState::Locked => RedeemError::Locked,
-                Ok(_) => RedeemError::InvalidGrant { unknown_code: false },
+                Ok(_) => RedeemError::InvalidGrant {
+                    unknown_code: false,
+                },
                 Err(e) => internal(e),
             },
             Err(e) => internal(e),

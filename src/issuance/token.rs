@@ -39,7 +39,11 @@ pub fn claims(
     if let Some(client_id) = client_id {
         claims["client_id"] = json!(client_id);
     }
-    if let Some(extra) = offer.claims.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()) {
+    if let Some(extra) = offer
+        .claims
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+    {
         claims["claims"] = extra;
     }
     claims

@@ -79,7 +79,10 @@ mod tests {
         let ci_meta = credential_issuer(&m);
         assert_eq!(ci_meta["authorization_servers"][0], as_meta["issuer"]);
         assert_eq!(as_meta["grant_types_supported"][0], PRE_AUTHORIZED_GRANT);
-        assert_eq!(as_meta["token_endpoint"], "https://notary.example/oid4vci/token");
+        assert_eq!(
+            as_meta["token_endpoint"],
+            "https://notary.example/oid4vci/token"
+        );
     }
 
     #[test]

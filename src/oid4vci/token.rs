@@ -177,7 +177,10 @@ mod tests {
         let body = b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Apre-authorized_code\
                      &pre-authorized_code=abc%2Bdef&user_pin=0042&other=x";
         let req = TokenRequest::parse(BodyFormat::Form, body).unwrap();
-        assert_eq!(req.grant_type.as_deref(), Some(crate::oid4vci::PRE_AUTHORIZED_GRANT));
+        assert_eq!(
+            req.grant_type.as_deref(),
+            Some(crate::oid4vci::PRE_AUTHORIZED_GRANT)
+        );
         assert_eq!(req.code.unwrap().expose(), "abc+def");
         assert_eq!(req.tx_code.unwrap().expose(), "0042");
     }
@@ -200,7 +203,9 @@ mod tests {
 
     #[test]
     fn differing_alias_values_are_rejected_and_equal_ones_accepted() {
-        assert!(TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"1","user_pin":"2"}"#).is_err());
+        assert!(
+            TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"1","user_pin":"2"}"#).is_err()
+        );
         let req =
             TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"12","user_pin":"12"}"#).unwrap();
         assert_eq!(req.tx_code.unwrap().expose(), "12");
@@ -208,11 +213,16 @@ mod tests {
 
     #[test]
     fn duplicate_json_key_and_wrong_types_are_rejected() {
-        assert!(TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"1","tx_code":"1"}"#).is_err());
+        assert!(
+            TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":"1","tx_code":"1"}"#).is_err()
+        );
         assert!(TokenRequest::parse(BodyFormat::Json, br#"{"tx_code":-5}"#).is_err());
         assert!(TokenRequest::parse(BodyFormat::Json, br#"[1,2]"#).is_err());
-        let e = TokenRequest::parse(BodyFormat::Json, br#"{"pre-authorized_code":"s3cr3t","tx_code":{}}"#)
-            .unwrap_err();
+        let e = TokenRequest::parse(
+            BodyFormat::Json,
+            br#"{"pre-authorized_code":"s3cr3t","tx_code":{}}"#,
+        )
+        .unwrap_err();
         assert!(!e.0.contains("s3cr3t"));
     }
 }

@@ -114,7 +114,11 @@ impl Store {
     }
 
     /// Inserts a new offer and its audit entry.
-    pub async fn insert_offer(&self, offer: &NewOffer, event: AuditEvent) -> Result<(), StoreError> {
+    pub async fn insert_offer(
+        &self,
+        offer: &NewOffer,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert_offer(offer, event).await)
     }
 
@@ -153,7 +157,11 @@ impl Store {
     }
 
     /// Counts one wrong PIN atomically; locks the offer at its limit.
-    pub async fn record_wrong_pin(&self, id: &str, now: i64) -> Result<WrongPinOutcome, StoreError> {
+    pub async fn record_wrong_pin(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<WrongPinOutcome, StoreError> {
         dispatch!(self, s => s.record_wrong_pin(id, now).await)
     }
 
@@ -171,7 +179,11 @@ impl Store {
     }
 
     /// A redeemed offer's code came back: revoke the token issued from it.
-    pub async fn revoke_token_of_replayed_offer(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn revoke_token_of_replayed_offer(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.revoke_token_of_replayed_offer(id, now).await)
     }
 
@@ -185,7 +197,10 @@ impl Store {
     }
 
     /// Finds the active API key whose secret has this keyed hash.
-    pub async fn find_api_key(&self, secret_hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+    pub async fn find_api_key(
+        &self,
+        secret_hash: &[u8; 32],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
         dispatch!(self, s => s.find_api_key(secret_hash).await)
     }
 

@@ -72,7 +72,10 @@ async fn append_audit(
         .fetch_optional(&mut *conn)
         .await?;
     let (seq, prev_hash) = match head {
-        Some(row) => (row.try_get::<i64, _>("seq")? + 1, row.try_get::<Vec<u8>, _>("hash")?),
+        Some(row) => (
+            row.try_get::<i64, _>("seq")? + 1,
+            row.try_get::<Vec<u8>, _>("hash")?,
+        ),
         None => (1, audit::GENESIS.to_vec()),
     };
     let details = event.details.to_string();
@@ -132,7 +135,9 @@ impl SqliteStore {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|_| {
-                    StoreError::Config("the database has no schema: run `notary migrate`".to_owned())
+                    StoreError::Config(
+                        "the database has no schema: run `notary migrate`".to_owned(),
+                    )
                 })?;
         match applied {
             Some(v) if v == expected => Ok(()),
@@ -240,7 +245,10 @@ impl SqliteStore {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut offers = rows.iter().map(offer_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut offers = rows
+            .iter()
+            .map(offer_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if offers.len() > limit as usize {
             offers.truncate(limit as usize);
             offers.last().map(|o| format!("{}.{}", o.created_at, o.id))

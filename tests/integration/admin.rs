@@ -20,15 +20,40 @@ async fn keys_and_roles_are_enforced() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token");
 
-    let r = c.post(&create).bearer_auth("notary_wrong").json(&offer_body()).send().await.unwrap();
+    let r = c
+        .post(&create)
+        .bearer_auth("notary_wrong")
+        .json(&offer_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.post(&create).header("authorization", "Basic abc").json(&offer_body()).send().await.unwrap();
+    let r = c
+        .post(&create)
+        .header("authorization", "Basic abc")
+        .json(&offer_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let config = app.config_path();
     let key_of = |role: &str| {
-        let out = app::run_cli(&["admin-keys", "create", "--role", role, "--name", role, "--config", config.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = app::run_cli(&[
+            "admin-keys",
+            "create",
+            "--role",
+            role,
+            "--name",
+            role,
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("key:"))
@@ -39,18 +64,43 @@ async fn keys_and_roles_are_enforced() {
     let auditor = key_of("auditor");
     let issuer = key_of("issuer");
 
-    let r = c.post(&create).bearer_auth(&auditor).json(&offer_body()).send().await.unwrap();
+    let r = c
+        .post(&create)
+        .bearer_auth(&auditor)
+        .json(&offer_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "insufficient_scope");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "insufficient_scope"
+    );
 
-    let r = c.post(&create).bearer_auth(&issuer).json(&offer_body()).send().await.unwrap();
+    let r = c
+        .post(&create)
+        .bearer_auth(&issuer)
+        .json(&offer_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let offer: Value = r.json().await.unwrap();
     let id = offer["id"].as_str().unwrap();
 
-    let r = c.get(app.url(&format!("/v1/openid/offers/{id}"))).bearer_auth(&auditor).send().await.unwrap();
+    let r = c
+        .get(app.url(&format!("/v1/openid/offers/{id}")))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.delete(app.url(&format!("/v1/openid/offers/{id}"))).bearer_auth(&auditor).send().await.unwrap();
+    let r = c
+        .delete(app.url(&format!("/v1/openid/offers/{id}")))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 
     // A revoked key stops working at once.
@@ -63,9 +113,21 @@ async fn keys_and_roles_are_enforced() {
         .and_then(|l| l.split('\t').next())
         .unwrap()
         .to_owned();
-    let out = app::run_cli(&["admin-keys", "revoke", &issuer_id, "--config", config.to_str().unwrap()]);
+    let out = app::run_cli(&[
+        "admin-keys",
+        "revoke",
+        &issuer_id,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
-    let r = c.post(&create).bearer_auth(&issuer).json(&offer_body()).send().await.unwrap();
+    let r = c
+        .post(&create)
+        .bearer_auth(&issuer)
+        .json(&offer_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -76,14 +138,26 @@ async fn offers_are_valid_oid4vci_and_their_state_is_tracked() {
     let offer = app.create_offer(offer_body()).await;
     assert_eq!(offer["userId"], "bob");
     let pin = offer["transactionCode"].as_str().unwrap();
-    assert!(pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit()), "PIN is a digit string");
+    assert!(
+        pin.len() == 6 && pin.bytes().all(|b| b.is_ascii_digit()),
+        "PIN is a digit string"
+    );
     assert!(offer["expiresAt"].as_str().unwrap().ends_with('Z'));
     let credential_offer = app::offer_json(&offer);
     assert_eq!(credential_offer["credential_issuer"], app.base);
-    assert_eq!(credential_offer["credential_configuration_ids"], json!(["UniversityDegree_jwt"]));
+    assert_eq!(
+        credential_offer["credential_configuration_ids"],
+        json!(["UniversityDegree_jwt"])
+    );
     let grant = &credential_offer["grants"][GRANT];
-    assert!(grant["pre-authorized_code"].as_str().unwrap().len() >= 22, ">= 128 bits");
-    assert_eq!(grant["tx_code"], json!({"length": 6, "input_mode": "numeric"}));
+    assert!(
+        grant["pre-authorized_code"].as_str().unwrap().len() >= 22,
+        ">= 128 bits"
+    );
+    assert_eq!(
+        grant["tx_code"],
+        json!({"length": 6, "input_mode": "numeric"})
+    );
 
     let id = offer["id"].as_str().unwrap();
     let get = |id: String| {
@@ -104,7 +178,14 @@ async fn offers_are_valid_oid4vci_and_their_state_is_tracked() {
     assert_eq!(get("nope".to_owned()).await.status(), 404);
 
     let (status, _) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", grant["pre-authorized_code"].as_str().unwrap()), ("tx_code", pin)])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            (
+                "pre-authorized_code",
+                grant["pre-authorized_code"].as_str().unwrap(),
+            ),
+            ("tx_code", pin),
+        ])
         .await;
     assert_eq!(status, 200);
     let view: Value = get(id.to_owned()).await.json().await.unwrap();
@@ -112,11 +193,21 @@ async fn offers_are_valid_oid4vci_and_their_state_is_tracked() {
     assert!(view["redeemedAt"].is_string());
 
     // Revoking a redeemed offer conflicts; revoking a pending one works.
-    let r = c.delete(app.url(&format!("/v1/openid/offers/{id}"))).bearer_auth(&app.admin_key).send().await.unwrap();
+    let r = c
+        .delete(app.url(&format!("/v1/openid/offers/{id}")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let other = app.create_offer(offer_body()).await;
     let other_id = other["id"].as_str().unwrap();
-    let r = c.delete(app.url(&format!("/v1/openid/offers/{other_id}"))).bearer_auth(&app.admin_key).send().await.unwrap();
+    let r = c
+        .delete(app.url(&format!("/v1/openid/offers/{other_id}")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["state"], "revoked");
 
@@ -151,10 +242,17 @@ async fn offers_are_valid_oid4vci_and_their_state_is_tracked() {
         .await
         .unwrap();
     let rest: Value = r.json().await.unwrap();
-    assert_eq!(rest["offers"].as_array().unwrap().len(), 3, "5 offers in all");
+    assert_eq!(
+        rest["offers"].as_array().unwrap().len(),
+        3,
+        "5 offers in all"
+    );
     assert!(rest["nextCursor"].is_null());
     let (status, body) = list("state=bogus").await;
-    assert_eq!((status, body["error"].as_str().unwrap()), (400, "invalid_request"));
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "invalid_request")
+    );
 }
 
 #[tokio::test]
@@ -163,11 +261,26 @@ async fn bad_offer_requests_are_refused_with_a_reason() {
     let c = app.http();
     for (body, needle) in [
         (json!({"credentials": []}), "at least one"),
-        (json!({"credentials": ["NoSuchCredential"]}), "unknown credential configuration"),
-        (json!({"credentials": ["UniversityDegree_jwt"], "expiresIn": 0}), "expiresIn"),
-        (json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": {"length": 2}}), "length"),
-        (json!({"credentials": ["UniversityDegree_jwt"], "colour": "red"}), "unknown field"),
-        (json!({"credentials": ["UniversityDegree_jwt"], "byReference": true}), "byReference"),
+        (
+            json!({"credentials": ["NoSuchCredential"]}),
+            "unknown credential configuration",
+        ),
+        (
+            json!({"credentials": ["UniversityDegree_jwt"], "expiresIn": 0}),
+            "expiresIn",
+        ),
+        (
+            json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": {"length": 2}}),
+            "length",
+        ),
+        (
+            json!({"credentials": ["UniversityDegree_jwt"], "colour": "red"}),
+            "unknown field",
+        ),
+        (
+            json!({"credentials": ["UniversityDegree_jwt"], "byReference": true}),
+            "byReference",
+        ),
     ] {
         let r = c
             .post(app.url("/v1/openid/offers/pre-authorized"))
@@ -179,6 +292,9 @@ async fn bad_offer_requests_are_refused_with_a_reason() {
         assert_eq!(r.status(), 400, "{body}");
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"], "invalid_request");
-        assert!(e["error_description"].as_str().unwrap().contains(needle), "{e}");
+        assert!(
+            e["error_description"].as_str().unwrap().contains(needle),
+            "{e}"
+        );
     }
 }

@@ -33,7 +33,12 @@ impl Builder {
     }
 
     /// Sets `[section] key = value` in notary.toml before the server starts.
-    pub fn set(mut self, section: &'static str, key: &'static str, value: impl Into<toml::Value>) -> Self {
+    pub fn set(
+        mut self,
+        section: &'static str,
+        key: &'static str,
+        value: impl Into<toml::Value>,
+    ) -> Self {
         self.edits.push((section, key, value.into()));
         self
     }
@@ -51,7 +56,11 @@ impl Builder {
             "--alg",
             self.alg,
         ]);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let config = home.join("notary.toml");
         if !self.edits.is_empty() {
             let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
@@ -107,7 +116,11 @@ impl Drop for TestApp {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs the CLI with the given arguments.
@@ -146,7 +159,11 @@ impl TestApp {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "server did not become ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not become ready: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

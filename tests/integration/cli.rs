@@ -27,13 +27,23 @@ async fn init_refuses_to_overwrite_and_check_reports_ok() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let out = run_cli(&[
-        "offers", "create", "--credential", "UniversityDegree_jwt", "--user-id", "carol",
-        "--config", config.to_str().unwrap(),
+        "offers",
+        "create",
+        "--credential",
+        "UniversityDegree_jwt",
+        "--user-id",
+        "carol",
+        "--config",
+        config.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(created["userId"], "carol");
-    assert!(created["transactionCode"].as_str().is_some_and(|p| p.len() == 6));
+    assert!(
+        created["transactionCode"]
+            .as_str()
+            .is_some_and(|p| p.len() == 6)
+    );
 }
 
 #[test]
@@ -50,10 +60,19 @@ fn bad_input_gets_a_one_line_error() {
     std::fs::write(&bad, "[server]\nlisten = \"nope\"\n").unwrap();
     let out = run_cli(&["check", "--config", bad.to_str().unwrap()]);
     let err = stderr(&out);
-    assert!(!out.status.success() && err.contains("invalid config file"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("invalid config file"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
-    let out = run_cli(&["init", "--dir", dir.path().join("x").to_str().unwrap(), "--alg", "RS256"]);
+    let out = run_cli(&[
+        "init",
+        "--dir",
+        dir.path().join("x").to_str().unwrap(),
+        "--alg",
+        "RS256",
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("EdDSA or ES256"), "{}", stderr(&out));
 }
@@ -67,5 +86,8 @@ async fn serve_refuses_a_wrong_pin_with_a_clear_message() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("login refused"), "{err}");
-    assert!(!err.contains("not-the-pin"), "the PIN is never echoed: {err}");
+    assert!(
+        !err.contains("not-the-pin"),
+        "the PIN is never echoed: {err}"
+    );
 }

@@ -8,7 +8,10 @@ async fn get_json(app: &app::TestApp, path: &str) -> Value {
     let r = app.http().get(app.url(path)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}");
     assert!(
-        r.headers()["content-type"].to_str().unwrap().starts_with("application/json"),
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
         "{path}"
     );
     r.json().await.unwrap()
@@ -27,13 +30,24 @@ async fn metadata_links_offer_issuer_token_endpoint_and_jwks() {
     assert!(ci["credential_configurations_supported"]["UniversityDegree_jwt"].is_object());
     let as_url = ci["authorization_servers"][0].as_str().unwrap();
     let asm = get_json(&app, "/.well-known/oauth-authorization-server").await;
-    assert_eq!(asm["issuer"], as_url, "AS issuer equals the authorization_servers entry");
+    assert_eq!(
+        asm["issuer"], as_url,
+        "AS issuer equals the authorization_servers entry"
+    );
     assert_eq!(asm["grant_types_supported"][0], GRANT);
     assert_eq!(asm["pre-authorized_grant_anonymous_access_supported"], true);
     for field in ["issuer", "token_endpoint", "jwks_uri"] {
-        assert!(asm[field].as_str().unwrap().starts_with("https://"), "{field}");
+        assert!(
+            asm[field].as_str().unwrap().starts_with("https://"),
+            "{field}"
+        );
     }
-    assert!(ci["credential_endpoint"].as_str().unwrap().starts_with("https://"));
+    assert!(
+        ci["credential_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://")
+    );
     assert_eq!(asm["token_endpoint"], app.url("/oid4vci/token"));
 
     let jwks = get_json(&app, "/.well-known/jwks.json").await;
@@ -43,7 +57,10 @@ async fn metadata_links_offer_issuer_token_endpoint_and_jwks() {
     assert_eq!(key["kty"], "OKP");
     assert!(key.get("d").is_none(), "no private part");
     // RFC 7638: SHA-256 over the required members, sorted, no whitespace.
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, key["x"].as_str().unwrap());
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        key["x"].as_str().unwrap()
+    );
     use base64::Engine as _;
     use sha2::Digest as _;
     let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -20,7 +20,11 @@ async fn fifty_concurrent_redemptions_give_exactly_one_token() {
             barrier.wait().await;
             let r = client
                 .post(app.url("/oid4vci/token"))
-                .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &code),
+                    ("tx_code", &pin),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -41,7 +45,10 @@ async fn fifty_concurrent_redemptions_give_exactly_one_token() {
     assert_eq!((ok, refused), (1, 49));
     let view: Value = app
         .http()
-        .get(app.url(&format!("/v1/openid/offers/{}", offer["id"].as_str().unwrap())))
+        .get(app.url(&format!(
+            "/v1/openid/offers/{}",
+            offer["id"].as_str().unwrap()
+        )))
         .bearer_auth(&app.admin_key)
         .send()
         .await

@@ -1,8 +1,11 @@
 //! Integration tests: the real `notary` binary over HTTPS, on a real SoftHSM2
 //! token and a real SQLite database in a temporary directory.
 
-mod app;
+// Test helpers fail loudly: an unwrap that fails is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod admin;
+mod app;
 mod cli;
 mod discovery;
 mod exactly_once;

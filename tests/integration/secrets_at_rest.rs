@@ -17,7 +17,9 @@ fn database_bytes(home: &std::path::Path) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -26,14 +28,20 @@ async fn no_plaintext_code_pin_or_admin_key_in_the_database() {
     let mut secrets = vec![app.admin_key.clone()];
     for i in 0..10 {
         let offer = app
-            .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "userId": format!("user-{i}"),
-                                 "transactionCode": {"length": 8}}))
+            .create_offer(
+                json!({"credentials": ["UniversityDegree_jwt"], "userId": format!("user-{i}"),
+                                 "transactionCode": {"length": 8}}),
+            )
             .await;
         let code = app::code_of(&offer);
         let pin = offer["transactionCode"].as_str().unwrap().to_owned();
         if i % 2 == 0 {
             let (status, _) = app
-                .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+                .redeem_form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &code),
+                    ("tx_code", &pin),
+                ])
                 .await;
             assert_eq!(status, 200);
         }
@@ -44,6 +52,9 @@ async fn no_plaintext_code_pin_or_admin_key_in_the_database() {
     // The scanner works: a value we know is stored is found.
     assert!(contains(&bytes, "user-3"), "control value must be found");
     for secret in &secrets {
-        assert!(!contains(&bytes, secret), "a secret was found in the database");
+        assert!(
+            !contains(&bytes, secret),
+            "a secret was found in the database"
+        );
     }
 }

@@ -39,20 +39,34 @@ async fn eddsa_form_body_redeems_and_the_token_verifies() {
     let r = app
         .http()
         .post(app.url("/oid4vci/token"))
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
-    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN negotiates HTTP/2");
+    assert_eq!(
+        r.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN negotiates HTTP/2"
+    );
     let body: Value = r.json().await.unwrap();
     assert_token_response(&body);
     let token = body["access_token"].as_str().unwrap();
     let claims = verify(&app, token, jsonwebtoken::Algorithm::EdDSA).await;
     assert_eq!(claims["sub"], "alice");
-    assert_eq!(claims["credential_configuration_ids"], json!(["UniversityDegree_jwt"]));
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
+    assert_eq!(
+        claims["credential_configuration_ids"],
+        json!(["UniversityDegree_jwt"])
+    );
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
     assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
     // Nothing derived from the code or PIN travels in the token.
     let payload = token.split('.').nth(1).unwrap();
@@ -65,8 +79,10 @@ async fn eddsa_form_body_redeems_and_the_token_verifies() {
 async fn es256_json_body_redeems_and_the_token_verifies() {
     let app = app::builder().alg("ES256").start().await;
     let offer = app
-        .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false,
-                             "claims": {"degree": "BSc"}}))
+        .create_offer(
+            json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false,
+                             "claims": {"degree": "BSc"}}),
+        )
         .await;
     assert!(offer.get("transactionCode").is_none());
     let code = app::code_of(&offer);
@@ -80,8 +96,16 @@ async fn es256_json_body_redeems_and_the_token_verifies() {
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_token_response(&body);
-    let claims = verify(&app, body["access_token"].as_str().unwrap(), jsonwebtoken::Algorithm::ES256).await;
-    assert_eq!(claims["sub"], offer["id"], "without userId the subject is the offer id");
+    let claims = verify(
+        &app,
+        body["access_token"].as_str().unwrap(),
+        jsonwebtoken::Algorithm::ES256,
+    )
+    .await;
+    assert_eq!(
+        claims["sub"], offer["id"],
+        "without userId the subject is the offer id"
+    );
     assert_eq!(claims["claims"], json!({"degree": "BSc"}));
 }
 
@@ -90,7 +114,11 @@ async fn user_pin_alias_and_numeric_json_pin_are_accepted() {
     let app = app::builder().start().await;
     let (_, code, pin) = app.offer_with_pin().await;
     let (status, body) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("user_pin", &pin)])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("user_pin", &pin),
+        ])
         .await;
     assert_eq!(status, 200, "{body}");
 
@@ -100,7 +128,10 @@ async fn user_pin_alias_and_numeric_json_pin_are_accepted() {
                              "transactionCode": {"length": 6, "input_mode": "numeric", "description": "see e-mail"}}))
         .await;
     let offer_json = app::offer_json(&offer);
-    assert_eq!(offer_json["grants"][GRANT]["tx_code"]["description"], "see e-mail");
+    assert_eq!(
+        offer_json["grants"][GRANT]["tx_code"]["description"],
+        "see e-mail"
+    );
     let pin = offer["transactionCode"].as_str().unwrap().to_owned();
     let code = app::code_of(&offer);
     let pin_value: Value = if pin.starts_with('0') {
@@ -123,7 +154,11 @@ async fn expect_error(app: &TestApp, r: reqwest::Response, status: u16, error: &
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], error, "body: {body}");
-    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
     let _ = app;
     body
 }
@@ -135,13 +170,28 @@ async fn malformed_requests_get_invalid_request_or_unsupported_grant_type() {
     let token_url = app.url("/oid4vci/token");
     let c = app.http();
 
-    let r = c.post(&token_url).form(&[("grant_type", "authorization_code"), ("code", "x")]).send().await.unwrap();
+    let r = c
+        .post(&token_url)
+        .form(&[("grant_type", "authorization_code"), ("code", "x")])
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 400, "unsupported_grant_type").await;
 
-    let r = c.post(&token_url).form(&[("pre-authorized_code", code.as_str())]).send().await.unwrap();
+    let r = c
+        .post(&token_url)
+        .form(&[("pre-authorized_code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 400, "invalid_request").await;
 
-    let r = c.post(&token_url).form(&[("grant_type", GRANT)]).send().await.unwrap();
+    let r = c
+        .post(&token_url)
+        .form(&[("grant_type", GRANT)])
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 400, "invalid_request").await;
 
     let r = c
@@ -156,7 +206,9 @@ async fn malformed_requests_get_invalid_request_or_unsupported_grant_type() {
     let r = c
         .post(&token_url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("grant_type={GRANT}&pre-authorized_code={code}&pre-authorized_code={code}"))
+        .body(format!(
+            "grant_type={GRANT}&pre-authorized_code={code}&pre-authorized_code={code}"
+        ))
         .send()
         .await
         .unwrap();
@@ -181,14 +233,24 @@ async fn malformed_requests_get_invalid_request_or_unsupported_grant_type() {
 
     let r = c
         .post(&token_url)
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin), ("user_pin", "999999")])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+            ("user_pin", "999999"),
+        ])
         .send()
         .await
         .unwrap();
     expect_error(&app, r, 400, "invalid_request").await;
 
     // PIN required but missing.
-    let r = c.post(&token_url).form(&[("grant_type", GRANT), ("pre-authorized_code", &code)]).send().await.unwrap();
+    let r = c
+        .post(&token_url)
+        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code)])
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 400, "invalid_request").await;
 
     // A PIN for an offer that has none.
@@ -198,7 +260,11 @@ async fn malformed_requests_get_invalid_request_or_unsupported_grant_type() {
     let no_pin_code = app::code_of(&offer);
     let r = c
         .post(&token_url)
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &no_pin_code), ("tx_code", "123456")])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &no_pin_code),
+            ("tx_code", "123456"),
+        ])
         .send()
         .await
         .unwrap();
@@ -207,7 +273,10 @@ async fn malformed_requests_get_invalid_request_or_unsupported_grant_type() {
     let huge = "a".repeat(8 * 1024);
     let r = c
         .post(&token_url)
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", huge.as_str())])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", huge.as_str()),
+        ])
         .send()
         .await
         .unwrap();
@@ -215,7 +284,11 @@ async fn malformed_requests_get_invalid_request_or_unsupported_grant_type() {
 
     // None of the refusals above consumed the offer.
     let (status, _) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .await;
     assert_eq!(status, 200);
 }
@@ -229,14 +302,21 @@ async fn unknown_used_expired_and_revoked_codes_get_the_same_invalid_grant() {
 
     let r = c
         .post(&token_url)
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", "no-such-code")])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", "no-such-code"),
+        ])
         .send()
         .await
         .unwrap();
     descriptions.push(expect_error(&app, r, 400, "invalid_grant").await);
 
     let (_, code, pin) = app.offer_with_pin().await;
-    let form = [("grant_type", GRANT), ("pre-authorized_code", code.as_str()), ("tx_code", pin.as_str())];
+    let form = [
+        ("grant_type", GRANT),
+        ("pre-authorized_code", code.as_str()),
+        ("tx_code", pin.as_str()),
+    ];
     assert_eq!(app.redeem_form(&form).await.0, 200);
     let r = c.post(&token_url).form(&form).send().await.unwrap();
     descriptions.push(expect_error(&app, r, 400, "invalid_grant").await);
@@ -248,7 +328,10 @@ async fn unknown_used_expired_and_revoked_codes_get_the_same_invalid_grant() {
         .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false}))
         .await;
     let r = c
-        .delete(app.url(&format!("/v1/openid/offers/{}", revoked["id"].as_str().unwrap())))
+        .delete(app.url(&format!(
+            "/v1/openid/offers/{}",
+            revoked["id"].as_str().unwrap()
+        )))
         .bearer_auth(&app.admin_key)
         .send()
         .await
@@ -259,7 +342,10 @@ async fn unknown_used_expired_and_revoked_codes_get_the_same_invalid_grant() {
         let code = app::code_of(offer);
         let r = c
             .post(&token_url)
-            .form(&[("grant_type", GRANT), ("pre-authorized_code", code.as_str())])
+            .form(&[
+                ("grant_type", GRANT),
+                ("pre-authorized_code", code.as_str()),
+            ])
             .send()
             .await
             .unwrap();
@@ -276,12 +362,19 @@ async fn wrong_pins_lock_the_offer_after_five() {
     let wrong = if pin == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
         let (status, body) = app
-            .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", wrong)])
+            .redeem_form(&[
+                ("grant_type", GRANT),
+                ("pre-authorized_code", &code),
+                ("tx_code", wrong),
+            ])
             .await;
         assert_eq!(status, 400);
         assert_eq!(body["error"], "invalid_grant");
         assert!(
-            body["error_description"].as_str().unwrap().contains(&format!("{left} attempt")),
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{left} attempt")),
             "{body}"
         );
     }
@@ -289,14 +382,21 @@ async fn wrong_pins_lock_the_offer_after_five() {
     let r = app
         .http()
         .post(app.url("/oid4vci/token"))
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .send()
         .await
         .unwrap();
     expect_error(&app, r, 429, "slow_down").await;
     let state: Value = app
         .http()
-        .get(app.url(&format!("/v1/openid/offers/{}", offer["id"].as_str().unwrap())))
+        .get(app.url(&format!(
+            "/v1/openid/offers/{}",
+            offer["id"].as_str().unwrap()
+        )))
         .bearer_auth(&app.admin_key)
         .send()
         .await
@@ -320,14 +420,28 @@ async fn error_dialects_follow_the_config() {
     let wrong = if pin == "000000" { "111111" } else { "000000" };
     for _ in 0..2 {
         let (status, body) = app
-            .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", wrong)])
+            .redeem_form(&[
+                ("grant_type", GRANT),
+                ("pre-authorized_code", &code),
+                ("tx_code", wrong),
+            ])
             .await;
-        assert_eq!((status, body["error"].as_str().unwrap()), (400, "invalid_tx_code"));
+        assert_eq!(
+            (status, body["error"].as_str().unwrap()),
+            (400, "invalid_tx_code")
+        );
     }
     let (status, body) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .await;
-    assert_eq!((status, body["error"].as_str().unwrap()), (400, "invalid_grant"));
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "invalid_grant")
+    );
 }
 
 #[tokio::test]
@@ -340,18 +454,29 @@ async fn flood_of_unknown_codes_is_limited_per_address() {
     let (_, code, pin) = app.offer_with_pin().await;
     for i in 0..3 {
         let (status, _) = app
-            .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &format!("guess-{i}"))])
+            .redeem_form(&[
+                ("grant_type", GRANT),
+                ("pre-authorized_code", &format!("guess-{i}")),
+            ])
             .await;
         assert_eq!(status, 400);
     }
     let r = app
         .http()
         .post(app.url("/oid4vci/token"))
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .send()
         .await
         .unwrap();
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry_after));
     expect_error(&app, r, 429, "slow_down").await;
 
@@ -359,7 +484,11 @@ async fn flood_of_unknown_codes_is_limited_per_address() {
     let other = app.client_from(Some("127.0.0.2".parse().unwrap()));
     let r = other
         .post(app.url("/oid4vci/token"))
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .send()
         .await
         .unwrap();
@@ -395,13 +524,22 @@ async fn database_failure_is_a_bare_server_error() {
     let (_, code, pin) = app.offer_with_pin().await;
     // Break the schema under the running server.
     let db = app.home.join("notary.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
-    sqlx::query("ALTER TABLE offers RENAME TO offers_gone").execute(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE offers RENAME TO offers_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     let r = app
         .http()
         .post(app.url("/oid4vci/token"))
-        .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .send()
         .await
         .unwrap();
@@ -411,5 +549,8 @@ async fn database_failure_is_a_bare_server_error() {
         body,
         json!({"error": "server_error", "error_description": "the request could not be completed"})
     );
-    assert!(app.log().contains("no such table"), "the detail goes to the log");
+    assert!(
+        app.log().contains("no such table"),
+        "the detail goes to the log"
+    );
 }
