@@ -91,3 +91,40 @@ async fn serve_refuses_a_wrong_pin_with_a_clear_message() {
         "the PIN is never echoed: {err}"
     );
 }
+
+/// A key imported into the token (made outside it, so `CKA_LOCAL` is false)
+/// is refused by `check` and `serve`, naming the attribute.
+#[tokio::test]
+async fn a_key_not_generated_on_the_token_is_refused() {
+    let app = app::builder().start().await;
+    let work = tempfile::tempdir().unwrap();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(work.path())
+            .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
+            .env("PIN_FILE", app.home.join("hsm/user-pin"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh("openssl ecparam -name prime256v1 -genkey -noout -out k.pem
+        openssl pkcs8 -topk8 -nocrypt -in k.pem -outform DER -out priv.der
+        openssl ec -in k.pem -pubout -outform DER -out pub.der
+        for t in privkey:priv.der pubkey:pub.der; do
+          pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label notary --login \
+            --pin \"$(cat \"$PIN_FILE\")\" --write-object \"${t#*:}\" --type \"${t%%:*}\" \
+            --label imported-1 --id 99 >/dev/null
+        done");
+    let config = std::fs::read_to_string(app.config_path())
+        .unwrap()
+        .replace("signing_key = \"notary-signing-1\"", "signing_key = \"imported-1\"");
+    let weak = app.home.join("weak.toml");
+    std::fs::write(&weak, config).unwrap();
+    for command in ["check", "serve"] {
+        let out = run_cli(&[command, "--config", weak.to_str().unwrap()]);
+        assert!(!out.status.success(), "{command} must refuse");
+        let err = stderr(&out);
+        assert!(err.contains("\"imported-1\": CKA_LOCAL is false"), "{command}: {err}");
+    }
+}
