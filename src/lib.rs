@@ -12,6 +12,7 @@ pub mod hsm;
 pub mod http;
 pub mod issuance;
 pub mod jose;
+pub mod memory;
 pub mod oid4vci;
 pub mod secret;
 pub mod store;

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Every freed heap block is zeroed first, so buffers that libraries own
+/// (TLS, HTTP, JSON) keep no copy of a code or PIN. See `notary::memory`.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 fn main() -> ExitCode {
     let cli = notary::cli::Cli::parse();
     match notary::cli::run(cli) {

@@ -130,10 +130,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     fs::write(&staged, &config_text).with_context(|| format!("writing {}", staged.display()))?;
     let config = Config::load(&staged)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::memory::runtime().context("starting the async runtime")?;
     let admin_key = runtime.block_on(async {
         let store = Store::connect(&config.database_url(), 2).await?;
         store.migrate().await?;

@@ -63,10 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 // environment when it is loaded.
                 module_env::ensure(&config.module_env())?;
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = crate::memory::runtime().context("starting the async runtime")?;
             runtime.block_on(async move {
                 match command {
                     Command::Serve => serve::run(config).await,

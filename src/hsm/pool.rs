@@ -119,7 +119,11 @@ impl Pool {
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            pool.run_blocking(context, &op)
+            let result = pool.run_blocking(context, &op);
+            // The module may have left a code or PIN on this thread's stack;
+            // blocking threads never park, so wipe here.
+            crate::memory::wipe_stack();
+            result
         })
         .await
         .map_err(|e| HsmError::Internal {

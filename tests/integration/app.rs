@@ -15,18 +15,26 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_notary");
 
 /// Builds a `TestApp`.
 pub struct Builder {
+    binary: PathBuf,
     alg: &'static str,
     edits: Vec<(&'static str, &'static str, toml::Value)>,
 }
 
 pub fn builder() -> Builder {
     Builder {
+        binary: PathBuf::from(BIN),
         alg: "EdDSA",
         edits: Vec::new(),
     }
 }
 
 impl Builder {
+    /// Serves with another build of notary (e.g. the unwiped control).
+    pub fn binary(mut self, path: PathBuf) -> Self {
+        self.binary = path;
+        self
+    }
+
     pub fn alg(mut self, alg: &'static str) -> Self {
         self.alg = alg;
         self
@@ -77,7 +85,7 @@ impl Builder {
             .trim()
             .to_owned();
         let log = home.join("serve.log");
-        let child = Command::new(BIN)
+        let child = Command::new(&self.binary)
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("NOTARY_LOG", "debug")
             .stdout(Stdio::null())
@@ -102,7 +110,7 @@ impl Builder {
 pub struct TestApp {
     _dir: TempDir,
     pub home: PathBuf,
-    child: Child,
+    pub child: Child,
     pub base: String,
     pub admin_key: String,
     client: reqwest::Client,

@@ -10,4 +10,5 @@ mod cli;
 mod discovery;
 mod exactly_once;
 mod secrets_at_rest;
+mod memory;
 mod token;
