@@ -52,3 +52,21 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .on_thread_park(wipe_stack)
         .build()
 }
+
+/// Keeps secrets out of core dumps and away from unprivileged debuggers:
+/// sets `RLIMIT_CORE` to 0 and marks the process not dumpable
+/// (`PR_SET_DUMPABLE` 0), which also makes `/proc/PID/mem` readable only by
+/// root. The systemd unit sets `LimitCORE=0` as well, so a crash before this
+/// runs dumps nothing either.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
+}

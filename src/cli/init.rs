@@ -110,6 +110,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     .collect();
     // Re-executes `notary init` with SOFTHSM2_CONF set, unless it already is.
     module_env::ensure(&env)?;
+    crate::memory::forbid_core_dumps().context("disabling core dumps")?;
 
     let user_pin = HsmPin::new(random::token(18)?);
     let so_pin = HsmPin::new(random::token(18)?);

@@ -63,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 // environment when it is loaded.
                 module_env::ensure(&config.module_env())?;
             }
+            crate::memory::forbid_core_dumps().context("disabling core dumps")?;
             let runtime = crate::memory::runtime().context("starting the async runtime")?;
             runtime.block_on(async move {
                 match command {

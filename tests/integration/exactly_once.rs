@@ -1,30 +1,25 @@
-//! One code, many concurrent redemptions: exactly one token.
+//! Exactly once under attack: concurrent redemptions of one code, and
+//! concurrent wrong PINs against one offer.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::app::{self, GRANT};
+use crate::app::{self, GRANT, TestApp};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_redemptions_give_exactly_one_token() {
-    let app = Arc::new(app::builder().start().await);
-    let (offer, code, pin) = app.offer_with_pin().await;
-    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+/// Sends every (code, PIN) at once, each on its own connection; returns
+/// (status, body) per request.
+async fn burst(app: &Arc<TestApp>, requests: Vec<(String, String)>) -> Vec<(u16, Value)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
     let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let (app, code, pin, barrier) = (app.clone(), code.clone(), pin.clone(), barrier.clone());
+    for (code, pin) in requests {
+        let (app, barrier) = (app.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
-            // Each request on its own connection, released together.
             let client = app.client_from(None);
             barrier.wait().await;
             let r = client
                 .post(app.url("/oid4vci/token"))
-                .form(&[
-                    ("grant_type", GRANT),
-                    ("pre-authorized_code", &code),
-                    ("tx_code", &pin),
-                ])
+                .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
                 .send()
                 .await
                 .unwrap();
@@ -32,29 +27,82 @@ async fn fifty_concurrent_redemptions_give_exactly_one_token() {
             (status, r.json::<Value>().await.unwrap())
         }));
     }
-    let mut ok = 0;
-    let mut refused = 0;
+    let mut results = Vec::new();
     for t in tasks {
-        let (status, body) = t.await.unwrap();
-        match status {
-            200 => ok += 1,
-            400 if body["error"] == "invalid_grant" => refused += 1,
-            other => panic!("unexpected {other}: {body}"),
-        }
+        results.push(t.await.unwrap());
     }
-    assert_eq!((ok, refused), (1, 49));
-    let view: Value = app
-        .http()
-        .get(app.url(&format!(
-            "/v1/openid/offers/{}",
-            offer["id"].as_str().unwrap()
-        )))
+    results
+}
+
+async fn offer_state(app: &TestApp, offer: &Value) -> Value {
+    app.http()
+        .get(app.url(&format!("/v1/openid/offers/{}", offer["id"].as_str().unwrap())))
         .bearer_auth(&app.admin_key)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    assert_eq!(view["state"], "redeemed");
+        .unwrap()
+}
+
+fn wrong_pin(pin: &str) -> String {
+    if pin == "000000" { "111111".into() } else { "000000".into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_redemptions_give_exactly_one_token() {
+    let app = Arc::new(app::builder().start().await);
+    let (offer, code, pin) = app.offer_with_pin().await;
+    let results = burst(&app, vec![(code, pin); 64]).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused = results
+        .iter()
+        .filter(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
+        .count();
+    assert_eq!((ok, refused), (1, 63), "{results:?}");
+    assert_eq!(offer_state(&app, &offer).await["state"], "redeemed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_wrong_pins_never_pass_the_limit() {
+    let app = Arc::new(app::builder().start().await);
+    let (offer, code, pin) = app.offer_with_pin().await;
+    let results = burst(&app, vec![(code.clone(), wrong_pin(&pin)); 50]).await;
+    let counted = results
+        .iter()
+        .filter(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
+        .count();
+    let slowed = results
+        .iter()
+        .filter(|(s, b)| *s == 429 && b["error"] == "slow_down")
+        .count();
+    assert_eq!((counted, slowed), (5, 45), "{results:?}");
+    let state = offer_state(&app, &offer).await;
+    assert_eq!((state["state"].as_str().unwrap(), state["attempts"].as_u64().unwrap()), ("locked", 5));
+    // Locked for good: the right PIN no longer wins.
+    let late = burst(&app, vec![(code, pin)]).await;
+    assert_eq!(late[0].0, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_right_pin_in_a_burst_of_wrong_ones_cannot_win_after_the_lock() {
+    let app = Arc::new(app::builder().start().await);
+    for _ in 0..3 {
+        let (offer, code, pin) = app.offer_with_pin().await;
+        let mut requests = vec![(code.clone(), wrong_pin(&pin)); 49];
+        requests.insert(25, (code.clone(), pin.clone()));
+        let results = burst(&app, requests).await;
+        let wins = results.iter().filter(|(s, _)| *s == 200).count();
+        let state = offer_state(&app, &offer).await;
+        let attempts = state["attempts"].as_u64().unwrap();
+        assert!(attempts <= 5, "attempts passed the limit: {attempts}");
+        match state["state"].as_str().unwrap() {
+            // The right PIN was consumed before the fifth wrong one.
+            "redeemed" => assert!(wins == 1 && attempts < 5, "{state} {wins}"),
+            // Locked first: then nothing may have won.
+            "locked" => assert!(wins == 0 && attempts == 5, "{state} {wins}"),
+            other => panic!("unexpected state {other}"),
+        }
+    }
 }

@@ -178,3 +178,12 @@ async fn without_wiping_the_same_flow_leaves_secrets_behind() {
     assert!(found > 0, "control: without wiping, secrets must be found (found {found} of {total})");
     eprintln!("unwiped control: {found} of {total} codes and PINs found");
 }
+
+#[tokio::test]
+async fn the_server_cannot_dump_core() {
+    let app = app::builder().start().await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", app.child.id())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}
