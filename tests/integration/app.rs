@@ -16,6 +16,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_notary");
 /// Builds a `TestApp`.
 pub struct Builder {
     binary: PathBuf,
+    log_level: &'static str,
     alg: &'static str,
     edits: Vec<(&'static str, &'static str, toml::Value)>,
 }
@@ -23,6 +24,7 @@ pub struct Builder {
 pub fn builder() -> Builder {
     Builder {
         binary: PathBuf::from(BIN),
+        log_level: "debug",
         alg: "EdDSA",
         edits: Vec::new(),
     }
@@ -32,6 +34,12 @@ impl Builder {
     /// Serves with another build of notary (e.g. the unwiped control).
     pub fn binary(mut self, path: PathBuf) -> Self {
         self.binary = path;
+        self
+    }
+
+    /// The server's `NOTARY_LOG` filter.
+    pub fn log_level(mut self, level: &'static str) -> Self {
+        self.log_level = level;
         self
     }
 
@@ -87,7 +95,7 @@ impl Builder {
         let log = home.join("serve.log");
         let child = Command::new(&self.binary)
             .args(["serve", "--config", config.to_str().unwrap()])
-            .env("NOTARY_LOG", "debug")
+            .env("NOTARY_LOG", self.log_level)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

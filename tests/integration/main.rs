@@ -10,5 +10,6 @@ mod cli;
 mod discovery;
 mod exactly_once;
 mod secrets_at_rest;
+mod leaks;
 mod memory;
 mod token;
