@@ -79,11 +79,16 @@ impl Notary {
 
         match offer.state {
             OfferState::Redeemed => {
-                // RFC 6749 §4.1.2 spirit: a replayed code revokes what it gave.
-                self.store
-                    .revoke_token_of_replayed_offer(&offer.id, now)
-                    .await
-                    .map_err(internal)?;
+                // RFC 6749 §4.1.2 spirit: a replayed code revokes what it
+                // gave. Done off the response path, so a replayed code
+                // answers as fast as an unknown one.
+                let store = self.store.clone();
+                let id = offer.id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.revoke_token_of_replayed_offer(&id, now).await {
+                        tracing::error!(error = %e, offer = %id, "could not revoke the token of a replayed code");
+                    }
+                });
                 return Err(RedeemError::InvalidGrant {
                     unknown_code: false,
                 });

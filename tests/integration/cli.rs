@@ -106,7 +106,11 @@ async fn a_key_not_generated_on_the_token_is_refused() {
             .env("PIN_FILE", app.home.join("hsm/user-pin"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     sh("openssl ecparam -name prime256v1 -genkey -noout -out k.pem
         openssl pkcs8 -topk8 -nocrypt -in k.pem -outform DER -out priv.der
@@ -116,15 +120,19 @@ async fn a_key_not_generated_on_the_token_is_refused() {
             --pin \"$(cat \"$PIN_FILE\")\" --write-object \"${t#*:}\" --type \"${t%%:*}\" \
             --label imported-1 --id 99 >/dev/null
         done");
-    let config = std::fs::read_to_string(app.config_path())
-        .unwrap()
-        .replace("signing_key = \"notary-signing-1\"", "signing_key = \"imported-1\"");
+    let config = std::fs::read_to_string(app.config_path()).unwrap().replace(
+        "signing_key = \"notary-signing-1\"",
+        "signing_key = \"imported-1\"",
+    );
     let weak = app.home.join("weak.toml");
     std::fs::write(&weak, config).unwrap();
     for command in ["check", "serve"] {
         let out = run_cli(&[command, "--config", weak.to_str().unwrap()]);
         assert!(!out.status.success(), "{command} must refuse");
         let err = stderr(&out);
-        assert!(err.contains("\"imported-1\": CKA_LOCAL is false"), "{command}: {err}");
+        assert!(
+            err.contains("\"imported-1\": CKA_LOCAL is false"),
+            "{command}: {err}"
+        );
     }
 }

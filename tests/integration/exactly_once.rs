@@ -19,7 +19,11 @@ async fn burst(app: &Arc<TestApp>, requests: Vec<(String, String)>) -> Vec<(u16,
             barrier.wait().await;
             let r = client
                 .post(app.url("/oid4vci/token"))
-                .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &code),
+                    ("tx_code", &pin),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -36,7 +40,10 @@ async fn burst(app: &Arc<TestApp>, requests: Vec<(String, String)>) -> Vec<(u16,
 
 async fn offer_state(app: &TestApp, offer: &Value) -> Value {
     app.http()
-        .get(app.url(&format!("/v1/openid/offers/{}", offer["id"].as_str().unwrap())))
+        .get(app.url(&format!(
+            "/v1/openid/offers/{}",
+            offer["id"].as_str().unwrap()
+        )))
         .bearer_auth(&app.admin_key)
         .send()
         .await
@@ -47,7 +54,11 @@ async fn offer_state(app: &TestApp, offer: &Value) -> Value {
 }
 
 fn wrong_pin(pin: &str) -> String {
-    if pin == "000000" { "111111".into() } else { "000000".into() }
+    if pin == "000000" {
+        "111111".into()
+    } else {
+        "000000".into()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -79,7 +90,13 @@ async fn fifty_concurrent_wrong_pins_never_pass_the_limit() {
         .count();
     assert_eq!((counted, slowed), (5, 45), "{results:?}");
     let state = offer_state(&app, &offer).await;
-    assert_eq!((state["state"].as_str().unwrap(), state["attempts"].as_u64().unwrap()), ("locked", 5));
+    assert_eq!(
+        (
+            state["state"].as_str().unwrap(),
+            state["attempts"].as_u64().unwrap()
+        ),
+        ("locked", 5)
+    );
     // Locked for good: the right PIN no longer wins.
     let late = burst(&app, vec![(code, pin)]).await;
     assert_eq!(late[0].0, 429);

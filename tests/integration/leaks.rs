@@ -15,7 +15,12 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
     let c = app.http();
     let mut secrets = vec![app.admin_key.clone()];
     for pin_file in ["hsm/user-pin", "hsm/so-pin"] {
-        secrets.push(std::fs::read_to_string(app.home.join(pin_file)).unwrap().trim().to_owned());
+        secrets.push(
+            std::fs::read_to_string(app.home.join(pin_file))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
     }
     let mut bodies: Vec<String> = Vec::new();
     let mut send = |form: Vec<(&'static str, String)>| {
@@ -28,7 +33,14 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
     };
 
     // A second admin key, created on the host and used over HTTP.
-    let out = app::run_cli(&["admin-keys", "create", "--role", "issuer", "--config", app.config_path().to_str().unwrap()]);
+    let out = app::run_cli(&[
+        "admin-keys",
+        "create",
+        "--role",
+        "issuer",
+        "--config",
+        app.config_path().to_str().unwrap(),
+    ]);
     let issuer_key = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -38,12 +50,29 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
 
     // Redeemed offer: code, PIN and the access token.
     let (_, code, pin) = app.offer_with_pin().await;
-    let (status, body) = send(vec![("grant_type", GRANT.into()), ("pre-authorized_code", code.clone()), ("tx_code", pin.clone())]).await;
+    let (status, body) = send(vec![
+        ("grant_type", GRANT.into()),
+        ("pre-authorized_code", code.clone()),
+        ("tx_code", pin.clone()),
+    ])
+    .await;
     assert_eq!(status, 200);
     let token: Value = serde_json::from_str(&body).unwrap();
-    secrets.extend([code.clone(), pin.clone(), token["access_token"].as_str().unwrap().to_owned()]);
+    secrets.extend([
+        code.clone(),
+        pin.clone(),
+        token["access_token"].as_str().unwrap().to_owned(),
+    ]);
     // Replay of the spent code.
-    bodies.push(send(vec![("grant_type", GRANT.into()), ("pre-authorized_code", code), ("tx_code", pin)]).await.1);
+    bodies.push(
+        send(vec![
+            ("grant_type", GRANT.into()),
+            ("pre-authorized_code", code),
+            ("tx_code", pin),
+        ])
+        .await
+        .1,
+    );
 
     // Offer created by the issuer key, then locked by wrong PINs.
     let offer: Value = c
@@ -61,25 +90,61 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
     secrets.extend([code.clone(), pin.clone()]);
     for wrong in ["00000000", "11111111", "22222222"] {
         let wrong = if wrong == pin { "33333333" } else { wrong };
-        bodies.push(send(vec![("grant_type", GRANT.into()), ("pre-authorized_code", code.clone()), ("tx_code", wrong.into())]).await.1);
+        bodies.push(
+            send(vec![
+                ("grant_type", GRANT.into()),
+                ("pre-authorized_code", code.clone()),
+                ("tx_code", wrong.into()),
+            ])
+            .await
+            .1,
+        );
     }
-    let (status, locked) = send(vec![("grant_type", GRANT.into()), ("pre-authorized_code", code.clone()), ("tx_code", pin.clone())]).await;
+    let (status, locked) = send(vec![
+        ("grant_type", GRANT.into()),
+        ("pre-authorized_code", code.clone()),
+        ("tx_code", pin.clone()),
+    ])
+    .await;
     assert_eq!(status, 429);
     bodies.push(locked);
     // Malformed requests that carry secrets.
-    bodies.push(send(vec![("grant_type", "nope".into()), ("pre-authorized_code", code.clone())]).await.1);
-    bodies.push(send(vec![("grant_type", GRANT.into()), ("pre-authorized_code", code.clone()), ("tx_code", pin.clone()), ("user_pin", "x".into())]).await.1);
+    bodies.push(
+        send(vec![
+            ("grant_type", "nope".into()),
+            ("pre-authorized_code", code.clone()),
+        ])
+        .await
+        .1,
+    );
+    bodies.push(
+        send(vec![
+            ("grant_type", GRANT.into()),
+            ("pre-authorized_code", code.clone()),
+            ("tx_code", pin.clone()),
+            ("user_pin", "x".into()),
+        ])
+        .await
+        .1,
+    );
     let r = c
         .post(app.url("/oid4vci/token"))
         .header("content-type", "application/json")
-        .body(format!(r#"{{"grant_type":"{GRANT}","pre-authorized_code":{{"x":"{code}"}},"tx_code":"{pin}"}}"#))
+        .body(format!(
+            r#"{{"grant_type":"{GRANT}","pre-authorized_code":{{"x":"{code}"}},"tx_code":"{pin}"}}"#
+        ))
         .send()
         .await
         .unwrap();
     bodies.push(r.text().await.unwrap());
     // Wrong admin keys.
     for key in [format!("{issuer_key}x"), "notary_guess".to_owned()] {
-        let r = c.get(app.url("/v1/openid/offers")).bearer_auth(&key).send().await.unwrap();
+        let r = c
+            .get(app.url("/v1/openid/offers"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         bodies.push(r.text().await.unwrap());
     }
@@ -89,18 +154,29 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
     let log = app.log();
     assert!(log.contains("TRACE"), "the server logged at TRACE");
     let audit = audit_records(&app.home.join("notary.db")).await;
-    assert!(audit.contains("offer.locked") && audit.contains("token.issued"), "{audit}");
+    assert!(
+        audit.contains("offer.locked") && audit.contains("token.issued"),
+        "{audit}"
+    );
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
-        assert!(!audit.contains(secret.as_str()), "a secret reached the audit log");
+        assert!(
+            !audit.contains(secret.as_str()),
+            "a secret reached the audit log"
+        );
         for body in &bodies {
-            assert!(!body.contains(secret.as_str()), "a secret reached an error body: {body}");
+            assert!(
+                !body.contains(secret.as_str()),
+                "a secret reached an error body: {body}"
+            );
         }
     }
 }
 
 async fn audit_records(db: &std::path::Path) -> String {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
     let rows: Vec<(i64, String, Option<String>, String)> =
         sqlx::query_as("SELECT seq, event, subject, details FROM audit_log ORDER BY seq")
             .fetch_all(&pool)

@@ -34,7 +34,9 @@ fn read_memory(pid: u32) -> Vec<u8> {
     let mut out = Vec::new();
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
         if !perms.starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
             continue;
         }
@@ -103,13 +105,20 @@ async fn redeem_fifty(app: &TestApp) -> Vec<String> {
         // These secrets read the same raw, URL-encoded and as JSON strings,
         // so the raw search covers every encoding they travelled in.
         for s in [&code, &pin] {
-            assert_eq!(form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>(), *s);
+            assert_eq!(
+                form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>(),
+                *s
+            );
             assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
         }
         let wallet = app.client_from(None);
         let request = wallet.post(app.url("/oid4vci/token"));
         let request = if i % 2 == 0 {
-            request.form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+            request.form(&[
+                ("grant_type", GRANT),
+                ("pre-authorized_code", &code),
+                ("tx_code", &pin),
+            ])
         } else {
             request.json(&json!({"grant_type": GRANT, "pre-authorized_code": code, "tx_code": pin}))
         };
@@ -126,7 +135,12 @@ async fn redeem_fifty(app: &TestApp) -> Vec<String> {
 fn open_canary_connection(app: &TestApp, canary: &str) -> std::process::Child {
     let port = app.base.rsplit(':').next().unwrap();
     let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -136,7 +150,12 @@ fn open_canary_connection(app: &TestApp, canary: &str) -> std::process::Child {
         "POST /oid4vci/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: 4000\r\n\r\ngrant_type={GRANT}&pre-authorized_code={canary}"
     );
-    child.stdin.as_mut().unwrap().write_all(partial.as_bytes()).unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(partial.as_bytes())
+        .unwrap();
     child.stdin.as_mut().unwrap().flush().unwrap();
     child
 }
@@ -162,8 +181,14 @@ async fn run_experiment(binary: Option<PathBuf>) -> (usize, usize, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_code_or_pin_survives_in_server_memory() {
     let (found, total, canary) = run_experiment(None).await;
-    assert!(canary, "control: a request on an open connection must be found");
-    assert_eq!(found, 0, "{found} of {total} codes and PINs found in the server's memory");
+    assert!(
+        canary,
+        "control: a request on an open connection must be found"
+    );
+    assert_eq!(
+        found, 0,
+        "{found} of {total} codes and PINs found in the server's memory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,10 +197,16 @@ async fn without_wiping_the_same_flow_leaves_secrets_behind() {
         .parent()
         .unwrap()
         .join("examples/notary-unwiped");
-    assert!(unwiped.exists(), "cargo test builds examples/notary-unwiped");
+    assert!(
+        unwiped.exists(),
+        "cargo test builds examples/notary-unwiped"
+    );
     let (found, total, canary) = run_experiment(Some(unwiped)).await;
     assert!(canary);
-    assert!(found > 0, "control: without wiping, secrets must be found (found {found} of {total})");
+    assert!(
+        found > 0,
+        "control: without wiping, secrets must be found (found {found} of {total})"
+    );
     eprintln!("unwiped control: {found} of {total} codes and PINs found");
 }
 
@@ -183,7 +214,10 @@ async fn without_wiping_the_same_flow_leaves_secrets_behind() {
 async fn the_server_cannot_dump_core() {
     let app = app::builder().start().await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", app.child.id())).unwrap();
-    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }
