@@ -23,7 +23,7 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
         );
     }
     let mut bodies: Vec<String> = Vec::new();
-    let mut send = |form: Vec<(&'static str, String)>| {
+    let send = |form: Vec<(&'static str, String)>| {
         let c = c.clone();
         let url = app.url("/oid4vci/token");
         async move {
