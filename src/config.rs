@@ -73,6 +73,24 @@ pub struct ServerConfig {
     pub listen: std::net::SocketAddr,
     /// The https URL wallets reach notary at; it is the OAuth `issuer`.
     pub public_url: String,
+    /// Seconds a client gets to send a request's headers; also how long an
+    /// idle keep-alive connection stays open (slowloris protection).
+    #[serde(default = "default_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client gets to send a request's body.
+    #[serde(default = "default_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Open connections served at once; further ones wait in the kernel's backlog.
+    #[serde(default = "default_max_connections_server")]
+    pub max_connections: usize,
+}
+
+fn default_read_timeout() -> u64 {
+    10
+}
+
+fn default_max_connections_server() -> usize {
+    1024
 }
 
 /// `[tls]`
@@ -324,6 +342,16 @@ impl Config {
         }
         if i.access_token_typ.is_empty() {
             return invalid("issuance.access_token_typ must not be empty".to_owned());
+        }
+        let sv = &self.server;
+        if sv.header_read_timeout_secs == 0
+            || sv.body_read_timeout_secs == 0
+            || sv.max_connections == 0
+        {
+            return invalid(
+                "server.header_read_timeout_secs, body_read_timeout_secs and max_connections must be positive"
+                    .to_owned(),
+            );
         }
         if self.flood.max_unknown_codes == 0 || self.flood.window_secs == 0 {
             return invalid(

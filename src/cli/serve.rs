@@ -47,7 +47,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await?;
     let app = http::router(AppState::new(&config, notary));
     tracing::info!(listen = %local, public_url = %config.server.public_url, "notary is serving");
-    http::server::serve(listener, TlsAcceptor::from(tls), app, shutdown_signal()).await;
+    let limits = http::server::Limits {
+        header_read_timeout: std::time::Duration::from_secs(config.server.header_read_timeout_secs),
+        max_connections: config.server.max_connections,
+    };
+    http::server::serve(
+        listener,
+        TlsAcceptor::from(tls),
+        app,
+        limits,
+        shutdown_signal(),
+    )
+    .await;
 
     store
         .audit(

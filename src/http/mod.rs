@@ -3,6 +3,7 @@
 //! handlers call the use cases in `issuance`.
 
 mod auth;
+mod body;
 mod discovery;
 pub mod error;
 pub mod flood;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -58,6 +58,8 @@ pub struct Behaviour {
     pub wrong_pin_error: WrongPinError,
     /// Response for a locked offer.
     pub locked_response: LockedResponse,
+    /// Time a client gets to send a request body.
+    pub body_read_timeout: Duration,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl AppState {
                 pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
                 wrong_pin_error: config.issuance.wrong_pin_error,
                 locked_response: config.issuance.locked_response,
+                body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
             },
         }
     }
@@ -103,14 +106,8 @@ pub fn router(state: AppState) -> Router {
         HeaderValue::from_static("no-store"),
     );
     let sensitive = Router::new()
-        .route(
-            "/oid4vci/token",
-            post(token::token).layer(DefaultBodyLimit::max(token::MAX_BODY)),
-        )
-        .route(
-            "/v1/openid/offers/pre-authorized",
-            post(offers::create).layer(DefaultBodyLimit::max(offers::MAX_BODY)),
-        )
+        .route("/oid4vci/token", post(token::token))
+        .route("/v1/openid/offers/pre-authorized", post(offers::create))
         .route("/v1/openid/offers", get(offers::list))
         .route(
             "/v1/openid/offers/{id}",

@@ -2,8 +2,7 @@
 //! auditors may read.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -37,16 +36,10 @@ fn offer_error(e: OfferError) -> ApiError {
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(WRITERS)?;
-    let body = body.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            crate::oid4vci::ErrorCode::InvalidRequest,
-            format!("the request body is too large (at most {MAX_BODY} bytes)"),
-        )
-    })?;
+    let body = super::body::read(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
     let request: CreateOffer = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_request(format!("invalid offer request: {e}")))?;
     let created = state

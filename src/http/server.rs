@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,14 +14,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client gets to send a request's headers; also closes idle
-/// keep-alive connections, so buffers holding a past request are freed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limits that protect the server from slow or greedy clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client gets to send a request's headers. It also closes idle
+    /// keep-alive connections, so the buffers holding their last request
+    /// are freed (and wiped).
+    pub header_read_timeout: Duration,
+    /// Connections served at once. At the cap the server stops accepting;
+    /// new connections wait in the kernel's backlog.
+    pub max_connections: usize,
+}
 /// Time in-flight requests get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -30,17 +40,26 @@ pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     app: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -58,6 +77,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {

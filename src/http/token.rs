@@ -4,8 +4,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +24,7 @@ pub(super) async fn token(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     match handle(&state, peer, &uri, &headers, body).await {
         Ok(response) => response,
@@ -38,7 +37,7 @@ async fn handle(
     peer: SocketAddr,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if !state.behaviour.pre_authorized_enabled {
         return Err(ApiError::new(
@@ -64,13 +63,7 @@ async fn handle(
         ));
     }
     let format = body_format(headers)?;
-    let body = body.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::InvalidRequest,
-            format!("the request body is too large (at most {MAX_BODY} bytes)"),
-        )
-    })?;
+    let body = super::body::read(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
     let request = TokenRequest::parse(format, &body).map_err(|e| ApiError::invalid_request(e.0))?;
     drop(body);
 

@@ -167,7 +167,8 @@ impl TestApp {
     }
 
     async fn wait_ready(&self) {
-        let client = self.http();
+        // A client of its own, dropped afterwards: no connection stays open.
+        let client = self.client_from(None);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = client.get(self.url("/readyz")).send().await {

@@ -9,6 +9,7 @@ mod app;
 mod cli;
 mod discovery;
 mod exactly_once;
+mod hardening;
 mod indistinguishable;
 mod leaks;
 mod memory;
