@@ -1,7 +1,8 @@
 //! Typed configuration (`notary.toml`): loading, validation and secret sources.
 //!
 //! Relative paths in the file are resolved against the directory that holds
-//! the file, so a set-up made by `notary init` can be moved as a whole.
+//! the file (`notary init` writes absolute paths where the PKCS#11 module
+//! needs them, so its set-ups stay where they were made).
 //! Secrets (the HSM PIN) are never in the file itself: it names where to read
 //! them from.
 
@@ -249,9 +250,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
+        let mut config: Config = toml::from_str(&text).map_err(|e| {
+            // toml's own Display spans several lines; keep the error on one.
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let message = e.message().trim_end().replace('\n', "; ");
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: match line {
+                    Some(line) => format!("line {line}: {message}"),
+                    None => message,
+                },
+            }
         })?;
         config.base_dir = path
             .parent()
@@ -315,9 +326,9 @@ impl Config {
             ));
         }
         if let Some(ci) = &self.issuance.credential_issuer {
-            if !ci.starts_with("https://") {
+            if !ci.starts_with("https://") || ci.ends_with('/') {
                 return invalid(format!(
-                    "issuance.credential_issuer must be https, got {ci:?}"
+                    "issuance.credential_issuer must be an https URL without a trailing slash, got {ci:?}"
                 ));
             }
         }
@@ -339,6 +350,9 @@ impl Config {
                 "issuance.default_offer_ttl_secs must be positive and at most max_offer_ttl_secs"
                     .to_owned(),
             );
+        }
+        if i.c_nonce_ttl_secs == 0 || i.c_nonce_ttl_secs > 86_400 {
+            return invalid("issuance.c_nonce_ttl_secs must be 1..=86400".to_owned());
         }
         if i.access_token_typ.is_empty() {
             return invalid("issuance.access_token_typ must not be empty".to_owned());
@@ -381,6 +395,7 @@ impl Config {
     pub fn hsm_pin(&self) -> Result<HsmPin, ConfigError> {
         let raw = if let Some(file) = &self.hsm.pin_file {
             let path = self.resolve(file);
+            check_private(&path)?;
             std::fs::read_to_string(&path)
                 .map_err(|e| ConfigError::Pin(format!("{}: {e}", path.display())))?
         } else if let Some(name) = &self.hsm.pin_credential {
@@ -405,4 +420,19 @@ impl Config {
         }
         Ok(HsmPin::new(trimmed.to_owned()))
     }
+}
+
+/// A PIN file must not be readable or writable by group or others.
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::Pin(format!("{}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Pin(format!(
+            "{} has mode {mode:o}; it must be 0600 or stricter (chmod 600)",
+            path.display()
+        )));
+    }
+    Ok(())
 }

@@ -62,8 +62,15 @@ pub enum PublicKey {
 impl PublicKey {
     /// Parses `CKA_EC_POINT`: a DER OCTET STRING around the point, or the bare
     /// point (some modules omit the wrapping).
+    /// A bare point is tried too when the unwrapped bytes do not fit, since
+    /// a bare P-256 point can look like a DER header by chance.
     pub fn from_ec_point(alg: Algorithm, ec_point: &[u8]) -> Option<Self> {
-        let point = unwrap_der_octet_string(ec_point).unwrap_or(ec_point);
+        unwrap_der_octet_string(ec_point)
+            .and_then(|inner| Self::from_bare_point(alg, inner))
+            .or_else(|| Self::from_bare_point(alg, ec_point))
+    }
+
+    fn from_bare_point(alg: Algorithm, point: &[u8]) -> Option<Self> {
         match alg {
             Algorithm::EdDSA => Some(PublicKey::Ed25519(point.try_into().ok()?)),
             Algorithm::ES256 => {

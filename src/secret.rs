@@ -11,7 +11,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 macro_rules! secret_string {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+        // No Clone (one copy only) and no PartialEq (secrets are compared
+        // as keyed hashes, in constant time).
+        #[derive(Zeroize, ZeroizeOnDrop)]
         pub struct $name(String);
 
         impl $name {

@@ -70,6 +70,6 @@ pub async fn run(config: Config, command: AdminKeysCommand) -> anyhow::Result<()
         }
     };
     notary.store().close().await;
-    notary.hsm().clone().close();
+    notary.hsm().close();
     result
 }

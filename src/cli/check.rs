@@ -23,7 +23,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key.algorithm().as_str(),
         key.kid
     );
-    for custody in hsm.custody()? {
+    for custody in hsm.custody().await? {
         println!("ok   custody of {:?}: {}", custody.label, custody.summary());
     }
     hsm.ping().await?;

@@ -86,6 +86,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         }
     }
 
+    if dir.join("hsm").exists() || dir.join("notary.toml.new").exists() {
+        bail!(
+            "an earlier `notary init` in {} did not finish; remove the directory and run init again",
+            dir.display()
+        );
+    }
     make_dir(&dir)?;
     let tokens = dir.join("tokens");
     make_dir(&tokens)?;
@@ -139,7 +145,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         let notary = super::open_notary(&config).await?;
         let created = notary.create_api_key(Role::Admin, "initial admin").await?;
         notary.store().close().await;
-        notary.hsm().clone().close();
+        notary.hsm().close();
         anyhow::Ok(created)
     })?;
     write_secret(&dir.join("admin-key"), admin_key.secret.expose())?;
@@ -324,6 +330,12 @@ locked_response = "slow_down"
 [flood]
 max_unknown_codes = 20
 window_secs = 60
+
+# notary serves the Credential Issuer metadata while the credential issuer's
+# identifier is its own public URL. Point credential_endpoint at the service
+# that issues the credentials (it accepts notary's access tokens).
+[credential_issuer]
+credential_endpoint = "{public_url}/credential"
 
 [credential_issuer.credential_configurations_supported.UniversityDegree_jwt]
 format = "jwt_vc_json"

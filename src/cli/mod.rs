@@ -54,6 +54,8 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let serving = matches!(cli.command, Command::Serve);
+    init_logging(if serving { "info" } else { "warn" });
     match cli.command {
         Command::Init(args) => init::run(args),
         command => {
@@ -87,7 +89,7 @@ fn unreachable_init() -> anyhow::Result<()> {
 pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     HsmSettings {
-        module: config.hsm.module.clone(),
+        module: config.resolve(&config.hsm.module),
         token: config.hsm.token.clone(),
         signing_key: config.hsm.signing_key.clone(),
         hashing_key: config.hsm.hashing_key.clone(),
@@ -102,7 +104,7 @@ pub(crate) async fn open_hsm(config: &Config) -> anyhow::Result<Hsm> {
     let hsm = tokio::task::spawn_blocking(move || Hsm::open(&settings, &pin))
         .await
         .context("HSM start-up task failed")??;
-    let custody = hsm.custody()?;
+    let custody = hsm.custody().await?;
     for key in &custody {
         if let Some(violation) = key.violation() {
             anyhow::bail!("refusing to use the HSM keys: {violation}");
@@ -123,4 +125,24 @@ pub(crate) async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
     let hsm = open_hsm(config).await?;
     let store = open_store(config).await?;
     Ok(Notary::new(hsm, store, Policy::from_config(config)))
+}
+
+/// Logs to stderr, filtered by `NOTARY_LOG` (e.g. `debug`,
+/// `notary=trace,hyper=info`); `default` when it is unset.
+fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let (filter, bad) = match std::env::var("NOTARY_LOG") {
+        Ok(spec) => match EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new(default), Some(e)),
+        },
+        Err(_) => (EnvFilter::new(default), None),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if let Some(e) = bad {
+        tracing::warn!(error = %e, "NOTARY_LOG is not a valid filter; using {default}");
+    }
 }

@@ -69,7 +69,7 @@ pub async fn run(config: Config, command: OffersCommand) -> anyhow::Result<()> {
     let notary = super::open_notary(&config).await?;
     let result = notary.create_offer(request, "cli").await;
     notary.store().close().await;
-    notary.hsm().clone().close();
+    notary.hsm().close();
     let created = result?;
     println!("{}", serde_json::to_string_pretty(&created)?);
     Ok(())

@@ -11,11 +11,10 @@ use crate::issuance::now;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    init_logging();
     let notary = super::open_notary(&config).await?;
     let hsm = notary.hsm().clone();
     let key = hsm.signing_key();
-    for custody in hsm.custody()? {
+    for custody in hsm.custody().await? {
         tracing::info!(key = %custody.label, custody = %custody.summary(), "key custody attributes");
     }
     tracing::info!(
@@ -70,15 +69,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     hsm.close();
     tracing::info!("notary stopped");
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NOTARY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 async fn shutdown_signal() {

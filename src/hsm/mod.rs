@@ -247,8 +247,14 @@ impl Hsm {
     }
 
     /// Custody attributes of the signing key and the hashing key, read now.
-    pub fn custody(&self) -> Result<Vec<Custody>, HsmError> {
-        self.inner.custody()
+    pub async fn custody(&self) -> Result<Vec<Custody>, HsmError> {
+        let pool = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || pool.custody())
+            .await
+            .map_err(|e| HsmError::Internal {
+                context: "reading custody attributes",
+                detail: format!("HSM worker failed: {e}"),
+            })?
     }
 
     /// Signs a JWS signing input with the Notary key; returns the JWS signature bytes.
@@ -295,10 +301,8 @@ impl Hsm {
             .await
     }
 
-    /// Logs out and finalises the module. Call once at shutdown.
-    pub fn close(self) {
-        if let Ok(pool) = Arc::try_unwrap(self.inner) {
-            pool.close();
-        }
+    /// Logs out and finalises the module, for every clone. Call at shutdown.
+    pub fn close(&self) {
+        self.inner.close();
     }
 }

@@ -39,6 +39,7 @@ pub(super) struct Pool {
     idle: Mutex<Vec<(u64, Session)>>,
     permits: Arc<Semaphore>,
     max_idle: usize,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +71,7 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(sessions)),
             permits: Arc::new(Semaphore::new(sessions)),
             max_idle: sessions,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -196,6 +198,10 @@ impl Pool {
     }
 
     fn checkin(&self, session: Session, generation: u64) {
+        // A session from before a recovery belongs to a dead login: close it.
+        if generation != lock(&self.state).handles.generation {
+            return;
+        }
         let mut idle = lock(&self.idle);
         if idle.len() < self.max_idle {
             idle.push((generation, session));
@@ -205,6 +211,12 @@ impl Pool {
     /// Logs in again and refreshes handles, unless another thread already did
     /// so since `failed_generation`.
     fn recover(&self, failed_generation: u64, context: &'static str) -> Result<(), HsmError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(HsmError::Unavailable {
+                context,
+                detail: "the HSM connection is closed".to_owned(),
+            });
+        }
         let mut state = lock(&self.state);
         if state.handles.generation != failed_generation && state.keeper.is_some() {
             return Ok(());
@@ -227,21 +239,23 @@ impl Pool {
         Ok(())
     }
 
-    pub(super) fn close(self) {
-        let Pool {
-            pkcs11,
-            state,
-            idle,
-            ..
-        } = self;
-        drop(idle);
-        let state = state.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if let Some(keeper) = state.keeper {
+    /// Logs out and finalises the module. Idempotent; operations after it
+    /// fail as "HSM unavailable".
+    pub(super) fn close(&self) {
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        self.permits.close();
+        lock(&self.idle).clear();
+        let keeper = lock(&self.state).keeper.take();
+        if let Some(keeper) = keeper {
             if let Err(e) = keeper.logout() {
                 tracing::warn!(error = %e, "HSM logout failed");
             }
         }
-        if let Err(e) = pkcs11.finalize() {
+        // cryptoki does not finalise on drop; sessions still held elsewhere
+        // only keep handles that are now invalid.
+        if let Err(e) = self.pkcs11.clone().finalize() {
             tracing::warn!(error = %e, "C_Finalize failed");
         }
     }

@@ -56,3 +56,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 pub(super) async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
+
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        crate::oid4vci::ErrorCode::InvalidRequest,
+        "this endpoint does not accept this HTTP method",
+    )
+}

@@ -128,5 +128,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(discovery::readyz))
         .merge(sensitive)
         .fallback(discovery::not_found)
+        .method_not_allowed_fallback(discovery::method_not_allowed)
         .with_state(state)
 }

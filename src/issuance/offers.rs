@@ -340,7 +340,14 @@ impl Notary {
         cursor: Option<&str>,
     ) -> Result<(Vec<OfferView>, Option<String>), OfferError> {
         let now = now();
-        let page = self.store.list_offers(filter, now, limit, cursor).await?;
+        let page = match self.store.list_offers(filter, now, limit, cursor).await {
+            Err(crate::store::StoreError::BadCursor) => {
+                return Err(OfferError::Invalid(
+                    "cursor must be a nextCursor value returned by this endpoint".into(),
+                ));
+            }
+            other => other?,
+        };
         let views = page
             .offers
             .into_iter()

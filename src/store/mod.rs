@@ -22,6 +22,9 @@ pub enum StoreError {
     /// A uniqueness rule was violated (e.g. a duplicate id).
     #[error("database conflict: {0}")]
     Conflict(String),
+    /// A paging cursor that this store did not issue.
+    #[error("invalid paging cursor")]
+    BadCursor,
     /// A URL or setting the store cannot use.
     #[error("{0}")]
     Config(String),

@@ -226,8 +226,11 @@ impl SqliteStore {
             Some(OfferFilter::Expired) => (Some("pending"), Some(false)),
             Some(OfferFilter::Stored(s)) => (Some(s.as_str()), None),
         };
-        let (cursor_at, cursor_id) = match cursor.and_then(parse_cursor) {
-            Some((at, id)) => (Some(at), Some(id)),
+        let (cursor_at, cursor_id) = match cursor {
+            Some(c) => {
+                let (at, id) = parse_cursor(c).ok_or(StoreError::BadCursor)?;
+                (Some(at), Some(id))
+            }
             None => (None, None),
         };
         let sql = offer_select(

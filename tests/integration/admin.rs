@@ -298,3 +298,20 @@ async fn bad_offer_requests_are_refused_with_a_reason() {
         );
     }
 }
+
+#[tokio::test]
+async fn bad_cursors_and_wrong_methods_get_the_envelope() {
+    let app = app::builder().start().await;
+    let c = app.http();
+    let r = c
+        .get(app.url("/v1/openid/offers?cursor=garbage"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = c.get(app.url("/oid4vci/token")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+}

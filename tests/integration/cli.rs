@@ -136,3 +136,18 @@ async fn a_key_not_generated_on_the_token_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_pin_file_readable_by_others_is_refused() {
+    let app = app::builder().start().await;
+    use std::os::unix::fs::PermissionsExt as _;
+    let pin = app.home.join("hsm/user-pin");
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run_cli(&["check", "--config", app.config_path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("must be 0600 or stricter"),
+        "{}",
+        stderr(&out)
+    );
+}
