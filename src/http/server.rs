@@ -1,38 +1,76 @@
 //! The TLS accept loop: TCP → rustls → hyper (HTTP/1.1 or HTTP/2) → axum.
 //!
 //! `serve` takes a bound listener and a shutdown future, so tests can bind
-//! `127.0.0.1:0` and stop the server when they like.
+//! `127.0.0.1:0` and stop the server when they like. Each connection is
+//! driven here rather than by a library helper, because three things must
+//! happen per connection: it holds one of `max_connections` slots, it is
+//! closed when idle (HTTP/1.1 and HTTP/2 alike: an idle connection's buffers
+//! still hold its last request), and it drains gracefully at shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get to finish after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often a connection checks whether it has been idle too long.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
 /// Limits that protect the server from slow or greedy clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Time a client gets to send a request's headers. It also closes idle
-    /// keep-alive connections, so the buffers holding their last request
-    /// are freed (and wiped).
+    /// Time a client gets to send a request's headers, and how long a
+    /// connection may sit idle between requests before it is closed.
     pub header_read_timeout: Duration,
     /// Connections served at once. At the cap the server stops accepting;
     /// new connections wait in the kernel's backlog.
     pub max_connections: usize,
 }
-/// Time in-flight requests get to finish after shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last_done: Mutex<Instant>,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        self.last_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+}
+
+/// Marks a request finished when dropped (also when its future is cancelled).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self
+            .0
+            .last_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight
 /// requests finish (up to a grace period).
@@ -44,7 +82,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -72,38 +110,93 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let tls = tls.clone();
-        let app = app.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let connection = Connection {
+            tls: tls.clone(),
+            app: app.clone(),
+            builder: builder.clone(),
+            idle_timeout: limits.header_read_timeout,
+            stop: stop_rx.clone(),
+        };
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |mut request| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
-                app.clone().oneshot(request)
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            connection.run(tcp, peer).await;
         });
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over; closing remaining connections"),
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends: all slots back means all closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+struct Connection {
+    tls: TlsAcceptor,
+    app: Router,
+    builder: Builder<TokioExecutor>,
+    idle_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(mut self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_done: Mutex::new(Instant::now()),
+        });
+        let app = self.app.clone();
+        let tracker = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |mut request| {
+            tracker.in_flight.fetch_add(1, Ordering::SeqCst);
+            let in_flight = InFlight(Arc::clone(&tracker));
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(peer));
+            let response = app.clone().oneshot(request);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        });
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(IDLE_CHECK), if !closing => {
+                    if activity.idle_for() >= self.idle_timeout {
+                        tracing::trace!(%peer, "closing idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                _ = self.stop.changed(), if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     }
 }

@@ -138,3 +138,37 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(r.status(), 200, "served once a slot is free");
 }
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let app = app::builder()
+        .set("server", "max_connections", 1)
+        .set("server", "header_read_timeout_secs", 2)
+        .start()
+        .await;
+    let cert =
+        reqwest::Certificate::from_pem(&std::fs::read(app.home.join("tls/cert.pem")).unwrap())
+            .unwrap();
+    let client = |timeout_ms| {
+        reqwest::Client::builder()
+            .tls_certs_only([cert.clone()])
+            .timeout(Duration::from_millis(timeout_ms))
+            .build()
+            .unwrap()
+    };
+    // Let the readiness probe's connection close first.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let first = client(5000);
+    let r = first.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    // `first` keeps its HTTP/2 connection open and idle: it holds the only slot.
+    assert!(client(1000).get(app.url("/healthz")).send().await.is_err());
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let r = client(5000).get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the idle connection was closed and its slot freed"
+    );
+    drop(first);
+}
