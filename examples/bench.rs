@@ -30,7 +30,11 @@ fn report(phase: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
 }
 
 /// Runs `jobs` with at most `concurrency` at once; returns per-job latencies.
-async fn run<T, F, Fut>(items: Vec<T>, concurrency: usize, job: F) -> (Duration, Vec<Duration>, Vec<Value>)
+async fn run<T, F, Fut>(
+    items: Vec<T>,
+    concurrency: usize,
+    job: F,
+) -> (Duration, Vec<Duration>, Vec<Value>)
 where
     T: Send + 'static,
     F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -99,9 +103,14 @@ async fn main() {
         .map(|o| {
             let uri = o["uri"].as_str().expect("uri");
             let query = uri.split_once('?').expect("query").1;
-            let (_, offer) = form_urlencoded::parse(query.as_bytes()).next().expect("offer");
+            let (_, offer) = form_urlencoded::parse(query.as_bytes())
+                .next()
+                .expect("offer");
             let offer: Value = serde_json::from_str(&offer).expect("offer json");
-            let code = offer["grants"][GRANT]["pre-authorized_code"].as_str().expect("code").to_owned();
+            let code = offer["grants"][GRANT]["pre-authorized_code"]
+                .as_str()
+                .expect("code")
+                .to_owned();
             (code, o["transactionCode"].as_str().expect("pin").to_owned())
         })
         .collect();
@@ -111,7 +120,11 @@ async fn main() {
         async move {
             let r = c
                 .post(format!("{b}/oid4vci/token"))
-                .form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &code),
+                    ("tx_code", &pin),
+                ])
                 .send()
                 .await
                 .expect("redeem");

@@ -53,6 +53,28 @@ secret_string!(
     HsmPin
 );
 
+/// The raw body of a token request: it holds a code and a PIN until parsed.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct RequestBody(Vec<u8>);
+
+impl RequestBody {
+    /// Wraps bytes read from the socket.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes, for the parser.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestBody([REDACTED], {} bytes)", self.0.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

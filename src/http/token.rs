@@ -63,8 +63,9 @@ async fn handle(
         ));
     }
     let format = body_format(headers)?;
-    let body = super::body::read(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
-    let request = TokenRequest::parse(format, &body).map_err(|e| ApiError::invalid_request(e.0))?;
+    let body = super::body::read_secret(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
+    let request =
+        TokenRequest::parse(format, body.expose()).map_err(|e| ApiError::invalid_request(e.0))?;
     drop(body);
 
     match state.notary.redeem(request).await {
