@@ -96,3 +96,284 @@ mod tests {
         );
     }
 }
+
+/// A signed-note verifier key (C2SP `signed-note`): a name and an Ed25519
+/// public key. Its text form is `name+hex(key id)+base64(0x01 || key)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteVerifier {
+    /// The key name, also the checkpoints' origin line.
+    pub name: String,
+    /// The 32-byte Ed25519 public key.
+    pub public_key: [u8; 32],
+}
+
+/// Signature type byte for Ed25519 in signed notes.
+const ED25519_NOTE_ALG: u8 = 0x01;
+
+impl NoteVerifier {
+    /// The 4-byte key id: the first bytes of
+    /// SHA-256(name || "\n" || 0x01 || public key).
+    pub fn key_id(&self) -> [u8; 4] {
+        let mut h = Sha256::new();
+        h.update(self.name.as_bytes());
+        h.update(b"\n");
+        h.update([ED25519_NOTE_ALG]);
+        h.update(self.public_key);
+        let digest = h.finalize();
+        [digest[0], digest[1], digest[2], digest[3]]
+    }
+
+    /// The verifier key in its text form.
+    pub fn encode(&self) -> String {
+        let mut key = vec![ED25519_NOTE_ALG];
+        key.extend_from_slice(&self.public_key);
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex(&self.key_id()),
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+
+    /// Parses the text form (and checks its key id).
+    pub fn decode(text: &str) -> Result<Self, AuditError> {
+        let bad = |why: &str| AuditError::Key(format!("not a signed-note verifier key: {why}"));
+        let text = text.trim();
+        let (rest, key) = text.rsplit_once('+').ok_or_else(|| bad("no '+'"))?;
+        let (name, id) = rest.rsplit_once('+').ok_or_else(|| bad("no key id"))?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| bad("key is not base64"))?;
+        let (alg, public_key) = key.split_first().ok_or_else(|| bad("empty key"))?;
+        if *alg != ED25519_NOTE_ALG {
+            return Err(bad("only Ed25519 keys are supported"));
+        }
+        let verifier = NoteVerifier {
+            name: name.to_owned(),
+            public_key: public_key
+                .try_into()
+                .map_err(|_| bad("key is not 32 bytes"))?,
+        };
+        if hex(&verifier.key_id()) != id {
+            return Err(bad("key id does not match the key"));
+        }
+        Ok(verifier)
+    }
+
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ED25519,
+            &self.public_key,
+        )
+        .verify(message, signature)
+        .is_ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+use base64::Engine as _;
+
+/// The text a checkpoint signs (C2SP `tlog-checkpoint`): origin, size, and
+/// the head hash in standard base64. notary's log is a hash chain, not a
+/// Merkle tree, so the "root hash" line carries the chain head's hash.
+pub fn checkpoint_body(origin: &str, size: i64, head_hash: &[u8]) -> String {
+    format!(
+        "{origin}\n{size}\n{}\n",
+        base64::engine::general_purpose::STANDARD.encode(head_hash)
+    )
+}
+
+/// A signed note: the body, a blank line, and one signature line.
+pub fn signed_note(body: &str, verifier: &NoteVerifier, signature: &[u8]) -> String {
+    let mut sig = verifier.key_id().to_vec();
+    sig.extend_from_slice(signature);
+    format!(
+        "{body}\n\u{2014} {} {}\n",
+        verifier.name,
+        base64::engine::general_purpose::STANDARD.encode(sig)
+    )
+}
+
+/// A checkpoint whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Entries covered.
+    pub size: i64,
+    /// The head hash at that size.
+    pub head_hash: Vec<u8>,
+}
+
+/// What verification found wrong, in words an auditor can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The chain is broken at this entry.
+    #[error("audit entry {seq}: {reason}")]
+    Entry {
+        /// First bad sequence number.
+        seq: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint is forged, malformed or contradicts the chain.
+    #[error("checkpoint of size {size}: {reason}")]
+    Checkpoint {
+        /// Its size line (0 if unreadable).
+        size: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The verifier key is unusable.
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Verifies a signed checkpoint note against `verifier`.
+pub fn open_checkpoint(note: &str, verifier: &NoteVerifier) -> Result<Checkpoint, AuditError> {
+    let bad = |size, reason: &str| AuditError::Checkpoint {
+        size,
+        reason: reason.to_owned(),
+    };
+    let (body, signatures) = note
+        .split_once("\n\n")
+        .ok_or_else(|| bad(0, "no signature block"))?;
+    let body = format!("{body}\n");
+    let mut lines = body.lines();
+    let origin = lines.next().unwrap_or_default();
+    let size: i64 = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| bad(0, "no size line"))?;
+    let head_hash = lines
+        .next()
+        .and_then(|l| base64::engine::general_purpose::STANDARD.decode(l).ok())
+        .ok_or_else(|| bad(size, "no hash line"))?;
+    if origin != verifier.name {
+        return Err(bad(size, "its origin is not this log's"));
+    }
+    let key_id = verifier.key_id();
+    let signed = signatures.lines().any(|line| {
+        let Some(rest) = line.strip_prefix("\u{2014} ") else {
+            return false;
+        };
+        let Some((name, sig)) = rest.split_once(' ') else {
+            return false;
+        };
+        let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig) else {
+            return false;
+        };
+        name == verifier.name
+            && sig.len() == 4 + 64
+            && sig[..4] == key_id
+            && verifier.verifies(body.as_bytes(), &sig[4..])
+    });
+    if !signed {
+        return Err(bad(size, "no valid signature by the audit key"));
+    }
+    Ok(Checkpoint { size, head_hash })
+}
+
+/// One entry as verification needs it.
+#[derive(Debug, Clone)]
+pub struct EntryView<'a> {
+    /// Sequence number.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Event name.
+    pub event: &'a str,
+    /// Subject.
+    pub subject: Option<&'a str>,
+    /// Details as stored.
+    pub details: &'a str,
+    /// Stored previous hash.
+    pub prev_hash: &'a [u8],
+    /// Stored hash.
+    pub hash: &'a [u8],
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// First sequence number checked.
+    pub first: i64,
+    /// Last sequence number checked.
+    pub last: i64,
+    /// Checkpoints whose signature and head matched.
+    pub checkpoints: usize,
+}
+
+/// Verifies the chain and every checkpoint. `entries` must be in the order
+/// read; a full chain starts at seq 1 from `GENESIS`, an export made
+/// `--since` starts wherever it starts (its first `prev_hash` is taken on
+/// trust, which the report's `first` makes visible).
+pub fn verify(
+    entries: &[EntryView<'_>],
+    checkpoints: &[String],
+    verifier: &NoteVerifier,
+) -> Result<ChainReport, AuditError> {
+    let first = entries.first().map_or(0, |e| e.seq);
+    let mut prev: Option<(i64, Vec<u8>)> = None;
+    let mut hashes = std::collections::HashMap::new();
+    for e in entries {
+        let fail = |reason: String| AuditError::Entry { seq: e.seq, reason };
+        match &prev {
+            None if e.seq == 1 && e.prev_hash != GENESIS => {
+                return Err(fail(
+                    "the first entry does not start from the genesis hash".into(),
+                ));
+            }
+            None => {}
+            Some((seq, _)) if e.seq != seq + 1 => {
+                return Err(fail(format!(
+                    "expected entry {} next: entries are missing or reordered",
+                    seq + 1
+                )));
+            }
+            Some((_, hash)) if e.prev_hash != hash.as_slice() => {
+                return Err(fail(
+                    "its prev_hash is not the previous entry's hash".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let expected = chain_hash(e.prev_hash, e.seq, e.at, e.event, e.subject, e.details);
+        if e.hash != expected {
+            return Err(fail("its content does not match its hash (changed)".into()));
+        }
+        hashes.insert(e.seq, e.hash.to_vec());
+        prev = Some((e.seq, e.hash.to_vec()));
+    }
+    let last = prev.as_ref().map_or(0, |(seq, _)| *seq);
+    let mut checked = 0;
+    for note in checkpoints {
+        let cp = open_checkpoint(note, verifier)?;
+        if cp.size > last {
+            return Err(AuditError::Checkpoint {
+                size: cp.size,
+                reason: format!(
+                    "it covers {} entries but the chain ends at {last}: entries were removed",
+                    cp.size
+                ),
+            });
+        }
+        match hashes.get(&cp.size) {
+            Some(hash) if *hash == cp.head_hash => checked += 1,
+            Some(_) => {
+                return Err(AuditError::Checkpoint {
+                    size: cp.size,
+                    reason: "the chain's hash at this size differs from the signed one".into(),
+                });
+            }
+            // Before the start of a partial export: nothing to compare.
+            None => {}
+        }
+    }
+    Ok(ChainReport {
+        first,
+        last,
+        checkpoints: checked,
+    })
+}

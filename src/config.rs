@@ -61,6 +61,12 @@ pub struct Config {
     /// Credential Issuer metadata served when notary is its own credential issuer.
     #[serde(default)]
     pub credential_issuer: CredentialIssuerConfig,
+    /// Audit checkpoints and their verification.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Signing key refresh.
+    #[serde(default)]
+    pub keys: KeysConfig,
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -127,10 +133,10 @@ pub struct HsmConfig {
     pub module: PathBuf,
     /// Label of the token that holds the keys (slot ids are not stable).
     pub token: String,
-    /// Label (`CKA_LABEL`) of the Notary signing key's private key.
-    pub signing_key: String,
     /// Label of the HMAC secret key used to hash codes, PINs and API keys.
     pub hashing_key: String,
+    /// Label of the Ed25519 key that signs audit checkpoints (not the Notary key).
+    pub audit_key: String,
     /// Read the PIN from this file (mode 0600 or stricter).
     pub pin_file: Option<PathBuf>,
     /// Read the PIN from this systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
@@ -243,7 +249,61 @@ pub struct CredentialIssuerConfig {
     pub credential_configurations_supported: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Origin line and key name of checkpoints (default: public URL host + `/notary-audit`).
+    pub origin: Option<String>,
+    /// Seconds between checkpoints (one is also written at shutdown).
+    pub checkpoint_interval_secs: u64,
+    /// Append every checkpoint to this file too (ship it off the host).
+    pub checkpoint_file: Option<PathBuf>,
+    /// The audit key's signed-note verifier key, written by `notary init`;
+    /// `notary audit verify` trusts only this key.
+    pub verifier_key_file: PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            origin: None,
+            checkpoint_interval_secs: 300,
+            checkpoint_file: None,
+            verifier_key_file: PathBuf::from("audit-key.pub"),
+        }
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// How often a running server looks for rotated keys, seconds.
+    pub refresh_secs: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { refresh_secs: 5 }
+    }
+}
+
 impl Config {
+    /// The origin (and verifier key name) of audit checkpoints.
+    pub fn audit_origin(&self) -> String {
+        self.audit.origin.clone().unwrap_or_else(|| {
+            let host = self
+                .server
+                .public_url
+                .trim_start_matches("https://")
+                .split('/')
+                .next()
+                .unwrap_or("notary");
+            format!("{host}/notary-audit")
+        })
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

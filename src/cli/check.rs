@@ -10,27 +10,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.resolve(&config.tls.key),
     )?;
     println!("ok   TLS certificate and key");
-    let hsm = super::open_hsm(&config).await?;
-    let token = hsm.token();
+    let notary = super::open_notary(&config).await?;
+    let token = notary.hsm().token();
     println!(
         "ok   HSM token {:?} ({} {}, serial {})",
         token.label, token.manufacturer, token.model, token.serial
     );
-    let key = hsm.signing_key();
-    println!(
-        "ok   signing key {:?}: {} kid {}",
-        key.label,
-        key.algorithm().as_str(),
-        key.kid
-    );
-    for custody in hsm.custody().await? {
-        println!("ok   custody of {:?}: {}", custody.label, custody.summary());
+    let ring = notary.key_ring();
+    for key in &ring.published {
+        let role = if key.kid == ring.active.kid {
+            "active"
+        } else {
+            "retiring"
+        };
+        println!(
+            "ok   signing key {:?} ({role}): {} kid {}",
+            key.label,
+            key.algorithm().as_str(),
+            key.kid
+        );
     }
-    hsm.ping().await?;
-    let store = super::open_store(&config).await?;
-    store.ping().await?;
+    let report = notary.custody_report().await?;
+    for key in &report.keys {
+        println!(
+            "ok   custody of {:?}: {}",
+            key.custody.label,
+            key.custody.summary()
+        );
+    }
+    notary.hsm().ping().await?;
+    notary.store().ping().await?;
     println!("ok   database (schema current)");
-    store.close().await;
-    hsm.close();
+    notary.store().close().await;
+    notary.hsm().close();
     Ok(())
 }

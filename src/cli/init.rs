@@ -19,6 +19,7 @@ use super::module_env;
 use crate::config::Config;
 use crate::hsm::{self, keys};
 use crate::issuance::random;
+use crate::issuance::{Notary, Policy};
 use crate::jose::Algorithm;
 use crate::secret::HsmPin;
 use crate::store::{Role, Store};
@@ -49,6 +50,7 @@ pub struct InitArgs {
 const TOKEN_LABEL: &str = "notary";
 const SIGNING_LABEL: &str = "notary-signing-1";
 const HASHING_LABEL: &str = "notary-hmac-1";
+const AUDIT_LABEL: &str = "notary-audit-1";
 
 const SOFTHSM_CANDIDATES: [&str; 3] = [
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -124,7 +126,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     write_secret(&dir.join("hsm/user-pin"), user_pin.expose())?;
     write_secret(&dir.join("hsm/so-pin"), so_pin.expose())?;
 
-    let kid = create_token_and_keys(&module, args.alg, &user_pin, &so_pin)?;
+    create_token_and_keys(&module, &user_pin, &so_pin)?;
     let hosts = tls_hosts(&args.listen, &public_url);
     write_tls(&dir, &hosts)?;
 
@@ -138,15 +140,23 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     let config = Config::load(&staged)?;
 
     let runtime = crate::memory::runtime().context("starting the async runtime")?;
-    let admin_key = runtime.block_on(async {
+    let (admin_key, kid) = runtime.block_on(async {
         let store = Store::connect(&config.database_url(), 2).await?;
         store.migrate().await?;
-        store.close().await;
-        let notary = super::open_notary(&config).await?;
+        let hsm = super::open_hsm(&config).await?;
+        let first =
+            crate::issuance::keys::create_first_key(&hsm, &store, args.alg, SIGNING_LABEL).await?;
+        let notary = Notary::open(hsm, store, Policy::from_config(&config)).await?;
+        let verifier = notary.note_verifier().await?;
+        fs::write(
+            config.resolve(&config.audit.verifier_key_file),
+            verifier.encode() + "\n",
+        )
+        .context("writing the audit verifier key")?;
         let created = notary.create_api_key(Role::Admin, "initial admin").await?;
         notary.store().close().await;
         notary.hsm().close();
-        anyhow::Ok(created)
+        anyhow::Ok((created, first.kid))
     })?;
     write_secret(&dir.join("admin-key"), admin_key.secret.expose())?;
     fs::rename(&staged, dir.join("notary.toml")).context("finishing notary.toml")?;
@@ -205,13 +215,9 @@ fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Initialises the token, sets the user PIN and generates both keys in it.
-fn create_token_and_keys(
-    module: &Path,
-    alg: Algorithm,
-    user_pin: &HsmPin,
-    so_pin: &HsmPin,
-) -> anyhow::Result<String> {
+/// Initialises the token, sets the user PIN and generates the hashing key
+/// and the audit key in it (the first Notary key follows through `Hsm`).
+fn create_token_and_keys(module: &Path, user_pin: &HsmPin, so_pin: &HsmPin) -> anyhow::Result<()> {
     let pkcs11 = hsm::load_module(module)?;
     let free = pkcs11
         .get_slots_with_token()
@@ -243,14 +249,13 @@ fn create_token_and_keys(
         .context("logging in as user")?;
     let mut id = [0u8; 8];
     random::fill(&mut id)?;
-    keys::generate_signing_key(&session, alg, SIGNING_LABEL, &id)?;
-    random::fill(&mut id)?;
     keys::generate_hashing_key(&session, HASHING_LABEL, &id)?;
-    let kid = keys::read_public_key(&session, SIGNING_LABEL)?.thumbprint();
+    random::fill(&mut id)?;
+    keys::generate_signing_key(&session, Algorithm::EdDSA, AUDIT_LABEL, &id)?;
     session.logout().context("logging out")?;
     drop(session);
     pkcs11.finalize().context("closing the PKCS#11 module")?;
-    Ok(kid)
+    Ok(())
 }
 
 fn tls_hosts(listen: &SocketAddr, public_url: &str) -> Vec<String> {
@@ -309,8 +314,8 @@ url = "{database}"
 [hsm]
 module = "{module}"
 token = "{TOKEN_LABEL}"
-signing_key = "{SIGNING_LABEL}"
 hashing_key = "{HASHING_LABEL}"
+audit_key = "{AUDIT_LABEL}"
 # The PIN is never in this file. Production: pin_credential = "notary-hsm-pin"
 # (systemd LoadCredentialEncrypted=). This development set-up reads a file.
 pin_file = "hsm/user-pin"

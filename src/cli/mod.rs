@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::hsm::{Hsm, HsmSettings};
+use crate::hsm::{Hsm, HsmSettings, KeyRole};
 use crate::issuance::{Notary, Policy};
 use crate::store::Store;
 
@@ -91,8 +91,8 @@ pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
     HsmSettings {
         module: config.resolve(&config.hsm.module),
         token: config.hsm.token.clone(),
-        signing_key: config.hsm.signing_key.clone(),
         hashing_key: config.hsm.hashing_key.clone(),
+        audit_key: config.hsm.audit_key.clone(),
         sessions: config.hsm.sessions.unwrap_or(2 * cores),
     }
 }
@@ -104,9 +104,8 @@ pub(crate) async fn open_hsm(config: &Config) -> anyhow::Result<Hsm> {
     let hsm = tokio::task::spawn_blocking(move || Hsm::open(&settings, &pin))
         .await
         .context("HSM start-up task failed")??;
-    let custody = hsm.custody().await?;
-    for key in &custody {
-        if let Some(violation) = key.violation() {
+    for role in [KeyRole::Hashing, KeyRole::Audit] {
+        if let Some(violation) = hsm.custody(role, None).await?.violation() {
             anyhow::bail!("refusing to use the HSM keys: {violation}");
         }
     }
@@ -124,7 +123,7 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub(crate) async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
     let hsm = open_hsm(config).await?;
     let store = open_store(config).await?;
-    Ok(Notary::new(hsm, store, Policy::from_config(config)))
+    Ok(Notary::open(hsm, store, Policy::from_config(config)).await?)
 }
 
 /// Logs to stderr, filtered by `NOTARY_LOG` (e.g. `debug`,

@@ -1,5 +1,8 @@
 //! `notary serve`: log in to the HSM, check custody, and serve over TLS.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -7,16 +10,16 @@ use tokio_rustls::TlsAcceptor;
 use crate::audit::AuditEvent;
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::issuance::now;
+use crate::issuance::{Notary, now};
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let notary = super::open_notary(&config).await?;
     let hsm = notary.hsm().clone();
-    let key = hsm.signing_key();
-    for custody in hsm.custody().await? {
-        tracing::info!(key = %custody.label, custody = %custody.summary(), "key custody attributes");
+    for key in notary.custody_report().await?.keys {
+        tracing::info!(key = %key.custody.label, role = ?key.role, custody = %key.custody.summary(), "key custody attributes");
     }
+    let key = notary.active_key();
     tracing::info!(
         kid = %key.kid,
         alg = key.algorithm().as_str(),
@@ -35,19 +38,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr().context("reading the bound address")?;
 
     let store = notary.store().clone();
+    let kids: Vec<String> = notary
+        .key_ring()
+        .published
+        .iter()
+        .map(|k| k.kid.clone())
+        .collect();
     store
         .audit(
             AuditEvent::global(
                 "server.started",
-                serde_json::json!({ "kid": key.kid, "token_serial": hsm.token().serial }),
+                serde_json::json!({ "active_kid": key.kid, "kids": kids, "token_serial": hsm.token().serial }),
             ),
             now(),
         )
         .await?;
-    let app = http::router(AppState::new(&config, notary));
+    let background = [
+        tokio::spawn(refresh_keys(notary.clone(), config.keys.refresh_secs)),
+        tokio::spawn(checkpoints(
+            notary.clone(),
+            config.audit.checkpoint_interval_secs,
+            config
+                .audit
+                .checkpoint_file
+                .as_ref()
+                .map(|f| config.resolve(f)),
+        )),
+    ];
+    let app = http::router(AppState::new(&config, notary.clone()));
     tracing::info!(listen = %local, public_url = %config.server.public_url, "notary is serving");
     let limits = http::server::Limits {
-        header_read_timeout: std::time::Duration::from_secs(config.server.header_read_timeout_secs),
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
         max_connections: config.server.max_connections,
     };
     http::server::serve(
@@ -59,16 +80,79 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await;
 
+    for task in background {
+        task.abort();
+    }
+    let kid = notary.active_key().kid.clone();
     store
         .audit(
-            AuditEvent::global("server.stopped", serde_json::json!({ "kid": key.kid })),
+            AuditEvent::global("server.stopped", serde_json::json!({ "active_kid": kid })),
             now(),
         )
         .await?;
+    let sink = config
+        .audit
+        .checkpoint_file
+        .as_ref()
+        .map(|f| config.resolve(f));
+    write_checkpoint(&notary, sink.as_deref()).await;
     store.close().await;
     hsm.close();
     tracing::info!("notary stopped");
     Ok(())
+}
+
+/// Picks up keys rotated by the CLI or another instance.
+async fn refresh_keys(notary: Notary, every_secs: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
+    loop {
+        tick.tick().await;
+        match notary.refresh_keys().await {
+            Ok(true) => {
+                let key = notary.active_key();
+                tracing::info!(kid = %key.kid, label = %key.label, "signing keys reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not reload signing keys; keeping the current ones")
+            }
+        }
+    }
+}
+
+/// Signs the audit chain head periodically.
+async fn checkpoints(notary: Notary, every_secs: u64, sink: Option<PathBuf>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        write_checkpoint(&notary, sink.as_deref()).await;
+    }
+}
+
+/// Makes a checkpoint if the head moved, and appends it to the sink file.
+pub(super) async fn write_checkpoint(notary: &Notary, sink: Option<&std::path::Path>) {
+    match notary.checkpoint().await {
+        Ok(Some(checkpoint)) => {
+            tracing::info!(size = checkpoint.size, "audit checkpoint signed");
+            if let Some(path) = sink {
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| {
+                        use std::io::Write as _;
+                        f.write_all(checkpoint.note.as_bytes())?;
+                        f.write_all(b"\n")
+                    });
+                if let Err(e) = appended {
+                    tracing::error!(error = %e, path = %path.display(), "could not append the checkpoint to its file");
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not sign an audit checkpoint"),
+    }
 }
 
 async fn shutdown_signal() {

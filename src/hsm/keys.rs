@@ -16,16 +16,6 @@ const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 /// DER OID 1.2.840.10045.3.1.7 (prime256v1 / P-256).
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
-/// Attributes that together prove a private or secret key was made on the
-/// token and can never be read out. `serve` and `check` insist on all of them.
-pub const CUSTODY_ATTRIBUTES: [AttributeType; 5] = [
-    AttributeType::Local,
-    AttributeType::NeverExtractable,
-    AttributeType::AlwaysSensitive,
-    AttributeType::Extractable,
-    AttributeType::Sensitive,
-];
-
 /// Attributes shared by every secret object notary creates: on the token,
 /// private, sensitive, never extractable, not modifiable or copyable.
 fn custody_template(label: &str, id: &[u8]) -> Vec<Attribute> {
@@ -170,14 +160,20 @@ pub struct CustodyAttribute {
     pub name: &'static str,
     /// The value, or `None` if the token would not say.
     pub value: Option<bool>,
+    /// The value the custody rule requires, if the rule covers it.
+    pub required: Option<bool>,
 }
 
-/// The custody attributes of one key, as read from the token.
+/// The custody evidence of one key, as read from the token.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Custody {
-    /// Label of the key.
+    /// `CKA_LABEL`.
     pub label: String,
-    /// The attributes in `CUSTODY_ATTRIBUTES` order.
+    /// `CKA_ID`, hex; `None` if the token would not say.
+    pub id: Option<String>,
+    /// `CKA_KEY_GEN_MECHANISM`, e.g. `CKM_EC_EDWARDS_KEY_PAIR_GEN`.
+    pub key_gen_mechanism: Option<String>,
+    /// Boolean attributes, the custody rule's first.
     pub attributes: Vec<CustodyAttribute>,
 }
 
@@ -186,7 +182,9 @@ impl Custody {
     /// never extractable, always sensitive), described for an operator.
     pub fn violation(&self) -> Option<String> {
         for attr in &self.attributes {
-            let required = attr.name != "CKA_EXTRACTABLE";
+            let Some(required) = attr.required else {
+                continue;
+            };
             match attr.value {
                 None => {
                     return Some(format!(
@@ -206,7 +204,7 @@ impl Custody {
         None
     }
 
-    /// A one-line summary for the start-up log.
+    /// A one-line summary for logs and `check`.
     pub fn summary(&self) -> String {
         self.attributes
             .iter()
@@ -219,42 +217,93 @@ impl Custody {
     }
 }
 
-/// Reads the custody attributes of `handle`, reporting any the token omits.
+/// Boolean attributes read for a custody report: name, type, value the
+/// custody rule requires (if any).
+const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 6] = [
+    ("CKA_LOCAL", AttributeType::Local, Some(true)),
+    (
+        "CKA_NEVER_EXTRACTABLE",
+        AttributeType::NeverExtractable,
+        Some(true),
+    ),
+    (
+        "CKA_ALWAYS_SENSITIVE",
+        AttributeType::AlwaysSensitive,
+        Some(true),
+    ),
+    ("CKA_EXTRACTABLE", AttributeType::Extractable, Some(false)),
+    ("CKA_SENSITIVE", AttributeType::Sensitive, Some(true)),
+    ("CKA_MODIFIABLE", AttributeType::Modifiable, None),
+];
+
+fn boolean_of(attrs: &[Attribute], wanted: AttributeType) -> Option<bool> {
+    attrs.iter().find_map(|a| match (wanted, a) {
+        (AttributeType::Local, Attribute::Local(v))
+        | (AttributeType::NeverExtractable, Attribute::NeverExtractable(v))
+        | (AttributeType::AlwaysSensitive, Attribute::AlwaysSensitive(v))
+        | (AttributeType::Extractable, Attribute::Extractable(v))
+        | (AttributeType::Sensitive, Attribute::Sensitive(v))
+        | (AttributeType::Modifiable, Attribute::Modifiable(v)) => Some(*v),
+        _ => None,
+    })
+}
+
+/// Reads the custody evidence of `handle`, reporting what the token omits
+/// instead of assuming it (`get_attributes` silently skips attributes the
+/// token will not return).
 pub fn read_custody(
     session: &Session,
     handle: ObjectHandle,
     label: &str,
 ) -> Result<Custody, HsmError> {
+    let mut wanted: Vec<AttributeType> = BOOLEAN_ATTRIBUTES.iter().map(|(_, t, _)| *t).collect();
+    wanted.push(AttributeType::Id);
     let attrs = session
-        .get_attributes(handle, &CUSTODY_ATTRIBUTES)
+        .get_attributes(handle, &wanted)
         .map_err(|e| HsmError::from_pkcs11("reading custody attributes", e))?;
-    let value_of = |wanted: AttributeType| {
-        attrs.iter().find_map(|a| match (wanted, a) {
-            (AttributeType::Local, Attribute::Local(v))
-            | (AttributeType::NeverExtractable, Attribute::NeverExtractable(v))
-            | (AttributeType::AlwaysSensitive, Attribute::AlwaysSensitive(v))
-            | (AttributeType::Extractable, Attribute::Extractable(v))
-            | (AttributeType::Sensitive, Attribute::Sensitive(v)) => Some(*v),
-            _ => None,
-        })
-    };
-    let names = [
-        "CKA_LOCAL",
-        "CKA_NEVER_EXTRACTABLE",
-        "CKA_ALWAYS_SENSITIVE",
-        "CKA_EXTRACTABLE",
-        "CKA_SENSITIVE",
-    ];
-    let attributes = CUSTODY_ATTRIBUTES
+    let id = attrs.iter().find_map(|a| match a {
+        Attribute::Id(bytes) => Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        _ => None,
+    });
+    // Read on its own: a key made outside the token reports
+    // CK_UNAVAILABLE_INFORMATION here, which cryptoki cannot decode.
+    let key_gen_mechanism = session
+        .get_attributes(handle, &[AttributeType::KeyGenMechanism])
+        .ok()
+        .and_then(|attrs| {
+            attrs.iter().find_map(|a| match a {
+                Attribute::KeyGenMechanism(m) => Some(mechanism_name(*m)),
+                _ => None,
+            })
+        });
+    let attributes = BOOLEAN_ATTRIBUTES
         .iter()
-        .zip(names)
-        .map(|(t, name)| CustodyAttribute {
+        .map(|(name, t, required)| CustodyAttribute {
             name,
-            value: value_of(*t),
+            value: boolean_of(&attrs, *t),
+            required: *required,
         })
         .collect();
     Ok(Custody {
         label: label.to_owned(),
+        id,
+        key_gen_mechanism,
         attributes,
     })
+}
+
+fn mechanism_name(m: cryptoki::mechanism::MechanismType) -> String {
+    use cryptoki::mechanism::MechanismType as M;
+    let known = [
+        (M::ECC_EDWARDS_KEY_PAIR_GEN, "CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+        (M::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
+        (M::GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN"),
+        (M::RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN"),
+        (M::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| *k == m)
+        .map(|(_, name)| (*name).to_owned())
+        .unwrap_or_else(|| m.to_string())
 }

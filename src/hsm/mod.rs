@@ -28,8 +28,9 @@ use zeroize::Zeroizing;
 
 use crate::jose::{Algorithm, PublicKey};
 use crate::secret::HsmPin;
+use cryptoki::object::ObjectClass;
 pub use keys::Custody;
-use pool::Pool;
+use pool::{KeyRef, Pool};
 
 /// HSM failures, sorted by what the caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -100,23 +101,23 @@ fn is_stale_error(err: &CkError) -> bool {
     matches!(err, CkError::Pkcs11(rv, _) if is_stale(rv))
 }
 
-/// Where to find the module, the token and the keys.
+/// Where to find the module, the token and the fixed keys.
 #[derive(Debug, Clone)]
 pub struct HsmSettings {
     /// Path of the PKCS#11 module.
     pub module: std::path::PathBuf,
     /// Token label.
     pub token: String,
-    /// Label of the signing key pair.
-    pub signing_key: String,
     /// Label of the HMAC key.
     pub hashing_key: String,
+    /// Label of the audit checkpoint signing key (Ed25519).
+    pub audit_key: String,
     /// Pooled sessions (and concurrent operations).
     pub sessions: usize,
 }
 
-/// The signing key as the rest of notary sees it: no handles, just facts.
-#[derive(Debug, Clone)]
+/// A signing key as the rest of notary sees it: no handles, just facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningKeyInfo {
     /// Label on the token.
     pub label: String,
@@ -150,7 +151,6 @@ pub struct TokenIdentity {
 #[derive(Clone)]
 pub struct Hsm {
     inner: Arc<Pool>,
-    signing: Arc<SigningKeyInfo>,
     token: Arc<TokenIdentity>,
 }
 
@@ -158,9 +158,20 @@ impl std::fmt::Debug for Hsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hsm")
             .field("token", &self.token.label)
-            .field("kid", &self.signing.kid)
             .finish_non_exhaustive()
     }
+}
+
+/// Which kind of key a custody report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// A Notary signing key (private half).
+    Signing,
+    /// The HMAC key.
+    Hashing,
+    /// The audit checkpoint key (private half).
+    Audit,
 }
 
 /// Loads and initialises a PKCS#11 module.
@@ -208,7 +219,7 @@ pub fn auth_pin(pin: &HsmPin) -> AuthPin {
 }
 
 impl Hsm {
-    /// Loads the module, logs in, finds and checks the keys. Blocking: call it
+    /// Loads the module, logs in and finds the fixed keys. Blocking: call it
     /// from a blocking context (start-up, or `spawn_blocking`).
     pub fn open(settings: &HsmSettings, pin: &HsmPin) -> Result<Self, HsmError> {
         let pkcs11 = load_module(&settings.module)?;
@@ -223,22 +234,10 @@ impl Hsm {
             serial: info.serial_number().trim_end().to_owned(),
         };
         let pool = Pool::open(pkcs11, slot, auth_pin(pin), settings)?;
-        let public_key = pool.with_keeper(|s| keys::read_public_key(s, &settings.signing_key))?;
-        let kid = public_key.thumbprint();
         Ok(Hsm {
             inner: Arc::new(pool),
-            signing: Arc::new(SigningKeyInfo {
-                label: settings.signing_key.clone(),
-                public_key,
-                kid,
-            }),
             token: Arc::new(token),
         })
-    }
-
-    /// The active signing key.
-    pub fn signing_key(&self) -> &SigningKeyInfo {
-        &self.signing
     }
 
     /// The token's identity.
@@ -246,34 +245,123 @@ impl Hsm {
         &self.token
     }
 
-    /// Custody attributes of the signing key and the hashing key, read now.
-    pub async fn custody(&self) -> Result<Vec<Custody>, HsmError> {
+    /// Runs a keeper-session operation on a blocking thread.
+    async fn with_keeper<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        op: impl FnOnce(&Pool, &cryptoki::session::Session) -> Result<T, HsmError> + Send + 'static,
+    ) -> Result<T, HsmError> {
         let pool = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || pool.custody())
+        tokio::task::spawn_blocking(move || pool.with_keeper(|s| op(&pool, s)))
             .await
             .map_err(|e| HsmError::Internal {
-                context: "reading custody attributes",
+                context,
                 detail: format!("HSM worker failed: {e}"),
             })?
     }
 
-    /// Signs a JWS signing input with the Notary key; returns the JWS signature bytes.
-    pub async fn sign(&self, signing_input: Vec<u8>) -> Result<Vec<u8>, HsmError> {
-        let alg = self.signing.algorithm();
-        self.inner
-            .run("signing a token", move |session, handles| match alg {
-                Algorithm::EdDSA => session.sign(
-                    &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                    handles.signing,
-                    &signing_input,
-                ),
-                // SoftHSM 2.6 has no CKM_ECDSA_SHA256: hash here, sign the
-                // digest; CKM_ECDSA returns r||s, which is what JWS wants.
-                Algorithm::ES256 => {
-                    let digest = Sha256::digest(&signing_input);
-                    session.sign(&Mechanism::Ecdsa, handles.signing, &digest)
-                }
+    /// Reads a signing key's public half from the token.
+    pub async fn signing_key(&self, label: &str) -> Result<SigningKeyInfo, HsmError> {
+        let label = label.to_owned();
+        self.with_keeper("reading a public key", move |_, s| {
+            let public_key = keys::read_public_key(s, &label)?;
+            Ok(SigningKeyInfo {
+                kid: public_key.thumbprint(),
+                label,
+                public_key,
             })
+        })
+        .await
+    }
+
+    /// The audit key's public half.
+    pub async fn audit_public_key(&self) -> Result<PublicKey, HsmError> {
+        self.with_keeper("reading the audit public key", |pool, s| {
+            keys::read_public_key(s, pool.fixed_labels().1)
+        })
+        .await
+    }
+
+    /// Generates a new signing key pair inside the token; returns its facts.
+    pub async fn generate_signing_key(
+        &self,
+        alg: Algorithm,
+        label: &str,
+        id: Vec<u8>,
+    ) -> Result<SigningKeyInfo, HsmError> {
+        let label = label.to_owned();
+        self.with_keeper("generating a signing key", move |_, s| {
+            keys::generate_signing_key(s, alg, &label, &id)?;
+            let public_key = keys::read_public_key(s, &label)?;
+            Ok(SigningKeyInfo {
+                kid: public_key.thumbprint(),
+                label,
+                public_key,
+            })
+        })
+        .await
+    }
+
+    /// Custody evidence of a key, read now from the token.
+    pub async fn custody(&self, role: KeyRole, label: Option<&str>) -> Result<Custody, HsmError> {
+        let label = label.map(str::to_owned);
+        self.with_keeper("reading custody attributes", move |pool, s| {
+            let (hashing, audit) = pool.fixed_labels();
+            let (class, label) = match role {
+                KeyRole::Hashing => (ObjectClass::SECRET_KEY, hashing.to_owned()),
+                KeyRole::Audit => (ObjectClass::PRIVATE_KEY, audit.to_owned()),
+                KeyRole::Signing => (ObjectClass::PRIVATE_KEY, label.unwrap_or_default()),
+            };
+            let handle = keys::find_one(s, class, &label)?;
+            keys::read_custody(s, handle, &label)
+        })
+        .await
+    }
+
+    /// Signs a JWS signing input with a Notary key; returns the JWS signature bytes.
+    pub async fn sign(
+        &self,
+        key: &SigningKeyInfo,
+        signing_input: Vec<u8>,
+    ) -> Result<Vec<u8>, HsmError> {
+        let alg = key.algorithm();
+        self.inner
+            .run(
+                "signing a token",
+                KeyRef::Signing(key.label.clone()),
+                move |session, handle| {
+                    match alg {
+                        Algorithm::EdDSA => session.sign(
+                            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                            handle,
+                            &signing_input,
+                        ),
+                        // SoftHSM 2.6 has no CKM_ECDSA_SHA256: hash here, sign the
+                        // digest; CKM_ECDSA returns r||s, which is what JWS wants.
+                        Algorithm::ES256 => {
+                            let digest = Sha256::digest(&signing_input);
+                            session.sign(&Mechanism::Ecdsa, handle, &digest)
+                        }
+                    }
+                },
+            )
+            .await
+    }
+
+    /// Ed25519 signature of `message` with the audit key.
+    pub async fn sign_audit(&self, message: Vec<u8>) -> Result<Vec<u8>, HsmError> {
+        self.inner
+            .run(
+                "signing an audit checkpoint",
+                KeyRef::Audit,
+                move |session, handle| {
+                    session.sign(
+                        &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                        handle,
+                        &message,
+                    )
+                },
+            )
             .await
     }
 
@@ -282,9 +370,11 @@ impl Hsm {
     pub async fn keyed_hash(&self, data: Zeroizing<Vec<u8>>) -> Result<[u8; 32], HsmError> {
         let mac = self
             .inner
-            .run("computing a keyed hash", move |session, handles| {
-                session.sign(&Mechanism::Sha256Hmac, handles.hashing, &data)
-            })
+            .run(
+                "computing a keyed hash",
+                KeyRef::Hashing,
+                move |session, handle| session.sign(&Mechanism::Sha256Hmac, handle, &data),
+            )
             .await?;
         mac.try_into().map_err(|_| HsmError::Internal {
             context: "computing a keyed hash",
@@ -292,10 +382,10 @@ impl Hsm {
         })
     }
 
-    /// A cheap round trip to the token, for `/readyz`.
+    /// A cheap round trip to the token, for `/readyz` and the watchdog.
     pub async fn ping(&self) -> Result<(), HsmError> {
         self.inner
-            .run("probing the token", |session, _| {
+            .run("probing the token", KeyRef::Hashing, |session, _| {
                 session.get_session_info().map(|_| ())
             })
             .await

@@ -1,6 +1,9 @@
 //! Session pool, login state and cached key handles (see the module doc of `hsm`).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
@@ -10,36 +13,49 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use tokio::sync::Semaphore;
 
-use super::keys::{self, Custody};
-use super::{HsmError, HsmSettings, is_stale_error};
+use super::{HsmError, HsmSettings, find_token, is_stale_error, keys, load_module};
 
-/// Key handles valid for one login "generation". A recovery bumps the
-/// generation, so sessions and handles from before it are never reused.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Handles {
-    pub signing: ObjectHandle,
-    pub hashing: ObjectHandle,
-    generation: u64,
+/// Which key an operation needs.
+#[derive(Debug, Clone)]
+pub(super) enum KeyRef {
+    /// The HMAC key for codes, PINs and API keys.
+    Hashing,
+    /// The key that signs audit checkpoints.
+    Audit,
+    /// A Notary signing key, by label.
+    Signing(String),
 }
 
 struct LoginState {
+    pkcs11: Pkcs11,
+    slot: Slot,
     /// Kept open for the life of the process: closing the last session of a
     /// token logs the process out. `None` after a failed recovery.
     keeper: Option<Session>,
-    handles: Handles,
+    /// Bumped by every recovery: sessions and handles from an older
+    /// generation are never reused.
+    generation: u64,
+    hashing: ObjectHandle,
+    audit: ObjectHandle,
+    /// Signing key handles, found on first use.
+    signing: HashMap<String, ObjectHandle>,
 }
 
 pub(super) struct Pool {
-    pkcs11: Pkcs11,
-    slot: Slot,
+    module: PathBuf,
+    token_label: String,
     pin: AuthPin,
-    signing_label: String,
     hashing_label: String,
+    audit_label: String,
     state: Mutex<LoginState>,
     idle: Mutex<Vec<(u64, Session)>>,
+    /// Held (shared) by every PKCS#11 call; taken exclusively only to
+    /// finalise and re-initialise the module, so no call is inside the
+    /// module while it restarts.
+    gate: RwLock<()>,
     permits: Arc<Semaphore>,
     max_idle: usize,
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,30 +72,38 @@ impl Pool {
         settings: &HsmSettings,
     ) -> Result<Self, HsmError> {
         let keeper = login(&pkcs11, slot, &pin)?;
-        let handles = find_handles(&keeper, &settings.signing_key, &settings.hashing_key, 0)?;
+        let (hashing, audit) = find_fixed(&keeper, &settings.hashing_key, &settings.audit_key)?;
         let sessions = settings.sessions.max(1);
         Ok(Pool {
-            pkcs11,
-            slot,
+            module: settings.module.clone(),
+            token_label: settings.token.clone(),
             pin,
-            signing_label: settings.signing_key.clone(),
             hashing_label: settings.hashing_key.clone(),
+            audit_label: settings.audit_key.clone(),
             state: Mutex::new(LoginState {
+                pkcs11,
+                slot,
                 keeper: Some(keeper),
-                handles,
+                generation: 0,
+                hashing,
+                audit,
+                signing: HashMap::new(),
             }),
             idle: Mutex::new(Vec::with_capacity(sessions)),
+            gate: RwLock::new(()),
             permits: Arc::new(Semaphore::new(sessions)),
             max_idle: sessions,
-            closed: std::sync::atomic::AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })
     }
 
-    /// Runs `op` with the keeper session (start-up and reports, not hot paths).
+    /// Runs `op` with the keeper session (start-up, key management and
+    /// reports; not hot paths). Blocking.
     pub(super) fn with_keeper<T>(
         &self,
         op: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let state = lock(&self.state);
         match &state.keeper {
             Some(keeper) => op(keeper),
@@ -90,38 +114,34 @@ impl Pool {
         }
     }
 
-    pub(super) fn custody(&self) -> Result<Vec<Custody>, HsmError> {
-        self.with_keeper(|s| {
-            let signing = keys::find_one(s, ObjectClass::PRIVATE_KEY, &self.signing_label)?;
-            let hashing = keys::find_one(s, ObjectClass::SECRET_KEY, &self.hashing_label)?;
-            Ok(vec![
-                keys::read_custody(s, signing, &self.signing_label)?,
-                keys::read_custody(s, hashing, &self.hashing_label)?,
-            ])
-        })
+    /// Labels of the fixed keys: (hashing, audit).
+    pub(super) fn fixed_labels(&self) -> (&str, &str) {
+        (&self.hashing_label, &self.audit_label)
     }
 
-    /// Runs one PKCS#11 operation on a blocking thread with a pooled session.
+    /// Runs one PKCS#11 operation on a blocking thread with a pooled session
+    /// and the handle of `key`.
     pub(super) async fn run<T, F>(
         self: &Arc<Self>,
         context: &'static str,
+        key: KeyRef,
         op: F,
     ) -> Result<T, HsmError>
     where
         T: Send + 'static,
-        F: Fn(&Session, &Handles) -> Result<T, CkError> + Send + 'static,
+        F: Fn(&Session, ObjectHandle) -> Result<T, CkError> + Send + 'static,
     {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|_| HsmError::Unavailable {
                 context,
-                detail: "the HSM is shutting down".to_owned(),
+                detail: "the HSM connection is closed".to_owned(),
             })?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let result = pool.run_blocking(context, &op);
+            let result = pool.run_blocking(context, &key, &op);
             // The module may have left a code or PIN on this thread's stack;
             // blocking threads never park, so wipe here.
             crate::memory::wipe_stack();
@@ -137,69 +157,101 @@ impl Pool {
     fn run_blocking<T>(
         &self,
         context: &'static str,
-        op: &dyn Fn(&Session, &Handles) -> Result<T, CkError>,
+        key: &KeyRef,
+        op: &dyn Fn(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
-        let (session, handles) = self.checkout(context)?;
-        match op(&session, &handles) {
-            Ok(value) => {
-                self.checkin(session, handles.generation);
-                Ok(value)
+        let mut last = None;
+        for attempt in 0..2 {
+            // An earlier recovery failed (e.g. the token was away): try again
+            // now, before taking the shared gate that recovery must not wait on.
+            if lock(&self.state).keeper.is_none() {
+                self.recover_now(context)?;
             }
-            Err(err) if is_stale_error(&err) => {
-                drop(session);
-                tracing::warn!(
-                    error = %err,
-                    "HSM session or key handles are stale; logging in again and retrying once"
-                );
-                self.recover(handles.generation, context)?;
-                let (session, handles) = self.checkout(context)?;
-                let value =
-                    op(&session, &handles).map_err(|e| HsmError::from_pkcs11(context, e))?;
-                self.checkin(session, handles.generation);
-                Ok(value)
-            }
-            Err(err) => {
-                self.checkin(session, handles.generation);
-                Err(HsmError::from_pkcs11(context, err))
-            }
+            let failed_generation = {
+                let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+                let (session, generation) = self.checkout(context)?;
+                let outcome = self
+                    .resolve(key, &session)
+                    .and_then(|handle| op(&session, handle).map_err(|e| (e, context).into()));
+                match outcome {
+                    Ok(value) => {
+                        self.checkin(session, generation);
+                        return Ok(value);
+                    }
+                    Err(Failure::Stale(e)) if attempt == 0 => {
+                        tracing::warn!(error = %e, "HSM session or key handles are stale; recovering and retrying once");
+                        last = Some(e);
+                        generation
+                    }
+                    Err(Failure::Stale(e)) | Err(Failure::Other(e)) => {
+                        self.checkin(session, generation);
+                        return Err(e);
+                    }
+                }
+            };
+            self.recover(failed_generation, context)?;
         }
+        Err(last.unwrap_or(HsmError::Internal {
+            context,
+            detail: "retry limit reached".to_owned(),
+        }))
     }
 
-    fn checkout(&self, context: &'static str) -> Result<(Session, Handles), HsmError> {
-        let handles = {
+    fn checkout(&self, context: &'static str) -> Result<(Session, u64), HsmError> {
+        let (pkcs11, slot, generation) = {
             let state = lock(&self.state);
-            if state.keeper.is_some() {
-                Some(state.handles)
-            } else {
-                None
+            if state.keeper.is_none() {
+                return Err(HsmError::Unavailable {
+                    context,
+                    detail: "not logged in".to_owned(),
+                });
             }
+            (state.pkcs11.clone(), state.slot, state.generation)
         };
-        let handles = match handles {
-            Some(h) => h,
-            None => {
-                let failed = lock(&self.state).handles.generation;
-                self.recover(failed, context)?;
-                lock(&self.state).handles
-            }
-        };
+        self.session_for(pkcs11, slot, generation, context)
+    }
+
+    fn session_for(
+        &self,
+        pkcs11: Pkcs11,
+        slot: Slot,
+        generation: u64,
+        context: &'static str,
+    ) -> Result<(Session, u64), HsmError> {
         let pooled = {
             let mut idle = lock(&self.idle);
-            let position = idle.iter().rposition(|(g, _)| *g == handles.generation);
+            let position = idle.iter().rposition(|(g, _)| *g == generation);
             position.map(|i| idle.swap_remove(i).1)
         };
         let session = match pooled {
             Some(s) => s,
-            None => self
-                .pkcs11
-                .open_ro_session(self.slot)
+            None => pkcs11
+                .open_ro_session(slot)
                 .map_err(|e| HsmError::from_pkcs11(context, e))?,
         };
-        Ok((session, handles))
+        Ok((session, generation))
+    }
+
+    fn resolve(&self, key: &KeyRef, session: &Session) -> Result<ObjectHandle, Failure> {
+        let mut state = lock(&self.state);
+        match key {
+            KeyRef::Hashing => Ok(state.hashing),
+            KeyRef::Audit => Ok(state.audit),
+            KeyRef::Signing(label) => {
+                if let Some(handle) = state.signing.get(label) {
+                    return Ok(*handle);
+                }
+                let handle = keys::find_one(session, ObjectClass::PRIVATE_KEY, label)
+                    .map_err(Failure::from_hsm)?;
+                state.signing.insert(label.clone(), handle);
+                Ok(handle)
+            }
+        }
     }
 
     fn checkin(&self, session: Session, generation: u64) {
         // A session from before a recovery belongs to a dead login: close it.
-        if generation != lock(&self.state).handles.generation {
+        if generation != lock(&self.state).generation {
             return;
         }
         let mut idle = lock(&self.idle);
@@ -208,33 +260,55 @@ impl Pool {
         }
     }
 
-    /// Logs in again and refreshes handles, unless another thread already did
-    /// so since `failed_generation`.
+    fn recover_now(&self, context: &'static str) -> Result<(), HsmError> {
+        let generation = lock(&self.state).generation;
+        self.recover(generation, context)
+    }
+
+    /// Logs in again and looks the keys up again, unless another thread
+    /// already recovered since `failed_generation`. If the module itself has
+    /// lost the token (it can no longer log in), it is finalised and
+    /// initialised again, with no other call inside it meanwhile.
     fn recover(&self, failed_generation: u64, context: &'static str) -> Result<(), HsmError> {
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.closed.load(Ordering::SeqCst) {
             return Err(HsmError::Unavailable {
                 context,
                 detail: "the HSM connection is closed".to_owned(),
             });
         }
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut state = lock(&self.state);
-        if state.handles.generation != failed_generation && state.keeper.is_some() {
+        if state.generation != failed_generation && state.keeper.is_some() {
             return Ok(());
         }
         lock(&self.idle).clear();
         state.keeper = None;
-        let keeper = login(&self.pkcs11, self.slot, &self.pin).map_err(|e| {
-            tracing::error!(error = %e, context, "HSM recovery failed");
-            e
-        })?;
-        let handles = find_handles(
-            &keeper,
-            &self.signing_label,
-            &self.hashing_label,
-            failed_generation + 1,
-        )?;
+        state.signing.clear();
+        let relogin = login(&state.pkcs11, state.slot, &self.pin).and_then(|keeper| {
+            let fixed = find_fixed(&keeper, &self.hashing_label, &self.audit_label)?;
+            Ok((keeper, fixed))
+        });
+        let (keeper, (hashing, audit)) = match relogin {
+            Ok(found) => found,
+            Err(HsmError::Auth(e)) => return Err(HsmError::Auth(e)),
+            Err(first) => {
+                tracing::warn!(error = %first, "logging in again failed; re-initialising the PKCS#11 module");
+                if let Err(e) = state.pkcs11.clone().finalize() {
+                    tracing::debug!(error = %e, "C_Finalize before re-initialising");
+                }
+                let pkcs11 = load_module(&self.module)?;
+                let slot = find_token(&pkcs11, &self.token_label)?;
+                state.pkcs11 = pkcs11;
+                state.slot = slot;
+                let keeper = login(&state.pkcs11, slot, &self.pin)?;
+                let fixed = find_fixed(&keeper, &self.hashing_label, &self.audit_label)?;
+                (keeper, fixed)
+            }
+        };
         state.keeper = Some(keeper);
-        state.handles = handles;
+        state.hashing = hashing;
+        state.audit = audit;
+        state.generation = state.generation.max(failed_generation) + 1;
         tracing::info!("HSM session recovered");
         Ok(())
     }
@@ -242,21 +316,49 @@ impl Pool {
     /// Logs out and finalises the module. Idempotent; operations after it
     /// fail as "HSM unavailable".
     pub(super) fn close(&self) {
-        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         self.permits.close();
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         lock(&self.idle).clear();
-        let keeper = lock(&self.state).keeper.take();
-        if let Some(keeper) = keeper {
+        let mut state = lock(&self.state);
+        if let Some(keeper) = state.keeper.take() {
             if let Err(e) = keeper.logout() {
                 tracing::warn!(error = %e, "HSM logout failed");
             }
         }
         // cryptoki does not finalise on drop; sessions still held elsewhere
         // only keep handles that are now invalid.
-        if let Err(e) = self.pkcs11.clone().finalize() {
+        if let Err(e) = state.pkcs11.clone().finalize() {
             tracing::warn!(error = %e, "C_Finalize failed");
+        }
+    }
+}
+
+/// How an attempt failed: stale (worth one recovery) or not.
+enum Failure {
+    Stale(HsmError),
+    Other(HsmError),
+}
+
+impl Failure {
+    fn from_hsm(e: HsmError) -> Self {
+        match e {
+            HsmError::Unavailable { .. } => Failure::Stale(e),
+            other => Failure::Other(other),
+        }
+    }
+}
+
+impl From<(CkError, &'static str)> for Failure {
+    fn from((e, context): (CkError, &'static str)) -> Self {
+        let stale = is_stale_error(&e);
+        let e = HsmError::from_pkcs11(context, e);
+        if stale {
+            Failure::Stale(e)
+        } else {
+            Failure::Other(e)
         }
     }
 }
@@ -273,15 +375,13 @@ pub(super) fn login(pkcs11: &Pkcs11, slot: Slot, pin: &AuthPin) -> Result<Sessio
     }
 }
 
-fn find_handles(
+fn find_fixed(
     session: &Session,
-    signing_label: &str,
     hashing_label: &str,
-    generation: u64,
-) -> Result<Handles, HsmError> {
-    Ok(Handles {
-        signing: keys::find_one(session, ObjectClass::PRIVATE_KEY, signing_label)?,
-        hashing: keys::find_one(session, ObjectClass::SECRET_KEY, hashing_label)?,
-        generation,
-    })
+    audit_label: &str,
+) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
+    Ok((
+        keys::find_one(session, ObjectClass::SECRET_KEY, hashing_label)?,
+        keys::find_one(session, ObjectClass::PRIVATE_KEY, audit_label)?,
+    ))
 }

@@ -45,8 +45,6 @@ pub struct Documents {
     pub authorization_server: serde_json::Value,
     /// OID4VCI issuer metadata, when notary is its own credential issuer.
     pub credential_issuer: Option<serde_json::Value>,
-    /// The JWKS.
-    pub jwks: serde_json::Value,
 }
 
 /// Configurable response behaviour.
@@ -65,7 +63,7 @@ pub struct Behaviour {
 impl AppState {
     /// Builds the state from the config and the wired use cases.
     pub fn new(config: &Config, notary: Notary) -> Self {
-        let key = notary.hsm().signing_key();
+        let key = notary.active_key();
         let inputs = MetadataInputs {
             public_url: &config.server.public_url,
             credential_issuer: config.credential_issuer(),
@@ -80,7 +78,6 @@ impl AppState {
             authorization_server: metadata::authorization_server(&inputs),
             credential_issuer: (config.credential_issuer() == config.server.public_url)
                 .then(|| metadata::credential_issuer(&inputs)),
-            jwks: serde_json::json!({ "keys": [key.public_key.to_jwk()] }),
         };
         AppState {
             notary,

@@ -2,7 +2,9 @@
 //! API keys. Plain Rust: no HTTP types, no SQL, no PKCS#11 types.
 
 mod api_keys;
+pub mod audit_log;
 pub mod hashing;
+pub mod keys;
 mod offers;
 pub mod random;
 mod redeem;
@@ -59,6 +61,8 @@ pub struct Policy {
     pub c_nonce_ttl: u64,
     /// Credential configuration ids an offer may name.
     pub known_credentials: BTreeSet<String>,
+    /// Origin line (and key name) of audit checkpoints.
+    pub audit_origin: String,
 }
 
 impl Policy {
@@ -81,6 +85,7 @@ impl Policy {
                 .keys()
                 .cloned()
                 .collect(),
+            audit_origin: config.audit_origin(),
         }
     }
 }
@@ -91,16 +96,20 @@ pub struct Notary {
     hsm: Hsm,
     store: Store,
     policy: std::sync::Arc<Policy>,
+    keys: keys::SharedKeyRing,
 }
 
 impl Notary {
-    /// Wires the use cases to their HSM, store and policy.
-    pub fn new(hsm: Hsm, store: Store, policy: Policy) -> Self {
-        Notary {
+    /// Wires the use cases to their HSM, store and policy, loading the
+    /// signing keys (each checked against the token and the custody rule).
+    pub async fn open(hsm: Hsm, store: Store, policy: Policy) -> Result<Self, keys::KeyError> {
+        let ring = keys::KeyRing::load(&hsm, &store).await?;
+        Ok(Notary {
             hsm,
             store,
             policy: std::sync::Arc::new(policy),
-        }
+            keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
+        })
     }
 
     /// The HSM.

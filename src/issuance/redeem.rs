@@ -132,6 +132,7 @@ impl Notary {
 
         let minted = token::mint(
             &self.hsm,
+            &self.active_key(),
             &self.policy,
             &offer,
             request.client_id.as_deref(),

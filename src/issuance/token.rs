@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{InternalError, Policy, random};
-use crate::hsm::Hsm;
+use crate::hsm::{Hsm, SigningKeyInfo};
 use crate::jose;
 use crate::store::{IssuedToken, OfferRecord};
 
@@ -52,12 +52,12 @@ pub fn claims(
 /// Signs an access token for `offer` with the active Notary key.
 pub async fn mint(
     hsm: &Hsm,
+    key: &SigningKeyInfo,
     policy: &Policy,
     offer: &OfferRecord,
     client_id: Option<&str>,
     now: i64,
 ) -> Result<Minted, InternalError> {
-    let key = hsm.signing_key();
     let jti = random::token(16)?;
     let claims = claims(policy, offer, client_id, &jti, now);
     let expires_at = claims["exp"].as_i64().unwrap_or(now);
@@ -67,7 +67,7 @@ pub async fn mint(
         "typ": policy.access_token_typ,
     });
     let input = jose::signing_input(&header, &claims);
-    let signature = hsm.sign(input.as_bytes().to_vec()).await?;
+    let signature = hsm.sign(key, input.as_bytes().to_vec()).await?;
     Ok(Minted {
         access_token: jose::compact(input, &signature),
         issued: IssuedToken {

@@ -217,6 +217,72 @@ impl Store {
         dispatch!(self, s => s.revoke_api_key(id, now).await)
     }
 
+    /// All signing keys, oldest first.
+    pub async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        dispatch!(self, s => s.list_signing_keys().await)
+    }
+
+    /// Records a key generated in the HSM, with its audit entry.
+    pub async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_signing_key(key, event).await)
+    }
+
+    /// Makes a pending key active; the active one becomes retiring until
+    /// `verify_until`. Returns the previous active kid.
+    pub async fn activate_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        verify_until: i64,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.activate_signing_key(kid, now, verify_until).await)
+    }
+
+    /// Retires a retiring or pending key; false if it is neither.
+    pub async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        forced: bool,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.retire_signing_key(kid, now, forced).await)
+    }
+
+    /// Audit entries matching `filter`, in chain order.
+    pub async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        dispatch!(self, s => s.audit_entries(filter).await)
+    }
+
+    /// The chain head: (seq, hash).
+    pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        dispatch!(self, s => s.audit_head().await)
+    }
+
+    /// Stores a checkpoint; false if one of that size exists.
+    pub async fn insert_checkpoint(
+        &self,
+        checkpoint: &CheckpointRecord,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.insert_checkpoint(checkpoint).await)
+    }
+
+    /// All checkpoints, smallest first.
+    pub async fn list_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        dispatch!(self, s => s.list_checkpoints().await)
+    }
+
+    /// Tokens signed per kid, according to the audit log.
+    pub async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, s => s.signature_counts().await)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
@@ -232,4 +298,32 @@ pub struct IssuedToken {
     pub kid: String,
     /// `exp` claim, unix seconds.
     pub expires_at: i64,
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone)]
+pub struct AuditFilter {
+    /// Entries after this sequence number.
+    pub after_seq: i64,
+    /// Entries at or after this time (unix seconds).
+    pub since: i64,
+    /// Only this event.
+    pub event: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl AuditFilter {
+    /// Everything, in pages of `limit`.
+    pub fn all(after_seq: i64, limit: i64) -> Self {
+        AuditFilter {
+            after_seq,
+            since: 0,
+            event: None,
+            subject: None,
+            limit,
+        }
+    }
 }

@@ -173,3 +173,102 @@ pub struct ApiKeyRecord {
     /// Unix seconds, if revoked.
     pub revoked_at: Option<i64>,
 }
+
+/// Lifecycle state of a Notary signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Generated, not used yet.
+    Pending,
+    /// Signs new tokens.
+    Active,
+    /// Signs nothing; stays in the JWKS until the tokens it signed expire.
+    Retiring,
+    /// Out of the JWKS.
+    Retired,
+}
+
+impl KeyState {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Pending => "pending",
+            KeyState::Active => "active",
+            KeyState::Retiring => "retiring",
+            KeyState::Retired => "retired",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(KeyState::Pending),
+            "active" => Some(KeyState::Active),
+            "retiring" => Some(KeyState::Retiring),
+            "retired" => Some(KeyState::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// A Notary signing key as recorded (the private key is in the HSM).
+#[derive(Debug, Clone, Serialize)]
+pub struct SigningKeyRecord {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// `CKA_LABEL` on the token.
+    pub label: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+    /// The public JWK (JSON).
+    pub public_jwk: String,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub activated_at: Option<i64>,
+    /// Until when tokens it signed may still be live (retiring keys).
+    pub verify_until: Option<i64>,
+    /// Unix seconds.
+    pub retired_at: Option<i64>,
+}
+
+/// One stored audit entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// Sequence number, from 1, without gaps.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Event name.
+    pub event: String,
+    /// What the event is about.
+    pub subject: Option<String>,
+    /// JSON object, as stored.
+    pub details: String,
+    /// Hash of the previous entry.
+    #[serde(serialize_with = "hex")]
+    pub prev_hash: Vec<u8>,
+    /// This entry's hash.
+    #[serde(serialize_with = "hex")]
+    pub hash: Vec<u8>,
+}
+
+/// A signed checkpoint of the audit chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRecord {
+    /// Number of entries covered (the head's `seq`).
+    pub size: i64,
+    /// The head entry's hash.
+    #[serde(serialize_with = "hex")]
+    pub head_hash: Vec<u8>,
+    /// The signed note, as written.
+    pub note: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+fn hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}

@@ -16,8 +16,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::{
-    ApiKeyRecord, IssuedToken, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
-    RevokeOutcome, Role, StoreError, WrongPinOutcome,
+    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
+    OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
+    StoreError, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -480,6 +481,180 @@ impl SqliteStore {
         Ok(changed == 1)
     }
 
+    pub(super) async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, label, alg, public_jwk, state, created_at, activated_at, verify_until, retired_at \
+             FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(signing_key_from_row).collect()
+    }
+
+    pub(super) async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, label, alg, public_jwk, state, created_at, activated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.label)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(key.state.as_str())
+        .bind(key.created_at)
+        .bind(key.activated_at)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, &event, key.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn activate_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        verify_until: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'active'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET state = 'retiring', verify_until = ? WHERE state = 'active'",
+        )
+        .bind(verify_until)
+        .execute(&mut *tx)
+        .await?;
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET state = 'active', activated_at = ? WHERE kid = ? AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!("key {kid} is not pending")));
+        }
+        let event = AuditEvent::new(
+            "key.rotated",
+            kid,
+            serde_json::json!({ "previous": previous, "previous_verifies_until": verify_until }),
+        );
+        append_audit(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    pub(super) async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        forced: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', retired_at = ? \
+             WHERE kid = ? AND state IN ('retiring', 'pending')",
+        )
+        .bind(now)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            let event =
+                AuditEvent::new("key.retired", kid, serde_json::json!({ "forced": forced }));
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, event, subject, details, prev_hash, hash FROM audit_log \
+             WHERE seq > ?1 AND at >= ?2 AND (?3 IS NULL OR event = ?3) AND (?4 IS NULL OR subject = ?4) \
+             ORDER BY seq LIMIT ?5",
+        )
+        .bind(filter.after_seq)
+        .bind(filter.since)
+        .bind(filter.event.as_deref())
+        .bind(filter.subject.as_deref())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    pub(super) async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
+            .transpose()
+    }
+
+    pub(super) async fn insert_checkpoint(&self, c: &CheckpointRecord) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "INSERT INTO audit_checkpoints (size, head_hash, note, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(c.size)
+        .bind(&c.head_hash)
+        .bind(&c.note)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn list_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT size, head_hash, note, created_at FROM audit_checkpoints ORDER BY size",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckpointRecord {
+                    size: r.try_get("size")?,
+                    head_hash: r.try_get("head_hash")?,
+                    note: r.try_get("note")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT json_extract(details, '$.kid') AS kid, COUNT(*) AS n FROM audit_log \
+             WHERE event = 'token.issued' GROUP BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kid: Option<String> = r.try_get("kid")?;
+                Ok((kid.unwrap_or_default(), r.try_get("n")?))
+            })
+            .collect()
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
@@ -494,4 +669,32 @@ fn offer_select(rest: &'static str) -> sqlx::AssertSqlSafe<String> {
 fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let (at, id) = cursor.split_once('.')?;
     Some((at.parse().ok()?, id.to_owned()))
+}
+
+fn signing_key_from_row(row: &SqliteRow) -> Result<SigningKeyRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        label: row.try_get("label")?,
+        alg: row.try_get("alg")?,
+        public_jwk: row.try_get("public_jwk")?,
+        state: KeyState::parse(&state)
+            .ok_or_else(|| StoreError::Internal(format!("unknown key state {state:?}")))?,
+        created_at: row.try_get("created_at")?,
+        activated_at: row.try_get("activated_at")?,
+        verify_until: row.try_get("verify_until")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        event: row.try_get("event")?,
+        subject: row.try_get("subject")?,
+        details: row.try_get("details")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
 }

@@ -120,12 +120,17 @@ async fn a_key_not_generated_on_the_token_is_refused() {
             --pin \"$(cat \"$PIN_FILE\")\" --write-object \"${t#*:}\" --type \"${t%%:*}\" \
             --label imported-1 --id 99 >/dev/null
         done");
-    let config = std::fs::read_to_string(app.config_path()).unwrap().replace(
-        "signing_key = \"notary-signing-1\"",
-        "signing_key = \"imported-1\"",
-    );
-    let weak = app.home.join("weak.toml");
-    std::fs::write(&weak, config).unwrap();
+    // Record the imported key as the active Notary key.
+    let db = app.home.join("notary.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE signing_keys SET label = 'imported-1' WHERE state = 'active'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let weak = app.config_path();
     for command in ["check", "serve"] {
         let out = run_cli(&[command, "--config", weak.to_str().unwrap()]);
         assert!(!out.status.success(), "{command} must refuse");
