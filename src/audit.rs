@@ -68,6 +68,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verifier_keys_round_trip_and_notes_verify() {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let verifier = NoteVerifier {
+            name: "example.test/notary-audit".to_owned(),
+            public_key: pair.public_key().as_ref().try_into().unwrap(),
+        };
+        assert_eq!(NoteVerifier::decode(&verifier.encode()).unwrap(), verifier);
+        let body = checkpoint_body(&verifier.name, 7, &[9; 32]);
+        let note = signed_note(&body, &verifier, pair.sign(body.as_bytes()).as_ref());
+        assert_eq!(
+            open_checkpoint(&note, &verifier).unwrap(),
+            Checkpoint {
+                size: 7,
+                head_hash: vec![9; 32]
+            }
+        );
+        let forged = note.replace("\n7\n", "\n8\n");
+        assert!(open_checkpoint(&forged, &verifier).is_err());
+        let other = Ed25519KeyPair::generate().unwrap();
+        let by_other = signed_note(&body, &verifier, other.sign(body.as_bytes()).as_ref());
+        assert!(open_checkpoint(&by_other, &verifier).is_err());
+    }
+
+    #[test]
     fn every_field_changes_the_hash() {
         let base = chain_hash(&GENESIS, 1, 100, "offer.created", Some("o1"), "{}");
         assert_ne!(
@@ -139,8 +164,11 @@ impl NoteVerifier {
     pub fn decode(text: &str) -> Result<Self, AuditError> {
         let bad = |why: &str| AuditError::Key(format!("not a signed-note verifier key: {why}"));
         let text = text.trim();
-        let (rest, key) = text.rsplit_once('+').ok_or_else(|| bad("no '+'"))?;
-        let (name, id) = rest.rsplit_once('+').ok_or_else(|| bad("no key id"))?;
+        // name+hash+key: names cannot contain '+', base64 keys can.
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("expected name+hash+key"));
+        };
         let key = base64::engine::general_purpose::STANDARD
             .decode(key)
             .map_err(|_| bad("key is not base64"))?;

@@ -1,8 +1,10 @@
 //! The command line: one file per command, mirroring `notary --help`.
 
 mod admin_keys;
+mod audit;
 mod check;
 mod init;
+mod keys;
 mod migrate;
 mod module_env;
 mod offers;
@@ -50,6 +52,12 @@ enum Command {
     Offers(offers::OffersCommand),
     /// Apply database migrations.
     Migrate,
+    /// Notary key lifecycle in the HSM, and custody evidence.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Verify, export or checkpoint the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs the parsed command.
@@ -74,6 +82,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::AdminKeys(c) => admin_keys::run(config, c).await,
                     Command::Offers(c) => offers::run(config, c).await,
                     Command::Migrate => migrate::run(config).await,
+                    Command::Keys(c) => keys::run(config, c).await,
+                    Command::Audit(c) => audit::run(config, c).await,
                     Command::Init(_) => unreachable_init(),
                 }
             })

@@ -2,6 +2,7 @@
 //! error responses and the TLS accept loop. No SQL and no PKCS#11 here:
 //! handlers call the use cases in `issuance`.
 
+mod audit;
 mod auth;
 mod body;
 mod discovery;
@@ -110,6 +111,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/openid/offers/{id}",
             get(offers::get).delete(offers::revoke),
         )
+        .route("/v1/audit", get(audit::entries))
+        .route("/v1/custody", get(audit::custody))
         .layer(no_store);
     Router::new()
         .route(
