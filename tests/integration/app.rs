@@ -185,6 +185,29 @@ impl TestApp {
         }
     }
 
+    /// Stops the server as systemd would (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the CLI against this app's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let config = self.config_path();
+        let config = config.to_str().unwrap().to_owned();
+        all.extend(["--config", &config]);
+        run_cli(&all)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.home.join("serve.log")).unwrap_or_default()
     }

@@ -11,6 +11,7 @@ mod discovery;
 mod exactly_once;
 mod hardening;
 mod indistinguishable;
+mod keys;
 mod leaks;
 mod memory;
 mod secrets_at_rest;

@@ -1,0 +1,172 @@
+//! Key lifecycle: rotation picked up by a running server, retirement rules,
+//! custody evidence from the token, and the audit trail of it all.
+
+use std::time::Duration;
+
+use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
+use serde_json::{Value, json};
+
+use crate::app::{self, GRANT, TestApp};
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn token(app: &TestApp) -> String {
+    let offer = app
+        .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false}))
+        .await;
+    let (status, body) = app
+        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &app::code_of(&offer))])
+        .await;
+    assert_eq!(status, 200);
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn kids(app: &TestApp) -> Vec<String> {
+    let jwks = app.jwks().await;
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Verifies with `jsonwebtoken` against the JWKS as served now.
+async fn verifies(app: &TestApp, token: &str) -> bool {
+    let header = decode_header(token).unwrap();
+    let jwks: JwkSet = serde_json::from_value(app.jwks().await).unwrap();
+    let Some(jwk) = jwks.find(header.kid.as_deref().unwrap()) else { return false };
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&[app.base.as_str()]);
+    decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &v).is_ok()
+}
+
+async fn wait_for<F: AsyncFn() -> bool>(what: &str, condition: F) {
+    for _ in 0..100 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn rotation_reaches_the_running_server_and_retirement_waits_for_live_tokens() {
+    let app = app::builder().set("keys", "refresh_secs", 1).start().await;
+    let old_token = token(&app).await;
+    let old_kid = decode_header(&old_token).unwrap().kid.unwrap();
+    assert_eq!(kids(&app).await, vec![old_kid.clone()]);
+
+    // A generated key is pending: not published, not signing.
+    let out = ok(app.cli(&["keys", "generate", "--alg", "ES256", "--label", "spare-1"]));
+    assert!(out.contains("pending"), "{out}");
+
+    let out = ok(app.cli(&["keys", "rotate", "--alg", "ES256"]));
+    let new_kid = out.lines().next().unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    wait_for("the new key in the JWKS", async || kids(&app).await.contains(&new_kid)).await;
+    let published = kids(&app).await;
+    assert_eq!(published.len(), 2, "active + retiring, not the pending one: {published:?}");
+    assert!(published.contains(&old_kid));
+
+    let new_token = token(&app).await;
+    let header = decode_header(&new_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(new_kid.as_str()));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert!(verifies(&app, &new_token).await);
+    assert!(verifies(&app, &old_token).await, "the old key still verifies its live tokens");
+
+    // Retiring is refused while tokens it signed may be live; forced, it leaves the JWKS.
+    let refused = app.cli(&["keys", "retire", &old_kid]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("may be live until"));
+    let active = app.cli(&["keys", "retire", &new_kid]);
+    assert!(String::from_utf8_lossy(&active.stderr).contains("rotate first"));
+    ok(app.cli(&["keys", "retire", &old_kid, "--force"]));
+    wait_for("the retired key to leave the JWKS", async || !kids(&app).await.contains(&old_kid)).await;
+    assert!(!verifies(&app, &old_token).await);
+
+    let list = ok(app.cli(&["keys", "list"]));
+    assert!(list.contains(&format!("{old_kid}\tnotary-signing-1\tEdDSA\tretired")), "{list}");
+    assert!(list.contains("spare-1\tES256\tpending"), "{list}");
+
+    let events: Vec<String> = audit_events(&app).await;
+    for e in ["key.generated", "key.rotated", "key.retired", "token.issued"] {
+        assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
+    }
+}
+
+async fn audit_events(app: &TestApp) -> Vec<String> {
+    let body: Value = app
+        .http()
+        .get(app.url("/v1/audit?limit=1000"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn custody_report_reads_the_token_and_counts_signatures() {
+    let app = app::builder().start().await;
+    for _ in 0..3 {
+        token(&app).await;
+    }
+    let report: Value = serde_json::from_str(&ok(app.cli(&["keys", "custody-report", "--json"]))).unwrap();
+    assert_eq!(report["token"]["manufacturer"], "SoftHSM project");
+    assert!(!report["token"]["serial"].as_str().unwrap().is_empty());
+    let keys = report["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "signing, audit, hashing");
+    let signing = &keys[0];
+    assert_eq!(signing["role"], "signing");
+    assert_eq!(signing["signatures"], 3);
+    assert_eq!(signing["custody"]["key_gen_mechanism"], "CKM_EC_EDWARDS_KEY_PAIR_GEN");
+    assert_eq!(signing["public_key_sha256"].as_str().unwrap().len(), 64);
+    for key in keys {
+        let attrs: std::collections::HashMap<String, Value> = key["custody"]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["name"].as_str().unwrap().to_owned(), a["value"].clone()))
+            .collect();
+        for (name, want) in [
+            ("CKA_LOCAL", true),
+            ("CKA_NEVER_EXTRACTABLE", true),
+            ("CKA_ALWAYS_SENSITIVE", true),
+            ("CKA_EXTRACTABLE", false),
+            ("CKA_SENSITIVE", true),
+            ("CKA_MODIFIABLE", false),
+        ] {
+            assert_eq!(attrs[name], json!(want), "{name} of {}", key["custody"]["label"]);
+        }
+        assert!(key["custody"]["id"].as_str().is_some_and(|id| id.len() == 16));
+    }
+    // The auditor role reads the same over HTTP; issuers may not.
+    let auditor = ok(app.cli(&["admin-keys", "create", "--role", "auditor"]));
+    let auditor = auditor.lines().find_map(|l| l.strip_prefix("key:")).unwrap().trim().to_owned();
+    let r = app.http().get(app.url("/v1/custody")).bearer_auth(&auditor).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let served: Value = r.json().await.unwrap();
+    assert_eq!(served["keys"][0]["kid"], signing["kid"]);
+    let issuer = ok(app.cli(&["admin-keys", "create", "--role", "issuer"]));
+    let issuer = issuer.lines().find_map(|l| l.strip_prefix("key:")).unwrap().trim().to_owned();
+    let r = app.http().get(app.url("/v1/custody")).bearer_auth(&issuer).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app.http().get(app.url("/v1/audit?event=token.issued")).bearer_auth(&auditor).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["entries"].as_array().unwrap().len(), 3);
+    let text = body.to_string();
+    assert!(!text.contains("access_token"));
+}
