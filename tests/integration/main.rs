@@ -6,6 +6,7 @@
 
 mod admin;
 mod app;
+mod audit_log;
 mod cli;
 mod discovery;
 mod exactly_once;

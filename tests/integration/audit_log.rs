@@ -1,0 +1,156 @@
+//! The audit log is tamper-evident: `notary audit verify` checks the chain
+//! and the signed checkpoints using only the audit public key, and detects
+//! every kind of edit to a copy of the database or to an export.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+use crate::app::{self, GRANT, TestApp};
+
+fn verify(config: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["audit", "verify", "--config", config.to_str().unwrap()];
+    args.extend(extra);
+    let out = app::run_cli(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Some history: offers, a redemption, a lockout, then a graceful stop
+/// (which signs a checkpoint).
+async fn history() -> TestApp {
+    let mut app = app::builder().set("issuance", "max_tx_code_attempts", 2).start().await;
+    let (_, code, pin) = app.offer_with_pin().await;
+    assert_eq!(
+        app.redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)]).await.0,
+        200
+    );
+    let (_, code, pin) = app.offer_with_pin().await;
+    let wrong = if pin == "000000" { "111111" } else { "000000" };
+    for _ in 0..2 {
+        app.redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", wrong)]).await;
+    }
+    app.create_offer(json!({"credentials": ["UniversityDegree_jwt"]})).await;
+    app.stop();
+    app
+}
+
+/// A copy of the set-up whose database a test may edit.
+fn copy_of(app: &TestApp, name: &str) -> PathBuf {
+    let dir = app.home.parent().unwrap().join(name);
+    let status = std::process::Command::new("cp")
+        .args(["-a", app.home.to_str().unwrap(), dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+async fn sql(dir: &Path, statements: &[&str]) {
+    let db = dir.join("notary.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_detected() {
+    let app = history().await;
+    let (ok, text) = verify(&app.config_path(), &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("1 checkpoint(s)"), "the graceful stop signed a checkpoint: {text}");
+    let size: i64 = text.split("..").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(size >= 10, "{text}");
+
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "changed",
+            vec!["UPDATE audit_log SET details = '{\"attempts\":0}' WHERE seq = 5".into()],
+            "audit entry 5: its content does not match its hash",
+        ),
+        ("deleted", vec!["DELETE FROM audit_log WHERE seq = 4".into()], "audit entry 5: expected entry 4"),
+        (
+            "reordered",
+            vec![
+                "UPDATE audit_log SET seq = -3 WHERE seq = 3".into(),
+                "UPDATE audit_log SET seq = 3 WHERE seq = 4".into(),
+                "UPDATE audit_log SET seq = 4 WHERE seq = -3".into(),
+            ],
+            "audit entry 3",
+        ),
+        (
+            "truncated",
+            vec![format!("DELETE FROM audit_log WHERE seq > {}", size - 2)],
+            "entries were removed",
+        ),
+    ];
+    for (name, statements, expected) in cases {
+        let dir = copy_of(&app, name);
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        sql(&dir, &statements).await;
+        let (ok, text) = verify(&dir.join("notary.toml"), &[]);
+        assert!(!ok, "{name} was not detected: {text}");
+        assert!(text.contains(expected), "{name}: {text}");
+    }
+
+    // A checkpoint signed by another key over the same head.
+    let dir = copy_of(&app, "forged");
+    let note: String = {
+        let db = dir.join("notary.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+        let note: String = sqlx::query_scalar("SELECT note FROM audit_checkpoints").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        note
+    };
+    let forged = resign_with_new_key(&note);
+    sql(&dir, &[&format!("UPDATE audit_checkpoints SET note = '{forged}'")]).await;
+    let (ok, text) = verify(&dir.join("notary.toml"), &[]);
+    assert!(!ok && text.contains("no valid signature by the audit key"), "{text}");
+}
+
+/// Signs the same checkpoint body with a fresh Ed25519 key under the same name.
+fn resign_with_new_key(note: &str) -> String {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let (body, sigs) = note.split_once("\n\n").unwrap();
+    let body = format!("{body}\n");
+    let name = sigs.trim_start_matches('\u{2014}').trim().split(' ').next().unwrap();
+    let pair = Ed25519KeyPair::generate().unwrap();
+    let mut h = sha2::Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n\x01");
+    h.update(pair.public_key().as_ref());
+    let mut sig = h.finalize()[..4].to_vec();
+    sig.extend_from_slice(pair.sign(body.as_bytes()).as_ref());
+    format!(
+        "{body}\n\u{2014} {name} {}\n",
+        base64::engine::general_purpose::STANDARD.encode(sig)
+    )
+}
+
+#[tokio::test]
+async fn exports_verify_offline_and_edits_to_them_are_detected() {
+    let app = history().await;
+    let export = app.home.join("export.jsonl");
+    let out = app.cli(&["audit", "export", "--output", export.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(text.lines().last().unwrap().contains("\"type\":\"checkpoint\""));
+    assert!(!text.contains("transactionCode"));
+
+    // Offline: only the export and the verifier key file.
+    let verifier = app.home.join("audit-key.pub");
+    let (ok, out) = verify(&app.config_path(), &["--export", export.to_str().unwrap(), "--verifier-key", verifier.to_str().unwrap()]);
+    assert!(ok, "{out}");
+
+    let edited = app.home.join("edited.jsonl");
+    std::fs::write(&edited, text.replacen("offer.locked", "offer.revoked", 1)).unwrap();
+    let (ok, out) = verify(&app.config_path(), &["--export", edited.to_str().unwrap()]);
+    assert!(!ok && out.contains("does not match its hash"), "{out}");
+}
