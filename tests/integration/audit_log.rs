@@ -22,18 +22,33 @@ fn verify(config: &Path, extra: &[&str]) -> (bool, String) {
 /// Some history: offers, a redemption, a lockout, then a graceful stop
 /// (which signs a checkpoint).
 async fn history() -> TestApp {
-    let mut app = app::builder().set("issuance", "max_tx_code_attempts", 2).start().await;
+    let mut app = app::builder()
+        .set("issuance", "max_tx_code_attempts", 2)
+        .start()
+        .await;
     let (_, code, pin) = app.offer_with_pin().await;
     assert_eq!(
-        app.redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)]).await.0,
+        app.redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin)
+        ])
+        .await
+        .0,
         200
     );
     let (_, code, pin) = app.offer_with_pin().await;
     let wrong = if pin == "000000" { "111111" } else { "000000" };
     for _ in 0..2 {
-        app.redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", wrong)]).await;
+        app.redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", wrong),
+        ])
+        .await;
     }
-    app.create_offer(json!({"credentials": ["UniversityDegree_jwt"]})).await;
+    app.create_offer(json!({"credentials": ["UniversityDegree_jwt"]}))
+        .await;
     app.stop();
     app
 }
@@ -51,9 +66,14 @@ fn copy_of(app: &TestApp, name: &str) -> PathBuf {
 
 async fn sql(dir: &Path, statements: &[&str]) {
     let db = dir.join("notary.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
     for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     pool.close().await;
 }
@@ -63,8 +83,19 @@ async fn every_kind_of_tampering_is_detected() {
     let app = history().await;
     let (ok, text) = verify(&app.config_path(), &[]);
     assert!(ok, "{text}");
-    assert!(text.contains("1 checkpoint(s)"), "the graceful stop signed a checkpoint: {text}");
-    let size: i64 = text.split("..").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        text.contains("1 checkpoint(s)"),
+        "the graceful stop signed a checkpoint: {text}"
+    );
+    let size: i64 = text
+        .split("..")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(size >= 10, "{text}");
 
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
@@ -73,7 +104,11 @@ async fn every_kind_of_tampering_is_detected() {
             vec!["UPDATE audit_log SET details = '{\"attempts\":0}' WHERE seq = 5".into()],
             "audit entry 5: its content does not match its hash",
         ),
-        ("deleted", vec!["DELETE FROM audit_log WHERE seq = 4".into()], "audit entry 5: expected entry 4"),
+        (
+            "deleted",
+            vec!["DELETE FROM audit_log WHERE seq = 4".into()],
+            "audit entry 5: expected entry 4",
+        ),
         (
             "reordered",
             vec![
@@ -102,15 +137,27 @@ async fn every_kind_of_tampering_is_detected() {
     let dir = copy_of(&app, "forged");
     let note: String = {
         let db = dir.join("notary.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
-        let note: String = sqlx::query_scalar("SELECT note FROM audit_checkpoints").fetch_one(&pool).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+            .await
+            .unwrap();
+        let note: String = sqlx::query_scalar("SELECT note FROM audit_checkpoints")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         pool.close().await;
         note
     };
     let forged = resign_with_new_key(&note);
-    sql(&dir, &[&format!("UPDATE audit_checkpoints SET note = '{forged}'")]).await;
+    sql(
+        &dir,
+        &[&format!("UPDATE audit_checkpoints SET note = '{forged}'")],
+    )
+    .await;
     let (ok, text) = verify(&dir.join("notary.toml"), &[]);
-    assert!(!ok && text.contains("no valid signature by the audit key"), "{text}");
+    assert!(
+        !ok && text.contains("no valid signature by the audit key"),
+        "{text}"
+    );
 }
 
 /// Signs the same checkpoint body with a fresh Ed25519 key under the same name.
@@ -120,7 +167,12 @@ fn resign_with_new_key(note: &str) -> String {
     use sha2::Digest as _;
     let (body, sigs) = note.split_once("\n\n").unwrap();
     let body = format!("{body}\n");
-    let name = sigs.trim_start_matches('\u{2014}').trim().split(' ').next().unwrap();
+    let name = sigs
+        .trim_start_matches('\u{2014}')
+        .trim()
+        .split(' ')
+        .next()
+        .unwrap();
     let pair = Ed25519KeyPair::generate().unwrap();
     let mut h = sha2::Sha256::new();
     h.update(name.as_bytes());
@@ -139,14 +191,31 @@ async fn exports_verify_offline_and_edits_to_them_are_detected() {
     let app = history().await;
     let export = app.home.join("export.jsonl");
     let out = app.cli(&["audit", "export", "--output", export.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&export).unwrap();
-    assert!(text.lines().last().unwrap().contains("\"type\":\"checkpoint\""));
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains("\"type\":\"checkpoint\"")
+    );
     assert!(!text.contains("transactionCode"));
 
     // Offline: only the export and the verifier key file.
     let verifier = app.home.join("audit-key.pub");
-    let (ok, out) = verify(&app.config_path(), &["--export", export.to_str().unwrap(), "--verifier-key", verifier.to_str().unwrap()]);
+    let (ok, out) = verify(
+        &app.config_path(),
+        &[
+            "--export",
+            export.to_str().unwrap(),
+            "--verifier-key",
+            verifier.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{out}");
 
     let edited = app.home.join("edited.jsonl");

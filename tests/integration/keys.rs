@@ -9,7 +9,11 @@ use serde_json::{Value, json};
 use crate::app::{self, GRANT, TestApp};
 
 fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -18,7 +22,10 @@ async fn token(app: &TestApp) -> String {
         .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false}))
         .await;
     let (status, body) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &app::code_of(&offer))])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &app::code_of(&offer)),
+        ])
         .await;
     assert_eq!(status, 200);
     body["access_token"].as_str().unwrap().to_owned()
@@ -38,7 +45,9 @@ async fn kids(app: &TestApp) -> Vec<String> {
 async fn verifies(app: &TestApp, token: &str) -> bool {
     let header = decode_header(token).unwrap();
     let jwks: JwkSet = serde_json::from_value(app.jwks().await).unwrap();
-    let Some(jwk) = jwks.find(header.kid.as_deref().unwrap()) else { return false };
+    let Some(jwk) = jwks.find(header.kid.as_deref().unwrap()) else {
+        return false;
+    };
     let mut v = Validation::new(header.alg);
     v.set_audience(&[app.base.as_str()]);
     decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &v).is_ok()
@@ -66,10 +75,24 @@ async fn rotation_reaches_the_running_server_and_retirement_waits_for_live_token
     assert!(out.contains("pending"), "{out}");
 
     let out = ok(app.cli(&["keys", "rotate", "--alg", "ES256"]));
-    let new_kid = out.lines().next().unwrap().split_whitespace().nth(1).unwrap().to_owned();
-    wait_for("the new key in the JWKS", async || kids(&app).await.contains(&new_kid)).await;
+    let new_kid = out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    wait_for("the new key in the JWKS", async || {
+        kids(&app).await.contains(&new_kid)
+    })
+    .await;
     let published = kids(&app).await;
-    assert_eq!(published.len(), 2, "active + retiring, not the pending one: {published:?}");
+    assert_eq!(
+        published.len(),
+        2,
+        "active + retiring, not the pending one: {published:?}"
+    );
     assert!(published.contains(&old_kid));
 
     let new_token = token(&app).await;
@@ -77,7 +100,10 @@ async fn rotation_reaches_the_running_server_and_retirement_waits_for_live_token
     assert_eq!(header.kid.as_deref(), Some(new_kid.as_str()));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     assert!(verifies(&app, &new_token).await);
-    assert!(verifies(&app, &old_token).await, "the old key still verifies its live tokens");
+    assert!(
+        verifies(&app, &old_token).await,
+        "the old key still verifies its live tokens"
+    );
 
     // Retiring is refused while tokens it signed may be live; forced, it leaves the JWKS.
     let refused = app.cli(&["keys", "retire", &old_kid]);
@@ -86,15 +112,26 @@ async fn rotation_reaches_the_running_server_and_retirement_waits_for_live_token
     let active = app.cli(&["keys", "retire", &new_kid]);
     assert!(String::from_utf8_lossy(&active.stderr).contains("rotate first"));
     ok(app.cli(&["keys", "retire", &old_kid, "--force"]));
-    wait_for("the retired key to leave the JWKS", async || !kids(&app).await.contains(&old_kid)).await;
+    wait_for("the retired key to leave the JWKS", async || {
+        !kids(&app).await.contains(&old_kid)
+    })
+    .await;
     assert!(!verifies(&app, &old_token).await);
 
     let list = ok(app.cli(&["keys", "list"]));
-    assert!(list.contains(&format!("{old_kid}\tnotary-signing-1\tEdDSA\tretired")), "{list}");
+    assert!(
+        list.contains(&format!("{old_kid}\tnotary-signing-1\tEdDSA\tretired")),
+        "{list}"
+    );
     assert!(list.contains("spare-1\tES256\tpending"), "{list}");
 
     let events: Vec<String> = audit_events(&app).await;
-    for e in ["key.generated", "key.rotated", "key.retired", "token.issued"] {
+    for e in [
+        "key.generated",
+        "key.rotated",
+        "key.retired",
+        "token.issued",
+    ] {
         assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
     }
 }
@@ -124,7 +161,8 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
     for _ in 0..3 {
         token(&app).await;
     }
-    let report: Value = serde_json::from_str(&ok(app.cli(&["keys", "custody-report", "--json"]))).unwrap();
+    let report: Value =
+        serde_json::from_str(&ok(app.cli(&["keys", "custody-report", "--json"]))).unwrap();
     assert_eq!(report["token"]["manufacturer"], "SoftHSM project");
     assert!(!report["token"]["serial"].as_str().unwrap().is_empty());
     let keys = report["keys"].as_array().unwrap();
@@ -132,7 +170,10 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
     let signing = &keys[0];
     assert_eq!(signing["role"], "signing");
     assert_eq!(signing["signatures"], 3);
-    assert_eq!(signing["custody"]["key_gen_mechanism"], "CKM_EC_EDWARDS_KEY_PAIR_GEN");
+    assert_eq!(
+        signing["custody"]["key_gen_mechanism"],
+        "CKM_EC_EDWARDS_KEY_PAIR_GEN"
+    );
     assert_eq!(signing["public_key_sha256"].as_str().unwrap().len(), 64);
     for key in keys {
         let attrs: std::collections::HashMap<String, Value> = key["custody"]["attributes"]
@@ -149,22 +190,59 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
             ("CKA_SENSITIVE", true),
             ("CKA_MODIFIABLE", false),
         ] {
-            assert_eq!(attrs[name], json!(want), "{name} of {}", key["custody"]["label"]);
+            assert_eq!(
+                attrs[name],
+                json!(want),
+                "{name} of {}",
+                key["custody"]["label"]
+            );
         }
-        assert!(key["custody"]["id"].as_str().is_some_and(|id| id.len() == 16));
+        assert!(
+            key["custody"]["id"]
+                .as_str()
+                .is_some_and(|id| id.len() == 16)
+        );
     }
     // The auditor role reads the same over HTTP; issuers may not.
     let auditor = ok(app.cli(&["admin-keys", "create", "--role", "auditor"]));
-    let auditor = auditor.lines().find_map(|l| l.strip_prefix("key:")).unwrap().trim().to_owned();
-    let r = app.http().get(app.url("/v1/custody")).bearer_auth(&auditor).send().await.unwrap();
+    let auditor = auditor
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let r = app
+        .http()
+        .get(app.url("/v1/custody"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let served: Value = r.json().await.unwrap();
     assert_eq!(served["keys"][0]["kid"], signing["kid"]);
     let issuer = ok(app.cli(&["admin-keys", "create", "--role", "issuer"]));
-    let issuer = issuer.lines().find_map(|l| l.strip_prefix("key:")).unwrap().trim().to_owned();
-    let r = app.http().get(app.url("/v1/custody")).bearer_auth(&issuer).send().await.unwrap();
+    let issuer = issuer
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let r = app
+        .http()
+        .get(app.url("/v1/custody"))
+        .bearer_auth(&issuer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = app.http().get(app.url("/v1/audit?event=token.issued")).bearer_auth(&auditor).send().await.unwrap();
+    let r = app
+        .http()
+        .get(app.url("/v1/audit?event=token.issued"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["entries"].as_array().unwrap().len(), 3);
     let text = body.to_string();

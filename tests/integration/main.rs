@@ -11,6 +11,7 @@ mod cli;
 mod discovery;
 mod exactly_once;
 mod hardening;
+mod hsm_faults;
 mod indistinguishable;
 mod keys;
 mod leaks;
