@@ -156,3 +156,46 @@ async fn a_pin_file_readable_by_others_is_refused() {
         stderr(&out)
     );
 }
+
+/// Keys generated on the token but with pkcs11-tool's broad templates
+/// (extractable) are refused too: a signing key and the hashing key.
+#[tokio::test]
+async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
+    let app = app::builder().start().await;
+    let out = std::process::Command::new("bash")
+        .args([
+            "-euo",
+            "pipefail",
+            "-c",
+            "m=/usr/lib/softhsm/libsofthsm2.so; pin=$(cat \"$PIN_FILE\")
+             pkcs11-tool --module $m --token-label notary --login --pin \"$pin\" \
+               --keypairgen --key-type EC:prime256v1 --label weak-gen --id 77 --extractable >/dev/null
+             pkcs11-tool --module $m --token-label notary --login --pin \"$pin\" \
+               --keygen --key-type GENERIC:32 --label weak-hmac --id 78 --extractable >/dev/null",
+        ])
+        .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
+        .env("PIN_FILE", app.home.join("hsm/user-pin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The hashing key, named in the config.
+    let config = std::fs::read_to_string(app.config_path()).unwrap();
+    let weak_hmac = app.home.join("weak-hmac.toml");
+    std::fs::write(&weak_hmac, config.replace("hashing_key = \"notary-hmac-1\"", "hashing_key = \"weak-hmac\"")).unwrap();
+    let out = run_cli(&["check", "--config", weak_hmac.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"weak-hmac\": CKA_NEVER_EXTRACTABLE is false"), "{}", stderr(&out));
+
+    // The signing key, recorded as active.
+    let db = app.home.join("notary.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE signing_keys SET label = 'weak-gen' WHERE state = 'active'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = run_cli(&["check", "--config", app.config_path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"weak-gen\": CKA_NEVER_EXTRACTABLE is false"), "{}", stderr(&out));
+}
