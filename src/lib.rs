@@ -15,4 +15,5 @@ pub mod jose;
 pub mod memory;
 pub mod oid4vci;
 pub mod secret;
+pub mod service;
 pub mod store;

@@ -28,10 +28,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "Notary signing key ready"
     );
 
-    let tls = http::tls::server_config(
+    let certs = http::tls::CertStore::load(
         &config.resolve(&config.tls.cert),
         &config.resolve(&config.tls.key),
     )?;
+    let tls = certs.server_config()?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -54,6 +55,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await?;
     let background = [
+        tokio::spawn(reload_on_sighup(certs)),
+        tokio::spawn(crate::service::watchdog(notary.clone())),
         tokio::spawn(refresh_keys(notary.clone(), config.keys.refresh_secs)),
         tokio::spawn(checkpoints(
             notary.clone(),
@@ -67,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ];
     let app = http::router(AppState::new(&config, notary.clone()));
     tracing::info!(listen = %local, public_url = %config.server.public_url, "notary is serving");
+    crate::service::ready(&format!("serving on {local}, kid {}", key.kid));
     let limits = http::server::Limits {
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
         max_connections: config.server.max_connections,
@@ -100,6 +104,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     hsm.close();
     tracing::info!("notary stopped");
     Ok(())
+}
+
+/// Re-reads the TLS certificate and key on SIGHUP (`systemctl reload`).
+/// Open connections keep their session; a bad pair keeps the old one.
+async fn reload_on_sighup(certs: std::sync::Arc<http::tls::CertStore>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; TLS reload disabled");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        crate::service::reloading();
+        match certs.reload() {
+            Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the current certificate")
+            }
+        }
+        crate::service::ready("serving (reloaded)");
+    }
 }
 
 /// Picks up keys rotated by the CLI or another instance.
@@ -178,4 +204,5 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested");
+    crate::service::stopping();
 }

@@ -15,6 +15,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_notary");
 
 /// Builds a `TestApp`.
 pub struct Builder {
+    envs: Vec<(String, String)>,
     binary: PathBuf,
     log_level: &'static str,
     alg: &'static str,
@@ -23,6 +24,7 @@ pub struct Builder {
 
 pub fn builder() -> Builder {
     Builder {
+        envs: Vec::new(),
         binary: PathBuf::from(BIN),
         log_level: "debug",
         alg: "EdDSA",
@@ -34,6 +36,12 @@ impl Builder {
     /// Serves with another build of notary (e.g. the unwiped control).
     pub fn binary(mut self, path: PathBuf) -> Self {
         self.binary = path;
+        self
+    }
+
+    /// An environment variable for the server process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -96,6 +104,7 @@ impl Builder {
         let child = Command::new(&self.binary)
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("NOTARY_LOG", self.log_level)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -185,13 +194,18 @@ impl TestApp {
         }
     }
 
-    /// Stops the server as systemd would (SIGTERM) and waits for it.
-    pub fn stop(&mut self) {
+    /// Sends a signal (e.g. "HUP") to the server.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Stops the server as systemd would (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.child.try_wait().unwrap().is_none() {
             assert!(Instant::now() < deadline, "server did not stop");
@@ -285,4 +299,33 @@ pub fn offer_json(offer: &Value) -> Value {
     let (name, value) = form_urlencoded::parse(query.as_bytes()).next().unwrap();
     assert_eq!(name, "credential_offer");
     serde_json::from_str(&value).unwrap()
+}
+
+/// A TLS connection speaking HTTP/1.1, for requests reqwest would not send.
+pub async fn raw_tls(app: &TestApp) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(app.home.join("tls/cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let port = app.base.rsplit(':').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
 }

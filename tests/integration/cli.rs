@@ -177,19 +177,36 @@ async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
         .env("PIN_FILE", app.home.join("hsm/user-pin"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The hashing key, named in the config.
     let config = std::fs::read_to_string(app.config_path()).unwrap();
     let weak_hmac = app.home.join("weak-hmac.toml");
-    std::fs::write(&weak_hmac, config.replace("hashing_key = \"notary-hmac-1\"", "hashing_key = \"weak-hmac\"")).unwrap();
+    std::fs::write(
+        &weak_hmac,
+        config.replace(
+            "hashing_key = \"notary-hmac-1\"",
+            "hashing_key = \"weak-hmac\"",
+        ),
+    )
+    .unwrap();
     let out = run_cli(&["check", "--config", weak_hmac.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("\"weak-hmac\": CKA_NEVER_EXTRACTABLE is false"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"weak-hmac\": CKA_NEVER_EXTRACTABLE is false"),
+        "{}",
+        stderr(&out)
+    );
 
     // The signing key, recorded as active.
     let db = app.home.join("notary.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
     sqlx::query("UPDATE signing_keys SET label = 'weak-gen' WHERE state = 'active'")
         .execute(&pool)
         .await
@@ -197,5 +214,9 @@ async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
     pool.close().await;
     let out = run_cli(&["check", "--config", app.config_path().to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("\"weak-gen\": CKA_NEVER_EXTRACTABLE is false"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"weak-gen\": CKA_NEVER_EXTRACTABLE is false"),
+        "{}",
+        stderr(&out)
+    );
 }

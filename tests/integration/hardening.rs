@@ -1,39 +1,12 @@
 //! Request hardening: slow headers, slow bodies and too many connections.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::app::{self, GRANT, TestApp};
-
-/// A TLS connection speaking HTTP/1.1, for requests reqwest would not send.
-async fn raw_tls(app: &TestApp) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(app.home.join("tls/cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let port = app.base.rsplit(':').next().unwrap();
-    let tcp = TcpStream::connect(format!("127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
+use crate::app::{self, GRANT, raw_tls};
 
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_until_closed(stream: &mut TlsStream<TcpStream>, within: Duration) -> String {

@@ -17,4 +17,5 @@ mod keys;
 mod leaks;
 mod memory;
 mod secrets_at_rest;
+mod service;
 mod token;
