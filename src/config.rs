@@ -67,6 +67,12 @@ pub struct Config {
     /// Signing key refresh.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Log format.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -273,6 +279,34 @@ impl Default for AuditConfig {
             verifier_key_file: PathBuf::from("audit-key.pub"),
         }
     }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the plain-HTTP `/metrics` listener; keep it on loopback.
+    /// Absent: no metrics listener.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable (default; colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
 }
 
 /// `[keys]`

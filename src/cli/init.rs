@@ -42,6 +42,9 @@ pub struct InitArgs {
     /// Database URL (default: SQLite in DIR).
     #[arg(long)]
     database: Option<String>,
+    /// Plain-HTTP Prometheus listener (keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
     /// PKCS#11 module (default: the installed SoftHSM2).
     #[arg(long)]
     module: Option<PathBuf>,
@@ -336,6 +339,12 @@ locked_response = "slow_down"
 max_unknown_codes = 20
 window_secs = 60
 
+[metrics]
+listen = "{metrics_listen}"
+
+[log]
+format = "text"
+
 # notary serves the Credential Issuer metadata while the credential issuer's
 # identifier is its own public URL. Point credential_endpoint at the service
 # that issues the credentials (it accepts notary's access tokens).
@@ -347,6 +356,7 @@ format = "jwt_vc_json"
 credential_definition = {{ type = ["VerifiableCredential", "UniversityDegreeCredential"] }}
 "#,
         listen = args.listen,
+        metrics_listen = args.metrics_listen,
         module = module.display(),
     )
 }

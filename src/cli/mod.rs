@@ -63,11 +63,15 @@ enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let serving = matches!(cli.command, Command::Serve);
-    init_logging(if serving { "info" } else { "warn" });
+    let default_level = if serving { "info" } else { "warn" };
     match cli.command {
-        Command::Init(args) => init::run(args),
+        Command::Init(args) => {
+            init_logging(default_level, crate::config::LogFormat::Text);
+            init::run(args)
+        }
         command => {
             let config = Config::load(&cli.config)?;
+            init_logging(default_level, config.log.format);
             if !matches!(command, Command::Migrate) {
                 // Before any thread exists: the PKCS#11 module reads its
                 // environment when it is loaded.
@@ -137,8 +141,11 @@ pub(crate) async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
 }
 
 /// Logs to stderr, filtered by `NOTARY_LOG` (e.g. `debug`,
-/// `notary=trace,hyper=info`); `default` when it is unset.
-fn init_logging(default: &str) {
+/// `notary=trace,hyper=info`); `default` when it is unset. Under systemd
+/// (`JOURNAL_STREAM` set) lines carry no timestamp of their own (the
+/// journal adds one); colours only on a terminal.
+fn init_logging(default: &str, format: crate::config::LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let (filter, bad) = match std::env::var("NOTARY_LOG") {
         Ok(spec) => match EnvFilter::try_new(&spec) {
@@ -147,10 +154,16 @@ fn init_logging(default: &str) {
         },
         Err(_) => (EnvFilter::new(default), None),
     };
-    let _ = tracing_subscriber::fmt()
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match (format, journald) {
+        (crate::config::LogFormat::Json, _) => builder.json().try_init(),
+        (crate::config::LogFormat::Text, true) => builder.without_time().try_init(),
+        (crate::config::LogFormat::Text, false) => builder.try_init(),
+    };
     if let Some(e) = bad {
         tracing::warn!(error = %e, "NOTARY_LOG is not a valid filter; using {default}");
     }

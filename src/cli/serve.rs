@@ -14,6 +14,7 @@ use crate::issuance::{Notary, now};
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = crate::telemetry::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let notary = super::open_notary(&config).await?;
     let hsm = notary.hsm().clone();
     for key in notary.custody_report().await?.keys {
@@ -68,6 +69,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map(|f| config.resolve(f)),
         )),
     ];
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = config.metrics.listen {
+        let local = crate::telemetry::serve(addr, metrics, async {
+            let _ = metrics_stopped.await;
+        })
+        .await
+        .with_context(|| format!("listening for metrics on {addr}"))?;
+        tracing::info!(listen = %local, "metrics at http://{local}/metrics");
+    }
     let app = http::router(AppState::new(&config, notary.clone()));
     tracing::info!(listen = %local, public_url = %config.server.public_url, "notary is serving");
     crate::service::ready(&format!("serving on {local}, kid {}", key.kid));
@@ -87,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for task in background {
         task.abort();
     }
+    let _ = metrics_stop.send(());
     let kid = notary.active_key().kid.clone();
     store
         .audit(

@@ -139,7 +139,8 @@ impl Pool {
                 detail: "the HSM connection is closed".to_owned(),
             })?;
         let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let result = pool.run_blocking(context, &key, &op);
             // The module may have left a code or PIN on this thread's stack;
@@ -151,7 +152,9 @@ impl Pool {
         .map_err(|e| HsmError::Internal {
             context,
             detail: format!("HSM worker failed: {e}"),
-        })?
+        })?;
+        crate::telemetry::observe(crate::telemetry::HSM_SECONDS, context, start);
+        result
     }
 
     fn run_blocking<T>(

@@ -47,6 +47,7 @@ pub(super) async fn create(
         .create_offer(request, &caller.0.id)
         .await
         .map_err(offer_error)?;
+    metrics::counter!(crate::telemetry::OFFERS_CREATED).increment(1);
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,11 +60,29 @@ impl Activity {
     }
 }
 
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The caller's `X-Request-Id` if it is a plain token, else a fresh one.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::issuance::random::token(9).unwrap_or_else(|_| "-".to_owned()))
+}
+
 /// Marks a request finished when dropped (also when its future is cancelled).
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::IN_FLIGHT).decrement(1.0);
         *self
             .0
             .last_done
@@ -159,15 +179,30 @@ impl Connection {
         });
         let app = self.app.clone();
         let tracker = Arc::clone(&activity);
-        let service = hyper::service::service_fn(move |mut request| {
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             tracker.in_flight.fetch_add(1, Ordering::SeqCst);
+            metrics::gauge!(crate::telemetry::IN_FLIGHT).increment(1.0);
             let in_flight = InFlight(Arc::clone(&tracker));
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(peer));
-            let response = app.clone().oneshot(request);
+            let id = request_id(request.headers());
+            // Every log line of this request carries its id (never the query
+            // string, which could hold a misplaced secret).
+            let span = tracing::info_span!(
+                "request",
+                id = %id,
+                method = %request.method(),
+                path = %request.uri().path(),
+            );
+            let response = app.clone().oneshot(request).instrument(span);
             async move {
-                let response = response.await;
+                let mut response = response.await;
+                if let Ok(response) = &mut response {
+                    if let Ok(value) = HeaderValue::from_str(&id) {
+                        response.headers_mut().insert(REQUEST_ID, value);
+                    }
+                }
                 drop(in_flight);
                 response
             }

@@ -15,6 +15,7 @@ use crate::config::{LockedResponse, WrongPinError};
 use crate::issuance::RedeemError;
 use crate::oid4vci::ErrorCode;
 use crate::oid4vci::token::{BodyFormat, SECRET_PARAMETERS, TokenRequest};
+use crate::telemetry;
 
 /// Largest token request body accepted; real ones are a few hundred bytes.
 pub(super) const MAX_BODY: usize = 4 * 1024;
@@ -30,6 +31,12 @@ pub(super) async fn token(
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// Counts a token request by outcome (a fixed set of label values).
+fn count(outcome: &'static str) {
+    tracing::debug!(outcome, "token request");
+    metrics::counter!(telemetry::TOKEN_REQUESTS, "outcome" => outcome).increment(1);
 }
 
 async fn handle(
@@ -57,6 +64,7 @@ async fn handle(
     }
     let ip = peer.ip();
     if let Some(retry_after) = state.flood.blocked_for(ip, Instant::now()) {
+        count("flood_limited");
         return Err(ApiError::slow_down(
             "too many unknown pre-authorized codes from this address",
             Some(retry_after),
@@ -69,11 +77,26 @@ async fn handle(
     drop(body);
 
     match state.notary.redeem(request).await {
-        Ok(response) => Ok(Json(response).into_response()),
+        Ok(response) => {
+            count("issued");
+            Ok(Json(response).into_response())
+        }
         Err(e) => {
             if matches!(e, RedeemError::InvalidGrant { unknown_code: true }) {
                 state.flood.record_unknown(ip, Instant::now());
             }
+            count(match &e {
+                RedeemError::InvalidRequest(_) => "invalid_request",
+                RedeemError::UnsupportedGrantType => "unsupported_grant_type",
+                RedeemError::InvalidGrant { .. } => "invalid_grant",
+                RedeemError::WrongTxCode { remaining: 0 } => {
+                    metrics::counter!(telemetry::LOCKOUTS).increment(1);
+                    "wrong_tx_code"
+                }
+                RedeemError::WrongTxCode { .. } => "wrong_tx_code",
+                RedeemError::Locked => "locked",
+                RedeemError::Internal(_) => "server_error",
+            });
             Err(redeem_error(state, e))
         }
     }

@@ -74,12 +74,16 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
+/// Calls the backend's method of the same name and records its latency.
 macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
+    ($self:ident, $op:literal, $store:ident => $call:expr) => {{
+        let start = std::time::Instant::now();
+        let result = match $self {
             Store::Sqlite($store) => $call,
-        }
-    };
+        };
+        crate::telemetry::observe(crate::telemetry::DB_SECONDS, $op, start);
+        result
+    }};
 }
 
 impl Store {
@@ -98,22 +102,22 @@ impl Store {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.migrate().await)
+        dispatch!(self, "migrate", s => s.migrate().await)
     }
 
     /// Whether the schema is at the version this build expects.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.check_schema().await)
+        dispatch!(self, "check_schema", s => s.check_schema().await)
     }
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
+        dispatch!(self, "ping", s => s.ping().await)
     }
 
     /// Appends an audit entry that has no state change of its own.
     pub async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.audit(event, now).await)
+        dispatch!(self, "audit", s => s.audit(event, now).await)
     }
 
     /// Inserts a new offer and its audit entry.
@@ -122,7 +126,7 @@ impl Store {
         offer: &NewOffer,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_offer(offer, event).await)
+        dispatch!(self, "insert_offer", s => s.insert_offer(offer, event).await)
     }
 
     /// Finds the offer whose code has this keyed hash.
@@ -130,12 +134,12 @@ impl Store {
         &self,
         code_hash: &[u8; 32],
     ) -> Result<Option<OfferRecord>, StoreError> {
-        dispatch!(self, s => s.find_offer_by_code_hash(code_hash).await)
+        dispatch!(self, "find_offer_by_code_hash", s => s.find_offer_by_code_hash(code_hash).await)
     }
 
     /// Gets an offer by id.
     pub async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
-        dispatch!(self, s => s.get_offer(id).await)
+        dispatch!(self, "get_offer", s => s.get_offer(id).await)
     }
 
     /// Lists offers, newest first, `limit` at a time.
@@ -146,7 +150,7 @@ impl Store {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<OfferPage, StoreError> {
-        dispatch!(self, s => s.list_offers(filter, now, limit, cursor).await)
+        dispatch!(self, "list_offers", s => s.list_offers(filter, now, limit, cursor).await)
     }
 
     /// Revokes a pending offer.
@@ -156,7 +160,7 @@ impl Store {
         now: i64,
         by: &str,
     ) -> Result<RevokeOutcome, StoreError> {
-        dispatch!(self, s => s.revoke_offer(id, now, by).await)
+        dispatch!(self, "revoke_offer", s => s.revoke_offer(id, now, by).await)
     }
 
     /// Counts one wrong PIN atomically; locks the offer at its limit.
@@ -165,7 +169,7 @@ impl Store {
         id: &str,
         now: i64,
     ) -> Result<WrongPinOutcome, StoreError> {
-        dispatch!(self, s => s.record_wrong_pin(id, now).await)
+        dispatch!(self, "record_wrong_pin", s => s.record_wrong_pin(id, now).await)
     }
 
     /// Marks a pending, unexpired offer redeemed with the token issued for it.
@@ -178,7 +182,7 @@ impl Store {
         token: &IssuedToken,
         now: i64,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.consume_offer(id, token, now).await)
+        dispatch!(self, "consume_offer", s => s.consume_offer(id, token, now).await)
     }
 
     /// A redeemed offer's code came back: revoke the token issued from it.
@@ -187,7 +191,7 @@ impl Store {
         id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.revoke_token_of_replayed_offer(id, now).await)
+        dispatch!(self, "revoke_token_of_replayed_offer", s => s.revoke_token_of_replayed_offer(id, now).await)
     }
 
     /// Stores a new API key (its secret only as a keyed hash).
@@ -196,7 +200,7 @@ impl Store {
         key: &ApiKeyRecord,
         secret_hash: &[u8; 32],
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_api_key(key, secret_hash).await)
+        dispatch!(self, "insert_api_key", s => s.insert_api_key(key, secret_hash).await)
     }
 
     /// Finds the active API key whose secret has this keyed hash.
@@ -204,22 +208,22 @@ impl Store {
         &self,
         secret_hash: &[u8; 32],
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        dispatch!(self, s => s.find_api_key(secret_hash).await)
+        dispatch!(self, "find_api_key", s => s.find_api_key(secret_hash).await)
     }
 
     /// Lists all API keys, revoked ones included.
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        dispatch!(self, s => s.list_api_keys().await)
+        dispatch!(self, "list_api_keys", s => s.list_api_keys().await)
     }
 
     /// Revokes an API key; false if there is no active key with this id.
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_api_key(id, now).await)
+        dispatch!(self, "revoke_api_key", s => s.revoke_api_key(id, now).await)
     }
 
     /// All signing keys, oldest first.
     pub async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
-        dispatch!(self, s => s.list_signing_keys().await)
+        dispatch!(self, "list_signing_keys", s => s.list_signing_keys().await)
     }
 
     /// Records a key generated in the HSM, with its audit entry.
@@ -228,7 +232,7 @@ impl Store {
         key: &SigningKeyRecord,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_signing_key(key, event).await)
+        dispatch!(self, "insert_signing_key", s => s.insert_signing_key(key, event).await)
     }
 
     /// Makes a pending key active; the active one becomes retiring until
@@ -239,7 +243,7 @@ impl Store {
         now: i64,
         verify_until: i64,
     ) -> Result<Option<String>, StoreError> {
-        dispatch!(self, s => s.activate_signing_key(kid, now, verify_until).await)
+        dispatch!(self, "activate_signing_key", s => s.activate_signing_key(kid, now, verify_until).await)
     }
 
     /// Retires a retiring or pending key; false if it is neither.
@@ -249,7 +253,7 @@ impl Store {
         now: i64,
         forced: bool,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.retire_signing_key(kid, now, forced).await)
+        dispatch!(self, "retire_signing_key", s => s.retire_signing_key(kid, now, forced).await)
     }
 
     /// Audit entries matching `filter`, in chain order.
@@ -257,12 +261,12 @@ impl Store {
         &self,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        dispatch!(self, s => s.audit_entries(filter).await)
+        dispatch!(self, "audit_entries", s => s.audit_entries(filter).await)
     }
 
     /// The chain head: (seq, hash).
     pub async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-        dispatch!(self, s => s.audit_head().await)
+        dispatch!(self, "audit_head", s => s.audit_head().await)
     }
 
     /// Stores a checkpoint; false if one of that size exists.
@@ -270,22 +274,22 @@ impl Store {
         &self,
         checkpoint: &CheckpointRecord,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.insert_checkpoint(checkpoint).await)
+        dispatch!(self, "insert_checkpoint", s => s.insert_checkpoint(checkpoint).await)
     }
 
     /// All checkpoints, smallest first.
     pub async fn list_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
-        dispatch!(self, s => s.list_checkpoints().await)
+        dispatch!(self, "list_checkpoints", s => s.list_checkpoints().await)
     }
 
     /// Tokens signed per kid, according to the audit log.
     pub async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        dispatch!(self, s => s.signature_counts().await)
+        dispatch!(self, "signature_counts", s => s.signature_counts().await)
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
+        dispatch!(self, "close", s => s.close().await)
     }
 }
 

@@ -70,6 +70,7 @@ impl Builder {
     pub async fn start(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let metrics_port = free_port();
         let home = dir.path().join("notary");
         let out = run_cli(&[
             "init",
@@ -79,6 +80,8 @@ impl Builder {
             &format!("127.0.0.1:{port}"),
             "--alg",
             self.alg,
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
         ]);
         assert!(
             out.status.success(),
@@ -112,6 +115,7 @@ impl Builder {
         let base = format!("https://localhost:{port}");
         let home_cert = home.join("tls/cert.pem");
         let app = TestApp {
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             _dir: dir,
             home,
             child,
@@ -130,6 +134,8 @@ pub struct TestApp {
     pub child: Child,
     pub base: String,
     pub admin_key: String,
+    /// The plain-HTTP Prometheus endpoint on loopback.
+    pub metrics_url: String,
     client: reqwest::Client,
 }
 

@@ -149,7 +149,16 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
         bodies.push(r.text().await.unwrap());
     }
 
-    // Stop the server so its log is complete.
+    let metrics = reqwest::get(&app.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("notary_token_requests_total{outcome=\"issued\"} 1"),
+        "{metrics}"
+    );
     drop(c);
     let log = app.log();
     assert!(log.contains("TRACE"), "the server logged at TRACE");

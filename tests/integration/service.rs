@@ -183,3 +183,84 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
         200
     );
 }
+
+#[tokio::test]
+async fn metrics_count_outcomes_on_a_loopback_listener() {
+    let app = app::builder()
+        .set("flood", "max_unknown_codes", 1)
+        .start()
+        .await;
+    let (_, code, pin) = app.offer_with_pin().await;
+    let wrong = if pin == "000000" { "111111" } else { "000000" };
+    app.redeem_form(&[
+        ("grant_type", GRANT),
+        ("pre-authorized_code", &code),
+        ("tx_code", wrong),
+    ])
+    .await;
+    app.redeem_form(&[
+        ("grant_type", GRANT),
+        ("pre-authorized_code", &code),
+        ("tx_code", &pin),
+    ])
+    .await;
+    app.redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", "nope")])
+        .await;
+    app.redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", "nope")])
+        .await;
+    let r = reqwest::get(&app.metrics_url).await.unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for line in [
+        "notary_token_requests_total{outcome=\"issued\"} 1",
+        "notary_token_requests_total{outcome=\"wrong_tx_code\"} 1",
+        "notary_token_requests_total{outcome=\"invalid_grant\"} 1",
+        "notary_token_requests_total{outcome=\"flood_limited\"} 1",
+        "notary_offers_created_total 1",
+        "notary_build_info{version=\"",
+        "notary_hsm_operation_seconds_bucket{operation=\"signing a token\"",
+        "notary_db_operation_seconds_bucket{operation=\"consume_offer\"",
+        "notary_http_requests_in_flight",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // A request id on every line of a request, and in the response.
+    let r = app
+        .http()
+        .get(app.url("/readyz"))
+        .header("x-request-id", "probe-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "probe-42");
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let app = app::builder().set("log", "format", "json").start().await;
+    app.http()
+        .post(app.url("/oid4vci/token"))
+        .header("x-request-id", "trace-me-7")
+        .form(&[("grant_type", GRANT), ("pre-authorized_code", "unknown")])
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = app.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let traced: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "token request")
+        .collect();
+    assert_eq!(traced.len(), 1, "{log}");
+    assert_eq!(traced[0]["span"]["id"], "trace-me-7");
+    assert_eq!(traced[0]["fields"]["outcome"], "invalid_grant");
+}
