@@ -341,8 +341,15 @@ pub fn verify(
     entries: &[EntryView<'_>],
     checkpoints: &[String],
     verifier: &NoteVerifier,
+    whole_chain: bool,
 ) -> Result<ChainReport, AuditError> {
     let first = entries.first().map_or(0, |e| e.seq);
+    if whole_chain && first > 1 {
+        return Err(AuditError::Entry {
+            seq: first,
+            reason: "the chain does not start at entry 1: earlier entries were removed".into(),
+        });
+    }
     let mut prev: Option<(i64, Vec<u8>)> = None;
     let mut hashes = std::collections::HashMap::new();
     for e in entries {

@@ -27,6 +27,11 @@ pub enum AuditCommand {
         /// The signed-note verifier key to trust (default: [audit] verifier_key_file).
         #[arg(long)]
         verifier_key: Option<PathBuf>,
+        /// Also check the checkpoints shipped to this file ([audit]
+        /// checkpoint_file or a copy): they catch entries removed together
+        /// with their checkpoint rows.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
     },
     /// Write the log and its checkpoints as JSON lines.
     Export {
@@ -144,6 +149,7 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify {
             export,
             verifier_key,
+            checkpoints: shipped,
         } => {
             let key_file =
                 verifier_key.unwrap_or_else(|| config.resolve(&config.audit.verifier_key_file));
@@ -151,10 +157,10 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
                 format!("reading the audit verifier key {}", key_file.display())
             })?;
             let verifier = NoteVerifier::decode(&text)?;
-            let (entries, checkpoints, source) = match export {
+            let (entries, mut checkpoints, source, whole) = match export {
                 Some(path) => {
                     let (e, c) = read_export(&path)?;
-                    (e, c, path.display().to_string())
+                    (e, c, path.display().to_string(), false)
                 }
                 None => {
                     let store: Store = super::open_store(&config).await?;
@@ -166,10 +172,15 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
                         .map(|c| c.note)
                         .collect();
                     store.close().await;
-                    (entries, checkpoints, "the database".to_owned())
+                    (entries, checkpoints, "the database".to_owned(), true)
                 }
             };
-            let report = verify_records(&entries, &checkpoints, &verifier)
+            if let Some(path) = shipped {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading shipped checkpoints {}", path.display()))?;
+                checkpoints.extend(crate::issuance::audit_log::split_notes(&text));
+            }
+            let report = verify_records(&entries, &checkpoints, &verifier, whole)
                 .with_context(|| format!("audit log in {source} FAILED verification"))?;
             println!(
                 "ok: audit entries {}..{} chain correctly; {} checkpoint(s) signed by {} match",

@@ -17,8 +17,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token.label, token.manufacturer, token.model, token.serial
     );
     let ring = notary.key_ring();
-    for key in &ring.published {
-        let role = if key.kid == ring.active.kid {
+    let active = ring.active.as_ref().map(|k| k.kid.clone());
+    if active.is_none() {
+        anyhow::bail!("no active signing key: run `notary keys rotate`");
+    }
+    for key in ring.verifying(crate::issuance::now()) {
+        let role = if Some(&key.kid) == active.as_ref() {
             "active"
         } else {
             "retiring"

@@ -23,6 +23,9 @@ pub enum KeysCommand {
     /// Generate a key and make it active; the previous key keeps verifying
     /// until the tokens it signed have expired.
     Rotate {
+        /// Activate this pending key (from `keys generate`) instead of a new one.
+        #[arg(long)]
+        kid: Option<String>,
         /// EdDSA (Ed25519) or ES256 (P-256).
         #[arg(long, default_value = "EdDSA")]
         alg: Algorithm,
@@ -81,8 +84,8 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
                 k.kid, k.label, k.alg
             );
         }
-        KeysCommand::Rotate { alg, label } => {
-            let (k, previous) = notary.rotate_key(alg, label).await?;
+        KeysCommand::Rotate { kid, alg, label } => {
+            let (k, previous) = notary.rotate_key(alg, label, kid.as_deref()).await?;
             println!("active: {} ({}, {})", k.kid, k.label, k.alg);
             if let Some(previous) = previous {
                 println!("retiring: {previous} (stays in the JWKS until its tokens expire)");

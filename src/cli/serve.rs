@@ -20,7 +20,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for key in notary.custody_report().await?.keys {
         tracing::info!(key = %key.custody.label, role = ?key.role, custody = %key.custody.summary(), "key custody attributes");
     }
-    let key = notary.active_key();
+    let key = notary
+        .active_key()
+        .context("no active signing key: run `notary keys rotate`")?;
     tracing::info!(
         kid = %key.kid,
         alg = key.algorithm().as_str(),
@@ -44,7 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .key_ring()
         .published
         .iter()
-        .map(|k| k.kid.clone())
+        .map(|(k, _)| k.kid.clone())
         .collect();
     store
         .audit(
@@ -98,10 +100,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     let _ = metrics_stop.send(());
-    let kid = notary.active_key().kid.clone();
+    let ring = notary.key_ring();
+    let active = ring.active.as_ref().map(|k| k.kid.clone());
+    let kids: Vec<String> = ring.published.iter().map(|(k, _)| k.kid.clone()).collect();
     store
         .audit(
-            AuditEvent::global("server.stopped", serde_json::json!({ "active_kid": kid })),
+            AuditEvent::global(
+                "server.stopped",
+                serde_json::json!({ "active_kid": active, "kids": kids }),
+            ),
             now(),
         )
         .await?;
@@ -146,8 +153,11 @@ async fn refresh_keys(notary: Notary, every_secs: u64) {
         tick.tick().await;
         match notary.refresh_keys().await {
             Ok(true) => {
-                let key = notary.active_key();
-                tracing::info!(kid = %key.kid, label = %key.label, "signing keys reloaded");
+                let active = notary
+                    .active_key()
+                    .map(|k| k.kid.clone())
+                    .unwrap_or_default();
+                tracing::info!(kid = %active, "signing keys reloaded");
             }
             Ok(false) => {}
             Err(e) => {

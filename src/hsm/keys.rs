@@ -219,7 +219,7 @@ impl Custody {
 
 /// Boolean attributes read for a custody report: name, type, value the
 /// custody rule requires (if any).
-const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 6] = [
+const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 7] = [
     ("CKA_LOCAL", AttributeType::Local, Some(true)),
     (
         "CKA_NEVER_EXTRACTABLE",
@@ -233,6 +233,7 @@ const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 6] = [
     ),
     ("CKA_EXTRACTABLE", AttributeType::Extractable, Some(false)),
     ("CKA_SENSITIVE", AttributeType::Sensitive, Some(true)),
+    ("CKA_PRIVATE", AttributeType::Private, Some(true)),
     ("CKA_MODIFIABLE", AttributeType::Modifiable, None),
 ];
 
@@ -243,6 +244,7 @@ fn boolean_of(attrs: &[Attribute], wanted: AttributeType) -> Option<bool> {
         | (AttributeType::AlwaysSensitive, Attribute::AlwaysSensitive(v))
         | (AttributeType::Extractable, Attribute::Extractable(v))
         | (AttributeType::Sensitive, Attribute::Sensitive(v))
+        | (AttributeType::Private, Attribute::Private(v))
         | (AttributeType::Modifiable, Attribute::Modifiable(v)) => Some(*v),
         _ => None,
     })

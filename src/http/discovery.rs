@@ -9,7 +9,10 @@ use super::AppState;
 use super::error::ApiError;
 
 pub(super) async fn authorization_server(State(state): State<AppState>) -> Response {
-    Json(state.documents.authorization_server.clone()).into_response()
+    let mut doc = state.documents.authorization_server.clone();
+    doc["access_token_signing_alg_values_supported"] =
+        serde_json::json!(state.notary.key_ring().algorithms(crate::issuance::now()));
+    Json(doc).into_response()
 }
 
 pub(super) async fn credential_issuer(State(state): State<AppState>) -> Response {
@@ -25,7 +28,7 @@ pub(super) async fn credential_issuer(State(state): State<AppState>) -> Response
 /// Active and retiring keys, as the key ring has them now (a rotation done
 /// elsewhere is picked up by the refresh task).
 pub(super) async fn jwks(State(state): State<AppState>) -> Response {
-    Json(state.notary.key_ring().jwks()).into_response()
+    Json(state.notary.key_ring().jwks(crate::issuance::now())).into_response()
 }
 
 pub(super) async fn healthz() -> Response {

@@ -64,7 +64,6 @@ pub struct Behaviour {
 impl AppState {
     /// Builds the state from the config and the wired use cases.
     pub fn new(config: &Config, notary: Notary) -> Self {
-        let key = notary.active_key();
         let inputs = MetadataInputs {
             public_url: &config.server.public_url,
             credential_issuer: config.credential_issuer(),
@@ -73,7 +72,8 @@ impl AppState {
                 .credential_issuer
                 .credential_configurations_supported,
             pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
-            signing_alg: key.algorithm().as_str(),
+            // Filled in per request from the key ring (rotation may change it).
+            signing_alg: "EdDSA",
         };
         let documents = Documents {
             authorization_server: metadata::authorization_server(&inputs),

@@ -77,6 +77,7 @@ pub fn verify_records(
     entries: &[AuditRecord],
     checkpoints: &[String],
     verifier: &NoteVerifier,
+    whole_chain: bool,
 ) -> Result<ChainReport, AuditError> {
     let views: Vec<EntryView<'_>> = entries
         .iter()
@@ -90,5 +91,30 @@ pub fn verify_records(
             hash: &e.hash,
         })
         .collect();
-    audit::verify(&views, checkpoints, verifier)
+    audit::verify(&views, checkpoints, verifier, whole_chain)
+}
+
+/// Splits a file of shipped checkpoints (as `[audit] checkpoint_file`
+/// writes them: each signed note followed by a blank line) into notes.
+pub fn split_notes(text: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut lines = text.lines().peekable();
+    while lines.peek().is_some() {
+        // Skip blank lines between notes.
+        while lines.peek().is_some_and(|l| l.is_empty()) {
+            lines.next();
+        }
+        let body: Vec<&str> = lines.by_ref().take(3).collect();
+        if body.len() < 3 {
+            break;
+        }
+        let mut note = body.join("\n") + "\n\n";
+        lines.next(); // the blank line between body and signatures
+        while let Some(sig) = lines.next_if(|l| !l.is_empty()) {
+            note.push_str(sig);
+            note.push('\n');
+        }
+        notes.push(note);
+    }
+    notes
 }

@@ -30,10 +30,11 @@ fn internal(e: impl Into<InternalError>) -> KeyError {
 /// The keys in use: the one that signs and those the JWKS publishes.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
-    /// Signs new tokens.
-    pub active: Arc<SigningKeyInfo>,
-    /// Active and retiring keys: every key a live token may be signed with.
-    pub published: Vec<Arc<SigningKeyInfo>>,
+    /// Signs new tokens; `None` only before the first key exists.
+    pub active: Option<Arc<SigningKeyInfo>>,
+    /// Active and retiring keys, with the time until which a retiring key
+    /// may still have live tokens.
+    pub published: Vec<(Arc<SigningKeyInfo>, Option<i64>)>,
     /// The records this ring was built from, to notice changes.
     version: Vec<(String, KeyState)>,
 }
@@ -74,11 +75,8 @@ impl KeyRing {
             if record.state == KeyState::Active {
                 active = Some(Arc::clone(&info));
             }
-            published.push(info);
+            published.push((info, record.verify_until));
         }
-        let active = active.ok_or_else(|| {
-            KeyError::Refused("no active signing key: run `notary keys rotate`".to_owned())
-        })?;
         Ok(KeyRing {
             active,
             published,
@@ -86,14 +84,31 @@ impl KeyRing {
         })
     }
 
-    /// The JWKS document.
-    pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<_> = self
-            .published
+    /// The keys that may have signed a live token now: the active key, and
+    /// retiring keys until their `verify_until` passes (they drop out of the
+    /// JWKS by themselves; `keys retire` only records it).
+    pub fn verifying(&self, now: i64) -> impl Iterator<Item = &Arc<SigningKeyInfo>> {
+        self.published
             .iter()
-            .map(|k| k.public_key.to_jwk())
-            .collect();
+            .filter(move |(_, until)| until.is_none_or(|until| now < until))
+            .map(|(key, _)| key)
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self, now: i64) -> serde_json::Value {
+        let keys: Vec<_> = self.verifying(now).map(|k| k.public_key.to_jwk()).collect();
         serde_json::json!({ "keys": keys })
+    }
+
+    /// `alg` values of the keys that may sign or have signed live tokens.
+    pub fn algorithms(&self, now: i64) -> Vec<&'static str> {
+        let mut algs: Vec<&'static str> = self
+            .verifying(now)
+            .map(|k| k.algorithm().as_str())
+            .collect();
+        algs.sort_unstable();
+        algs.dedup();
+        algs
     }
 }
 
@@ -140,13 +155,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Notary {
-    /// The key that signs new tokens.
-    pub fn active_key(&self) -> Arc<SigningKeyInfo> {
+    /// The key that signs new tokens (`None` before the first rotation).
+    pub fn active_key(&self) -> Option<Arc<SigningKeyInfo>> {
         let ring = self
             .keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(&ring.active)
+        ring.active.clone()
     }
 
     /// The current key ring.
@@ -236,11 +251,24 @@ impl Notary {
         &self,
         alg: Algorithm,
         label: Option<String>,
+        pending_kid: Option<&str>,
     ) -> Result<(SigningKeyRecord, Option<String>), KeyError> {
-        let record = self.generate_key(alg, label).await?;
+        let record = match pending_kid {
+            Some(kid) => self
+                .store
+                .list_signing_keys()
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .find(|r| r.kid == kid && r.state == KeyState::Pending)
+                .ok_or_else(|| KeyError::Refused(format!("no pending key with kid {kid}")))?,
+            None => self.generate_key(alg, label).await?,
+        };
         let now = now();
-        // Tokens signed up to this moment expire within one token lifetime.
-        let verify_until = now + i64::try_from(self.policy.access_token_ttl).unwrap_or(300) + 1;
+        // Servers keep signing with the old key until their next refresh;
+        // tokens signed by then expire within one token lifetime.
+        let lag = self.policy.key_refresh_secs + self.policy.access_token_ttl + 1;
+        let verify_until = now + i64::try_from(lag).unwrap_or(i64::MAX / 2);
         let previous = self
             .store
             .activate_signing_key(&record.kid, now, verify_until)

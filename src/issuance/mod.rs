@@ -36,6 +36,9 @@ pub enum InternalError {
     /// The OS random source failed.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// No key is active (a set-up before its first `keys rotate`).
+    #[error("no active signing key: run `notary keys rotate`")]
+    NoSigningKey,
 }
 
 /// The offer and token policy, taken from the config once at start.
@@ -63,6 +66,8 @@ pub struct Policy {
     pub known_credentials: BTreeSet<String>,
     /// Origin line (and key name) of audit checkpoints.
     pub audit_origin: String,
+    /// How long a running server may take to notice a rotation, seconds.
+    pub key_refresh_secs: u64,
 }
 
 impl Policy {
@@ -86,6 +91,7 @@ impl Policy {
                 .cloned()
                 .collect(),
             audit_origin: config.audit_origin(),
+            key_refresh_secs: config.keys.refresh_secs,
         }
     }
 }

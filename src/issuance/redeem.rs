@@ -132,7 +132,9 @@ impl Notary {
 
         let minted = token::mint(
             &self.hsm,
-            &self.active_key(),
+            &*self
+                .active_key()
+                .ok_or(RedeemError::Internal(InternalError::NoSigningKey))?,
             &self.policy,
             &offer,
             request.client_id.as_deref(),

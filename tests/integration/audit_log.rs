@@ -24,6 +24,7 @@ fn verify(config: &Path, extra: &[&str]) -> (bool, String) {
 async fn history() -> TestApp {
     let mut app = app::builder()
         .set("issuance", "max_tx_code_attempts", 2)
+        .set("audit", "checkpoint_file", "checkpoints.log")
         .start()
         .await;
     let (_, code, pin) = app.offer_with_pin().await;
@@ -87,6 +88,12 @@ async fn every_kind_of_tampering_is_detected() {
         text.contains("1 checkpoint(s)"),
         "the graceful stop signed a checkpoint: {text}"
     );
+    // The same checkpoint was shipped to the file sink.
+    let shipped = std::fs::read_to_string(app.home.join("checkpoints.log")).unwrap();
+    assert!(
+        shipped.contains("/notary-audit\n") && shipped.contains("\u{2014} "),
+        "{shipped}"
+    );
     let size: i64 = text
         .split("..")
         .nth(1)
@@ -123,6 +130,11 @@ async fn every_kind_of_tampering_is_detected() {
             vec![format!("DELETE FROM audit_log WHERE seq > {}", size - 2)],
             "entries were removed",
         ),
+        (
+            "head cut off",
+            vec!["DELETE FROM audit_log WHERE seq <= 2".into()],
+            "audit entry 3: the chain does not start at entry 1",
+        ),
     ];
     for (name, statements, expected) in cases {
         let dir = copy_of(&app, name);
@@ -132,6 +144,29 @@ async fn every_kind_of_tampering_is_detected() {
         assert!(!ok, "{name} was not detected: {text}");
         assert!(text.contains(expected), "{name}: {text}");
     }
+
+    // The tail removed together with its checkpoint row: the database alone
+    // looks consistent, the checkpoint shipped off the host does not.
+    let dir = copy_of(&app, "tail-and-checkpoint");
+    sql(
+        &dir,
+        &[
+            &format!("DELETE FROM audit_log WHERE seq > {}", size - 2),
+            "DELETE FROM audit_checkpoints",
+        ],
+    )
+    .await;
+    let (ok, text) = verify(&dir.join("notary.toml"), &[]);
+    assert!(
+        ok,
+        "without the shipped checkpoints this edit is invisible: {text}"
+    );
+    let shipped = app.home.join("checkpoints.log");
+    let (ok, text) = verify(
+        &dir.join("notary.toml"),
+        &["--checkpoints", shipped.to_str().unwrap()],
+    );
+    assert!(!ok && text.contains("entries were removed"), "{text}");
 
     // A checkpoint signed by another key over the same head.
     let dir = copy_of(&app, "forged");

@@ -110,7 +110,8 @@ async fn rotation_reaches_the_running_server_and_retirement_waits_for_live_token
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("may be live until"));
     let active = app.cli(&["keys", "retire", &new_kid]);
-    assert!(String::from_utf8_lossy(&active.stderr).contains("rotate first"));
+    let why = String::from_utf8_lossy(&active.stderr);
+    assert!(why.contains("rotate first"), "{why}");
     ok(app.cli(&["keys", "retire", &old_kid, "--force"]));
     wait_for("the retired key to leave the JWKS", async || {
         !kids(&app).await.contains(&old_kid)
@@ -247,4 +248,41 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
     assert_eq!(body["entries"].as_array().unwrap().len(), 3);
     let text = body.to_string();
     assert!(!text.contains("access_token"));
+}
+
+#[tokio::test]
+async fn retiring_keys_leave_the_jwks_when_their_tokens_have_expired() {
+    let app = app::builder()
+        .set("keys", "refresh_secs", 1)
+        .set("issuance", "access_token_ttl_secs", 1)
+        .start()
+        .await;
+    let old_kid = kids(&app).await.remove(0);
+    // Activate a key generated earlier (pending) rather than a fresh one.
+    let out = ok(app.cli(&["keys", "generate", "--alg", "ES256"]));
+    let pending = out.split_whitespace().nth(1).unwrap().to_owned();
+    ok(app.cli(&["keys", "rotate", "--kid", &pending]));
+    wait_for("the activated key", async || {
+        kids(&app).await.contains(&pending)
+    })
+    .await;
+    let meta: Value = app
+        .http()
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["access_token_signing_alg_values_supported"],
+        json!(["ES256", "EdDSA"])
+    );
+    // ttl 1 s + refresh 1 s + 1 s: then the old key can verify nothing live.
+    wait_for("the old key to drop out", async || {
+        !kids(&app).await.contains(&old_kid)
+    })
+    .await;
+    ok(app.cli(&["keys", "retire", &old_kid]));
 }
