@@ -530,3 +530,20 @@ fn check_private(path: &Path) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// The fully commented reference configuration (`notary config print-default`).
+pub const REFERENCE: &str = include_str!("../config/notary.reference.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_config_is_valid() {
+        let mut config: Config = toml::from_str(REFERENCE).unwrap();
+        config.base_dir = PathBuf::from("/etc/notary");
+        config.validate().unwrap();
+        assert_eq!(config.hsm.pin_credential.as_deref(), Some("notary-hsm-pin"));
+        assert_eq!(config.audit_origin(), "notary.example.org/notary-audit");
+    }
+}

@@ -216,3 +216,51 @@ mod tests {
         );
     }
 }
+
+/// Verifies a compact JWS against a JWKS document and returns its claims.
+/// Used by `notary probe` to check tokens the way a credential issuer would;
+/// the test suite verifies with an independent library instead.
+pub fn verify_with_jwks(
+    token: &str,
+    jwks: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a compact JWS".to_owned());
+    };
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| "bad base64url".to_owned())
+    };
+    let header: serde_json::Value =
+        serde_json::from_slice(&decode(h)?).map_err(|_| "header is not JSON".to_owned())?;
+    let kid = header["kid"].as_str().ok_or("no kid in the header")?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+        .ok_or_else(|| format!("kid {kid} is not in the JWKS"))?;
+    let field = |name: &str| {
+        jwk[name]
+            .as_str()
+            .ok_or_else(|| format!("JWK has no {name}"))
+            .and_then(decode)
+    };
+    let signing_input = format!("{h}.{p}");
+    let signature = decode(s)?;
+    let verified = match (header["alg"].as_str(), jwk["kty"].as_str()) {
+        (Some("EdDSA"), Some("OKP")) => UnparsedPublicKey::new(&ED25519, field("x")?)
+            .verify(signing_input.as_bytes(), &signature),
+        (Some("ES256"), Some("EC")) => {
+            let point = [vec![0x04], field("x")?, field("y")?].concat();
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .verify(signing_input.as_bytes(), &signature)
+        }
+        (alg, kty) => return Err(format!("unsupported alg {alg:?} for key type {kty:?}")),
+    };
+    verified.map_err(|_| "the signature does not verify".to_owned())?;
+    serde_json::from_slice(&decode(p)?).map_err(|_| "payload is not JSON".to_owned())
+}

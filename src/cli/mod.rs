@@ -8,6 +8,7 @@ mod keys;
 mod migrate;
 mod module_env;
 mod offers;
+mod probe;
 mod serve;
 
 use std::path::PathBuf;
@@ -58,6 +59,11 @@ enum Command {
     /// Verify, export or checkpoint the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// End-to-end smoke test against a running notary: offer, redeem, verify.
+    Probe(probe::ProbeArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 /// Runs the parsed command.
@@ -68,6 +74,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => {
             init_logging(default_level, crate::config::LogFormat::Text);
             init::run(args)
+        }
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{}", crate::config::REFERENCE);
+            Ok(())
+        }
+        Command::Probe(args) => {
+            init_logging(default_level, crate::config::LogFormat::Text);
+            let runtime = crate::memory::runtime().context("starting the async runtime")?;
+            runtime.block_on(probe::run(args))
         }
         command => {
             let config = Config::load(&cli.config)?;
@@ -88,7 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Migrate => migrate::run(config).await,
                     Command::Keys(c) => keys::run(config, c).await,
                     Command::Audit(c) => audit::run(config, c).await,
-                    Command::Init(_) => unreachable_init(),
+                    Command::Init(_) | Command::Probe(_) | Command::Config(_) => unreachable_init(),
                 }
             })
         }
@@ -96,7 +111,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn unreachable_init() -> anyhow::Result<()> {
-    anyhow::bail!("init is handled before the runtime starts")
+    anyhow::bail!("this command is handled before the configuration is loaded")
+}
+
+/// `notary config ...`
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the fully commented reference configuration.
+    PrintDefault,
 }
 
 /// The HSM settings from a config.

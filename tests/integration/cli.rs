@@ -220,3 +220,54 @@ async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn probe_runs_the_whole_flow_from_outside() {
+    let app = app::builder().start().await;
+    let key_file = app.home.join("admin-key");
+    let ca = app.home.join("tls/cert.pem");
+    let out = run_cli(&[
+        "probe",
+        "--url",
+        &app.base,
+        "--admin-key-file",
+        key_file.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8(out.stdout).unwrap();
+    for step in ["metadata", "offer", "token", "verify"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(step) && l.contains(" ms")),
+            "{report}"
+        );
+    }
+    let bad = app.home.join("bad-key");
+    std::fs::write(&bad, "notary_wrong").unwrap();
+    let out = run_cli(&[
+        "probe",
+        "--url",
+        &app.base,
+        "--admin-key-file",
+        bad.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("offer: HTTP 401"), "{}", stderr(&out));
+}
+
+#[test]
+fn print_default_is_the_commented_reference_config() {
+    let out = run_cli(&["config", "print-default"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("pin_credential = \"notary-hsm-pin\""));
+    assert!(
+        text.lines().filter(|l| l.starts_with('#')).count() > 30,
+        "fully commented"
+    );
+}
