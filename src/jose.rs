@@ -171,52 +171,6 @@ pub fn compact(signing_input: String, signature: &[u8]) -> String {
     jws
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc8037_ed25519_thumbprint() {
-        // RFC 8037 appendix A.3: the thumbprint of the example key.
-        let x = URL_SAFE_NO_PAD
-            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
-            .unwrap();
-        let key = PublicKey::Ed25519(x.try_into().unwrap());
-        assert_eq!(
-            key.thumbprint(),
-            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
-        );
-    }
-
-    #[test]
-    fn ec_point_parsing_accepts_der_and_bare_points() {
-        let mut der = vec![0x04, 0x41, 0x04];
-        der.extend([1u8; 32]);
-        der.extend([2u8; 32]);
-        let key = PublicKey::from_ec_point(Algorithm::ES256, &der).unwrap();
-        assert_eq!(
-            key,
-            PublicKey::P256 {
-                x: [1; 32],
-                y: [2; 32]
-            }
-        );
-        assert_eq!(
-            PublicKey::from_ec_point(Algorithm::ES256, &der[2..]),
-            Some(key)
-        );
-        let ed = [[0x04, 0x20].as_slice(), &[7u8; 32]].concat();
-        assert_eq!(
-            PublicKey::from_ec_point(Algorithm::EdDSA, &ed),
-            Some(PublicKey::Ed25519([7; 32]))
-        );
-        assert_eq!(
-            PublicKey::from_ec_point(Algorithm::EdDSA, &[0x04, 0x01, 0x00]),
-            None
-        );
-    }
-}
-
 /// Verifies a compact JWS against a JWKS document and returns its claims.
 /// Used by `notary probe` to check tokens the way a credential issuer would;
 /// the test suite verifies with an independent library instead.
@@ -263,4 +217,50 @@ pub fn verify_with_jwks(
     };
     verified.map_err(|_| "the signature does not verify".to_owned())?;
     serde_json::from_slice(&decode(p)?).map_err(|_| "payload is not JSON".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc8037_ed25519_thumbprint() {
+        // RFC 8037 appendix A.3: the thumbprint of the example key.
+        let x = URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        let key = PublicKey::Ed25519(x.try_into().unwrap());
+        assert_eq!(
+            key.thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn ec_point_parsing_accepts_der_and_bare_points() {
+        let mut der = vec![0x04, 0x41, 0x04];
+        der.extend([1u8; 32]);
+        der.extend([2u8; 32]);
+        let key = PublicKey::from_ec_point(Algorithm::ES256, &der).unwrap();
+        assert_eq!(
+            key,
+            PublicKey::P256 {
+                x: [1; 32],
+                y: [2; 32]
+            }
+        );
+        assert_eq!(
+            PublicKey::from_ec_point(Algorithm::ES256, &der[2..]),
+            Some(key)
+        );
+        let ed = [[0x04, 0x20].as_slice(), &[7u8; 32]].concat();
+        assert_eq!(
+            PublicKey::from_ec_point(Algorithm::EdDSA, &ed),
+            Some(PublicKey::Ed25519([7; 32]))
+        );
+        assert_eq!(
+            PublicKey::from_ec_point(Algorithm::EdDSA, &[0x04, 0x01, 0x00]),
+            None
+        );
+    }
 }
