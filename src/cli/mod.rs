@@ -23,7 +23,7 @@ use crate::store::Store;
 
 /// notary: HSM-backed token server for the OpenID4VCI Pre-Authorized Code flow.
 #[derive(Debug, Parser)]
-#[command(name = "notary", version, about, long_about = None)]
+#[command(name = "notary", version, about, long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     /// Configuration file.
     #[arg(
@@ -65,6 +65,39 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 }
+
+const LONG_ABOUT: &str = "\
+notary is an on-premises token server for the OpenID4VCI Pre-Authorized Code \
+flow. A back office creates credential offers (admin API or `notary offers \
+create`); wallets redeem the one-time code and PIN at POST /oid4vci/token and \
+receive a short-lived access token signed by the Notary key, which is \
+generated inside a PKCS#11 HSM and never leaves it. Codes, PINs and API keys \
+are stored only as keyed hashes computed inside the HSM.";
+
+const AFTER_LONG_HELP: &str = "\
+FILES
+    /etc/notary/notary.toml        configuration (`notary config print-default`)
+    /etc/notary/hsm-pin.cred       the HSM PIN, a systemd encrypted credential
+    /etc/notary/audit-key.pub      verifier key of the audit checkpoints
+    /var/lib/notary/notary.db      the SQLite database
+
+ENVIRONMENT
+    NOTARY_CONFIG          configuration file (default /etc/notary/notary.toml)
+    NOTARY_LOG             log filter, e.g. info, debug, notary=trace
+    CREDENTIALS_DIRECTORY  set by systemd; holds the PIN credential
+
+EXIT STATUS
+    0 on success; 1 with a one-line message on any error.
+
+EXAMPLES
+    notary init --dir ./dev                   a complete development set-up
+    notary serve --config ./dev/notary.toml   run it
+    notary check                              validate config, HSM, keys, database
+    notary keys custody-report --json         evidence for auditors
+    notary audit verify                       check the tamper-evident log
+    notary probe --url https://notary.example.org --admin-key-file key
+
+See /usr/share/doc/notary/ (README.md, docs/) for the full documentation.";
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
