@@ -96,6 +96,9 @@ pub struct ServerConfig {
     /// Open connections served at once; further ones wait in the kernel's backlog.
     #[serde(default = "default_max_connections_server")]
     pub max_connections: usize,
+    /// Seconds requests in flight get to finish after SIGTERM.
+    #[serde(default = "default_read_timeout")]
+    pub shutdown_grace_secs: u64,
 }
 
 fn default_read_timeout() -> u64 {

@@ -86,6 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let limits = http::server::Limits {
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
         max_connections: config.server.max_connections,
+        shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
     };
     http::server::serve(
         listener,

@@ -26,8 +26,6 @@ use tracing::Instrument as _;
 
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time in-flight requests get to finish after shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often a connection checks whether it has been idle too long.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -40,6 +38,8 @@ pub struct Limits {
     /// Connections served at once. At the cap the server stops accepting;
     /// new connections wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Time in-flight requests get to finish after shutdown starts.
+    pub shutdown_grace: Duration,
 }
 
 /// Requests in flight on one connection and when the last one ended.
@@ -146,7 +146,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     // Every connection holds a slot until it ends: all slots back means all closed.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await {
+    match tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
