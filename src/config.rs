@@ -479,11 +479,12 @@ impl Config {
                 "set exactly one of hsm.pin_file, hsm.pin_credential, hsm.pin_env".to_owned(),
             );
         }
-        if !self.database.url.starts_with("sqlite:") {
-            return invalid(format!(
-                "database.url must start with sqlite: (PostgreSQL support is not built yet), got {:?}",
-                self.database.url
-            ));
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url must be sqlite:PATH or postgres://...".to_owned());
         }
         Ok(())
     }

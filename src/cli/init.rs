@@ -86,8 +86,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         bail!("--public-url must be an https URL without a trailing slash");
     }
     if let Some(db) = &args.database {
-        if !db.starts_with("sqlite:") {
-            bail!("--database: only sqlite: URLs are supported in this version");
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            bail!("--database must be sqlite:PATH or postgres://...");
         }
     }
 

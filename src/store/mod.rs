@@ -6,9 +6,11 @@
 //! transaction together with its audit entry.
 
 pub mod model;
+mod postgres;
 mod sqlite;
 
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::AuditEvent;
@@ -72,6 +74,8 @@ pub struct OfferPage {
 pub enum Store {
     /// Embedded SQLite (default, single host).
     Sqlite(SqliteStore),
+    /// PostgreSQL, shared by several instances.
+    Postgres(PgStore),
 }
 
 /// Calls the backend's method of the same name and records its latency.
@@ -80,6 +84,7 @@ macro_rules! dispatch {
         let start = std::time::Instant::now();
         let result = match $self {
             Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
         };
         crate::telemetry::observe(crate::telemetry::DB_SECONDS, $op, start);
         result
@@ -93,10 +98,14 @@ impl Store {
             Ok(Store::Sqlite(
                 SqliteStore::connect(url, max_connections).await?,
             ))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                PgStore::connect(url, max_connections).await?,
+            ))
         } else {
-            Err(StoreError::Config(format!(
-                "unsupported database URL {url:?}: use sqlite:PATH"
-            )))
+            Err(StoreError::Config(
+                "unsupported database URL: use sqlite:PATH or postgres://...".to_owned(),
+            ))
         }
     }
 

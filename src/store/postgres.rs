@@ -1,0 +1,706 @@
+//! PostgreSQL backend, for several notary instances sharing one database.
+//!
+//! Every write transaction first takes one transaction-scoped advisory lock
+//! (`pg_advisory_xact_lock`), so writers from all instances are serialised:
+//! the audit chain gets exactly one next entry per append, and each state
+//! change commits together with its entry. The single-use and lockout rules
+//! rest on conditional `UPDATE`s, which PostgreSQL re-checks against the
+//! committed row, so they hold even without the lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::{
+    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
+    OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
+    StoreError, WrongPinOutcome,
+};
+use crate::audit::{self, AuditEvent};
+
+/// Advisory lock id that serialises writers across instances ("notary").
+const WRITER_LOCK: i64 = 0x6e6f_7461_7279;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    writer: PgPool,
+}
+
+const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
+     attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at";
+
+fn offer_from_row(row: &PgRow) -> Result<OfferRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let max_attempts: i64 = row.try_get("max_attempts")?;
+    Ok(OfferRecord {
+        id: row.try_get("id")?,
+        pin_hash: row.try_get("pin_hash")?,
+        tx_code: row.try_get("tx_code")?,
+        subject: row.try_get("subject")?,
+        credential_ids: row.try_get("credential_ids")?,
+        claims: row.try_get("claims")?,
+        state: OfferState::parse(&state)
+            .ok_or_else(|| StoreError::Internal(format!("unknown offer state {state:?}")))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(max_attempts).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        redeemed_at: row.try_get("redeemed_at")?,
+        locked_at: row.try_get("locked_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Internal(format!("unknown role {role:?}")))?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Appends one audit entry inside the caller's transaction. The caller holds
+/// the writer lock (see `begin_write`), so reading the head and appending
+/// cannot interleave with another writer, in this instance or another.
+async fn append_audit(
+    conn: &mut PgConnection,
+    event: &AuditEvent,
+    now: i64,
+) -> Result<(), StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")? + 1,
+            row.try_get::<Vec<u8>, _>("hash")?,
+        ),
+        None => (1, audit::GENESIS.to_vec()),
+    };
+    let details = event.details.to_string();
+    let hash = audit::chain_hash(
+        &prev_hash,
+        seq,
+        now,
+        event.event,
+        event.subject.as_deref(),
+        &details,
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(seq)
+    .bind(now)
+    .bind(event.event)
+    .bind(event.subject.as_deref())
+    .bind(details)
+    .bind(prev_hash)
+    .bind(hash.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl PgStore {
+    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let open = |connections: u32| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+        };
+        // The URL may carry a password: say which host, never the URL.
+        let host = options.get_host().to_owned();
+        let opening =
+            |e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}"));
+        let writer = open(1).await.map_err(&opening)?;
+        let pool = open(max_connections.max(1)).await.map_err(&opening)?;
+        Ok(PgStore { pool, writer })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+    }
+
+    pub(super) async fn check_schema(&self) -> Result<(), StoreError> {
+        let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|_| {
+                    StoreError::Config(
+                        "the database has no schema: run `notary migrate`".to_owned(),
+                    )
+                })?;
+        match applied {
+            Some(v) if v == expected => Ok(()),
+            Some(v) if v > expected => Err(StoreError::Config(format!(
+                "the database schema (version {v}) is newer than this notary (version {expected})"
+            ))),
+            _ => Err(StoreError::Config(format!(
+                "the database schema is behind (want version {expected}): run `notary migrate`"
+            ))),
+        }
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A write transaction holding the cluster-wide writer lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITER_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    pub(super) async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        append_audit(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_offer(
+        &self,
+        offer: &NewOffer,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
+             state, attempts, max_attempts, created_at, expires_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $10, $11)",
+        )
+        .bind(&offer.id)
+        .bind(offer.code_hash.to_vec())
+        .bind(offer.pin_hash.map(|h| h.to_vec()))
+        .bind(&offer.tx_code)
+        .bind(&offer.subject)
+        .bind(&offer.credential_ids)
+        .bind(&offer.claims)
+        .bind(i64::from(offer.max_attempts))
+        .bind(offer.created_at)
+        .bind(offer.expires_at)
+        .bind(&offer.created_by)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, &event, offer.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_offer_by_code_hash(
+        &self,
+        code_hash: &[u8; 32],
+    ) -> Result<Option<OfferRecord>, StoreError> {
+        let sql = offer_select("WHERE code_hash = $1");
+        let row = sqlx::query(sql)
+            .bind(code_hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
+        let sql = offer_select("WHERE id = $1");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn list_offers(
+        &self,
+        filter: Option<OfferFilter>,
+        now: i64,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<OfferPage, StoreError> {
+        let (state, unexpired): (Option<&str>, Option<bool>) = match filter {
+            None => (None, None),
+            Some(OfferFilter::Pending) => (Some("pending"), Some(true)),
+            Some(OfferFilter::Expired) => (Some("pending"), Some(false)),
+            Some(OfferFilter::Stored(s)) => (Some(s.as_str()), None),
+        };
+        let (cursor_at, cursor_id) = match cursor {
+            Some(c) => {
+                let (at, id) = parse_cursor(c).ok_or(StoreError::BadCursor)?;
+                (Some(at), Some(id))
+            }
+            None => (None, None),
+        };
+        let sql = offer_select(
+            "WHERE ($1::text IS NULL OR state = $1) \
+               AND ($2::boolean IS NULL OR (expires_at > $3) = $2) \
+               AND ($4::bigint IS NULL OR created_at < $4 OR (created_at = $4 AND id < $5)) \
+             ORDER BY created_at DESC, id DESC LIMIT $6",
+        );
+        let rows = sqlx::query(sql)
+            .bind(state)
+            .bind(unexpired)
+            .bind(now)
+            .bind(cursor_at)
+            .bind(cursor_id)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut offers = rows
+            .iter()
+            .map(offer_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if offers.len() > limit as usize {
+            offers.truncate(limit as usize);
+            offers.last().map(|o| format!("{}.{}", o.created_at, o.id))
+        } else {
+            None
+        };
+        Ok(OfferPage {
+            offers,
+            next_cursor,
+        })
+    }
+
+    pub(super) async fn revoke_offer(
+        &self,
+        id: &str,
+        now: i64,
+        by: &str,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE offers SET state = 'revoked', revoked_at = $1 WHERE id = $2 AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM offers WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(match state.as_deref().and_then(OfferState::parse) {
+                Some(s) => RevokeOutcome::NotPending(s),
+                None => RevokeOutcome::NotFound,
+            });
+        }
+        let event = AuditEvent::new("offer.revoked", id, serde_json::json!({ "by": by }));
+        append_audit(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    pub(super) async fn record_wrong_pin(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<WrongPinOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // One conditional statement: concurrent wrong guesses can never push
+        // `attempts` past `max_attempts`, and the last one locks the offer.
+        let row = sqlx::query(
+            "UPDATE offers SET attempts = attempts + 1, \
+               state = CASE WHEN attempts + 1 >= max_attempts THEN 'locked' ELSE state END, \
+               locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $1 ELSE locked_at END \
+             WHERE id = $2 AND state = 'pending' AND attempts < max_attempts \
+             RETURNING attempts, max_attempts, state",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(WrongPinOutcome::NotPending);
+        };
+        let attempts: i64 = row.try_get("attempts")?;
+        let max: i64 = row.try_get("max_attempts")?;
+        let state: String = row.try_get("state")?;
+        let failed = AuditEvent::new(
+            "offer.tx_code_failed",
+            id,
+            serde_json::json!({ "attempts": attempts, "max_attempts": max }),
+        );
+        append_audit(&mut tx, &failed, now).await?;
+        let outcome = if state == "locked" {
+            let locked = AuditEvent::new(
+                "offer.locked",
+                id,
+                serde_json::json!({ "attempts": attempts }),
+            );
+            append_audit(&mut tx, &locked, now).await?;
+            WrongPinOutcome::LockedNow
+        } else {
+            WrongPinOutcome::Counted {
+                remaining: u32::try_from(max - attempts).unwrap_or(0),
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn consume_offer(
+        &self,
+        id: &str,
+        token: &IssuedToken,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE offers SET state = 'redeemed', redeemed_at = $1, token_jti = $2, token_expires_at = $3 \
+             WHERE id = $4 AND state = 'pending' AND expires_at > $5",
+        )
+        .bind(now)
+        .bind(&token.jti)
+        .bind(token.expires_at)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Ok(false);
+        }
+        let redeemed = AuditEvent::new("offer.redeemed", id, serde_json::json!({}));
+        append_audit(&mut tx, &redeemed, now).await?;
+        let issued = AuditEvent::new(
+            "token.issued",
+            id,
+            serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
+        );
+        append_audit(&mut tx, &issued, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn revoke_token_of_replayed_offer(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let jti: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE offers SET token_revoked_at = $1 \
+             WHERE id = $2 AND state = 'redeemed' AND token_revoked_at IS NULL RETURNING token_jti",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(jti) = jti {
+            let event = AuditEvent::new(
+                "token.revoked",
+                id,
+                serde_json::json!({ "jti": jti, "reason": "pre-authorized code replayed" }),
+            );
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        secret_hash: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.role.as_str())
+        .bind(secret_hash.to_vec())
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(
+            "api_key.created",
+            &key.id,
+            serde_json::json!({ "name": key.name, "role": key.role.as_str() }),
+        );
+        append_audit(&mut tx, &event, key.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_api_key(
+        &self,
+        secret_hash: &[u8; 32],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys \
+             WHERE secret_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(secret_hash.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    pub(super) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    pub(super) async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 1 {
+            let event = AuditEvent::new("api_key.revoked", id, serde_json::json!({}));
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, label, alg, public_jwk, state, created_at, activated_at, verify_until, retired_at \
+             FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(signing_key_from_row).collect()
+    }
+
+    pub(super) async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        event: AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, label, alg, public_jwk, state, created_at, activated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.kid)
+        .bind(&key.label)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(key.state.as_str())
+        .bind(key.created_at)
+        .bind(key.activated_at)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, &event, key.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn activate_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        verify_until: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'active'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET state = 'retiring', verify_until = $1 WHERE state = 'active'",
+        )
+        .bind(verify_until)
+        .execute(&mut *tx)
+        .await?;
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET state = 'active', activated_at = $1 WHERE kid = $2 AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!("key {kid} is not pending")));
+        }
+        let event = AuditEvent::new(
+            "key.rotated",
+            kid,
+            serde_json::json!({ "previous": previous, "previous_verifies_until": verify_until }),
+        );
+        append_audit(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    pub(super) async fn retire_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        forced: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', retired_at = $1 \
+             WHERE kid = $2 AND state IN ('retiring', 'pending')",
+        )
+        .bind(now)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            let event =
+                AuditEvent::new("key.retired", kid, serde_json::json!({ "forced": forced }));
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, event, subject, details, prev_hash, hash FROM audit_log \
+             WHERE seq > $1 AND at >= $2 AND ($3::text IS NULL OR event = $3) AND ($4::text IS NULL OR subject = $4) \
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(filter.after_seq)
+        .bind(filter.since)
+        .bind(filter.event.as_deref())
+        .bind(filter.subject.as_deref())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    pub(super) async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("hash")?)))
+            .transpose()
+    }
+
+    pub(super) async fn insert_checkpoint(&self, c: &CheckpointRecord) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "INSERT INTO audit_checkpoints (size, head_hash, note, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(c.size)
+        .bind(&c.head_hash)
+        .bind(&c.note)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub(super) async fn list_checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT size, head_hash, note, created_at FROM audit_checkpoints ORDER BY size",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CheckpointRecord {
+                    size: r.try_get("size")?,
+                    head_hash: r.try_get("head_hash")?,
+                    note: r.try_get("note")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT (details::jsonb ->> 'kid') AS kid, COUNT(*) AS n FROM audit_log \
+             WHERE event = 'token.issued' GROUP BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kid: Option<String> = r.try_get("kid")?;
+                Ok((kid.unwrap_or_default(), r.try_get("n")?))
+            })
+            .collect()
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// `SELECT <offer columns> FROM offers <rest>`, built once per call site.
+fn offer_select(rest: &'static str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("SELECT {OFFER_COLUMNS} FROM offers {rest}"))
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (at, id) = cursor.split_once('.')?;
+    Some((at.parse().ok()?, id.to_owned()))
+}
+
+fn signing_key_from_row(row: &PgRow) -> Result<SigningKeyRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        label: row.try_get("label")?,
+        alg: row.try_get("alg")?,
+        public_jwk: row.try_get("public_jwk")?,
+        state: KeyState::parse(&state)
+            .ok_or_else(|| StoreError::Internal(format!("unknown key state {state:?}")))?,
+        created_at: row.try_get("created_at")?,
+        activated_at: row.try_get("activated_at")?,
+        verify_until: row.try_get("verify_until")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        event: row.try_get("event")?,
+        subject: row.try_get("subject")?,
+        details: row.try_get("details")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
