@@ -72,8 +72,11 @@ impl Builder {
         let port = free_port();
         let metrics_port = free_port();
         let home = dir.path().join("notary");
+        let database = fresh_database();
         let out = run_cli(&[
             "init",
+            "--database",
+            database.as_deref().unwrap_or("sqlite:notary.db"),
             "--dir",
             home.to_str().unwrap(),
             "--listen",
@@ -115,6 +118,7 @@ impl Builder {
         let base = format!("https://localhost:{port}");
         let home_cert = home.join("tls/cert.pem");
         let app = TestApp {
+            postgres_database: database,
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             _dir: dir,
             home,
@@ -136,6 +140,8 @@ pub struct TestApp {
     pub admin_key: String,
     /// The plain-HTTP Prometheus endpoint on loopback.
     pub metrics_url: String,
+    /// The test's own PostgreSQL database, dropped with the app.
+    postgres_database: Option<String>,
     client: reqwest::Client,
 }
 
@@ -143,7 +149,147 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(name) = self.postgres_database.take() {
+            drop_database(&name);
+        }
     }
+}
+
+/// The PostgreSQL server the tests may use (`NOTARY_TEST_POSTGRES_URL`,
+/// e.g. postgres://postgres@127.0.0.1:5432), without a database name.
+pub fn postgres_base() -> Option<String> {
+    std::env::var("NOTARY_TEST_POSTGRES_URL")
+        .ok()
+        .map(|u| u.trim_end_matches('/').to_owned())
+}
+
+/// Whether this run puts every `TestApp` on PostgreSQL
+/// (`NOTARY_TEST_BACKEND=postgres`; SQLite otherwise).
+pub fn on_postgres() -> bool {
+    std::env::var("NOTARY_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+fn psql(sql: &str) {
+    let base = postgres_base().expect("NOTARY_TEST_POSTGRES_URL is set");
+    let out = Command::new("psql")
+        .args([&format!("{base}/postgres"), "-qc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new, empty PostgreSQL database for one test (its URL), on PostgreSQL runs.
+fn fresh_database() -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    Some(new_postgres_database())
+}
+
+/// Creates an empty database; returns its URL.
+pub fn new_postgres_database() -> String {
+    let name = format!("notary_t_{}", free_port_pair());
+    psql(&format!("CREATE DATABASE {name}"));
+    format!("{}/{name}", postgres_base().unwrap())
+}
+
+/// Copies a database (no connections may be open to it); returns the copy's URL.
+pub fn copy_postgres_database(url: &str) -> String {
+    let source = url.rsplit('/').next().unwrap();
+    let name = format!("notary_t_{}", free_port_pair());
+    psql(&format!("CREATE DATABASE {name} TEMPLATE {source}"));
+    format!("{}/{name}", postgres_base().unwrap())
+}
+
+pub fn drop_database(url_or_name: &str) {
+    let name = url_or_name.rsplit('/').next().unwrap();
+    let _ = Command::new("psql")
+        .args([
+            &format!("{}/postgres", postgres_base().unwrap_or_default()),
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ])
+        .output();
+}
+
+/// A unique-enough number for database names.
+fn free_port_pair() -> String {
+    format!("{}_{}", std::process::id(), free_port())
+}
+
+/// The database URL a config file names (SQLite paths resolved).
+pub fn database_url(config: &Path) -> String {
+    let table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    let url = table["database"]["url"].as_str().unwrap().to_owned();
+    match url.strip_prefix("sqlite:") {
+        Some(path) => format!("sqlite:{}", config.parent().unwrap().join(path).display()),
+        None => url,
+    }
+}
+
+/// Runs statements on the database a config file names, whichever backend.
+pub async fn db_exec(config: &Path, statements: &[&str]) {
+    let url = database_url(config);
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+}
+
+/// The first column of the first row of `sql`, as text, whichever backend.
+pub async fn db_text(config: &Path, sql: &str) -> String {
+    let url = database_url(config);
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let text: String = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        text
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let text: String = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        text
+    }
+}
+
+/// Rows of the audit log as text, whichever backend.
+pub async fn audit_rows(config: &Path) -> String {
+    let url = database_url(config);
+    let sql = "SELECT seq, event, subject, details FROM audit_log ORDER BY seq";
+    let rows: Vec<(i64, String, Option<String>, String)> = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    };
+    rows.iter()
+        .map(|(seq, event, subject, details)| format!("{seq} {event} {subject:?} {details}\n"))
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -217,6 +363,11 @@ impl TestApp {
             assert!(Instant::now() < deadline, "server did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs statements on this app's database.
+    pub async fn sql(&self, statements: &[&str]) {
+        db_exec(&self.config_path(), statements).await
     }
 
     /// Runs the CLI against this app's config.

@@ -54,7 +54,7 @@ async fn history() -> TestApp {
     app
 }
 
-/// A copy of the set-up whose database a test may edit.
+/// A copy of the set-up (and of its database) that a test may edit.
 fn copy_of(app: &TestApp, name: &str) -> PathBuf {
     let dir = app.home.parent().unwrap().join(name);
     let status = std::process::Command::new("cp")
@@ -62,21 +62,20 @@ fn copy_of(app: &TestApp, name: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success());
+    let url = app::database_url(&app.config_path());
+    if !url.starts_with("sqlite:") {
+        let copy = app::copy_postgres_database(&url);
+        let config = dir.join("notary.toml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&url, &copy);
+        std::fs::write(&config, text).unwrap();
+    }
     dir
 }
 
 async fn sql(dir: &Path, statements: &[&str]) {
-    let db = dir.join("notary.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool.close().await;
+    app::db_exec(&dir.join("notary.toml"), statements).await
 }
 
 #[tokio::test]
@@ -170,18 +169,11 @@ async fn every_kind_of_tampering_is_detected() {
 
     // A checkpoint signed by another key over the same head.
     let dir = copy_of(&app, "forged");
-    let note: String = {
-        let db = dir.join("notary.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
-            .await
-            .unwrap();
-        let note: String = sqlx::query_scalar("SELECT note FROM audit_checkpoints")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        note
-    };
+    let note = app::db_text(
+        &dir.join("notary.toml"),
+        "SELECT note FROM audit_checkpoints",
+    )
+    .await;
     let forged = resign_with_new_key(&note);
     sql(
         &dir,

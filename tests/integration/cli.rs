@@ -121,15 +121,8 @@ async fn a_key_not_generated_on_the_token_is_refused() {
             --label imported-1 --id 99 >/dev/null
         done");
     // Record the imported key as the active Notary key.
-    let db = app.home.join("notary.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE signing_keys SET label = 'imported-1' WHERE state = 'active'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    app.sql(&["UPDATE signing_keys SET label = 'imported-1' WHERE state = 'active'"])
+        .await;
     let weak = app.config_path();
     for command in ["check", "serve"] {
         let out = run_cli(&[command, "--config", weak.to_str().unwrap()]);
@@ -203,15 +196,8 @@ async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
     );
 
     // The signing key, recorded as active.
-    let db = app.home.join("notary.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE signing_keys SET label = 'weak-gen' WHERE state = 'active'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    app.sql(&["UPDATE signing_keys SET label = 'weak-gen' WHERE state = 'active'"])
+        .await;
     let out = run_cli(&["check", "--config", app.config_path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(

@@ -162,7 +162,7 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
     drop(c);
     let log = app.log();
     assert!(log.contains("TRACE"), "the server logged at TRACE");
-    let audit = audit_records(&app.home.join("notary.db")).await;
+    let audit = app::audit_rows(&app.config_path()).await;
     assert!(
         audit.contains("offer.locked") && audit.contains("token.issued"),
         "{audit}"
@@ -180,19 +180,4 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
             );
         }
     }
-}
-
-async fn audit_records(db: &std::path::Path) -> String {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    let rows: Vec<(i64, String, Option<String>, String)> =
-        sqlx::query_as("SELECT seq, event, subject, details FROM audit_log ORDER BY seq")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
-    rows.iter()
-        .map(|(seq, event, subject, details)| format!("{seq} {event} {subject:?} {details}\n"))
-        .collect()
 }
