@@ -56,6 +56,10 @@ pub(super) struct Pool {
     permits: Arc<Semaphore>,
     max_idle: usize,
     closed: AtomicBool,
+    /// Set when the token refused the PIN during a recovery: logging in
+    /// again with the same PIN could lock the user on a real HSM, so no
+    /// further attempt is made until the process restarts.
+    pin_refused: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,6 +98,7 @@ impl Pool {
             permits: Arc::new(Semaphore::new(sessions)),
             max_idle: sessions,
             closed: AtomicBool::new(false),
+            pin_refused: AtomicBool::new(false),
         })
     }
 
@@ -279,6 +284,11 @@ impl Pool {
                 detail: "the HSM connection is closed".to_owned(),
             });
         }
+        if self.pin_refused.load(Ordering::SeqCst) {
+            return Err(HsmError::Auth(
+                "the token refused the PIN earlier; fix the PIN source and restart".to_owned(),
+            ));
+        }
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut state = lock(&self.state);
         if state.generation != failed_generation && state.keeper.is_some() {
@@ -293,7 +303,13 @@ impl Pool {
         });
         let (keeper, (hashing, audit)) = match relogin {
             Ok(found) => found,
-            Err(HsmError::Auth(e)) => return Err(HsmError::Auth(e)),
+            Err(HsmError::Auth(e)) => {
+                self.pin_refused.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    "the token refused the PIN; no further login attempts until restart"
+                );
+                return Err(HsmError::Auth(e));
+            }
             Err(first) => {
                 tracing::warn!(error = %first, "logging in again failed; re-initialising the PKCS#11 module");
                 if let Err(e) = state.pkcs11.clone().finalize() {

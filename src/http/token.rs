@@ -47,6 +47,7 @@ async fn handle(
     body: Body,
 ) -> Result<Response, ApiError> {
     if !state.behaviour.pre_authorized_enabled {
+        count("disabled");
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::UnsupportedGrantType,
@@ -57,6 +58,7 @@ async fn handle(
         if form_urlencoded::parse(query.as_bytes())
             .any(|(k, _)| SECRET_PARAMETERS.contains(&k.as_ref()))
         {
+            count("invalid_request");
             return Err(ApiError::invalid_request(
                 "codes and PINs must be sent in the request body, never in the URL",
             ));
@@ -70,11 +72,14 @@ async fn handle(
             Some(retry_after),
         ));
     }
-    let format = body_format(headers)?;
-    let body = super::body::read_secret(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
-    let request =
-        TokenRequest::parse(format, body.expose()).map_err(|e| ApiError::invalid_request(e.0))?;
-    drop(body);
+    let request = async {
+        let format = body_format(headers)?;
+        let body =
+            super::body::read_secret(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
+        TokenRequest::parse(format, body.expose()).map_err(|e| ApiError::invalid_request(e.0))
+    }
+    .await
+    .inspect_err(|_| count("invalid_request"))?;
 
     match state.notary.redeem(request).await {
         Ok(response) => {
