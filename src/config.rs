@@ -73,6 +73,9 @@ pub struct Config {
     /// Log format.
     #[serde(default)]
     pub log: LogConfig,
+    /// How long finished offers are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -310,6 +313,26 @@ pub enum LogFormat {
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: LogFormat,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds a redeemed, expired, locked or revoked offer is kept before
+    /// it is deleted (its audit entries stay).
+    pub offers_secs: u64,
+    /// Seconds between sweeps.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            offers_secs: 7 * 24 * 3600,
+            sweep_interval_secs: 300,
+        }
+    }
 }
 
 /// `[keys]`

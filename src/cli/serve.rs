@@ -60,6 +60,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let background = [
         tokio::spawn(reload_on_sighup(certs)),
         tokio::spawn(crate::service::watchdog(notary.clone())),
+        tokio::spawn(sweep(
+            notary.store().clone(),
+            config.retention.sweep_interval_secs,
+            config.retention.offers_secs,
+        )),
         tokio::spawn(refresh_keys(notary.clone(), config.keys.refresh_secs)),
         tokio::spawn(checkpoints(
             notary.clone(),
@@ -144,6 +149,23 @@ async fn reload_on_sighup(certs: std::sync::Arc<http::tls::CertStore>) {
             }
         }
         crate::service::ready("serving (reloaded)");
+    }
+}
+
+/// Records offer expiries and deletes finished offers after the retention
+/// period. Every instance may run it: both steps are conditional statements.
+async fn sweep(store: crate::store::Store, every_secs: u64, retention_secs: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
+    let retention = i64::try_from(retention_secs).unwrap_or(i64::MAX / 2);
+    loop {
+        tick.tick().await;
+        match store.sweep(now(), retention).await {
+            Ok((0, 0)) => {}
+            Ok((expired, purged)) => tracing::info!(expired, purged, "offers swept"),
+            Err(e) => {
+                tracing::warn!(error = %e, "offer sweep failed; retrying at the next interval")
+            }
+        }
     }
 }
 

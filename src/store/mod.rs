@@ -296,6 +296,14 @@ impl Store {
         dispatch!(self, "signature_counts", s => s.signature_counts().await)
     }
 
+    /// Records the expiry of pending offers past `expires_at` (once each,
+    /// in the audit log) and deletes finished offers older than
+    /// `retention` seconds. Safe to run from every instance at once.
+    /// Returns (expiries recorded, offers deleted).
+    pub async fn sweep(&self, now: i64, retention: i64) -> Result<(u64, u64), StoreError> {
+        dispatch!(self, "sweep", s => s.sweep(now, retention).await)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         dispatch!(self, "close", s => s.close().await)

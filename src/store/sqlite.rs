@@ -655,6 +655,42 @@ impl SqliteStore {
             .collect()
     }
 
+    pub(super) async fn sweep(&self, now: i64, retention: i64) -> Result<(u64, u64), StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Conditional on expiry_recorded_at: whichever instance gets here
+        // first records each expiry; the others find nothing to do.
+        let expired: Vec<String> = sqlx::query_scalar(
+            "UPDATE offers SET expiry_recorded_at = ? \
+             WHERE state = 'pending' AND expires_at <= ? AND expiry_recorded_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &expired {
+            let event = AuditEvent::new("offer.expired", id, serde_json::json!({}));
+            append_audit(&mut tx, &event, now).await?;
+        }
+        let purged = sqlx::query(
+            "DELETE FROM offers WHERE (state <> 'pending' OR expires_at <= ?) \
+             AND COALESCE(redeemed_at, locked_at, revoked_at, expires_at) < ?",
+        )
+        .bind(now)
+        .bind(now - retention)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if purged > 0 {
+            let event = AuditEvent::global(
+                "offers.purged",
+                serde_json::json!({ "count": purged, "older_than": now - retention }),
+            );
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok((expired.len() as u64, purged))
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;

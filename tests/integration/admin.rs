@@ -315,3 +315,48 @@ async fn bad_cursors_and_wrong_methods_get_the_envelope() {
     assert_eq!(r.status(), 405);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
 }
+
+#[tokio::test]
+async fn the_sweeper_records_expiry_once_and_deletes_finished_offers_after_retention() {
+    let app = app::builder()
+        .set("retention", "sweep_interval_secs", 1)
+        .set("retention", "offers_secs", 1)
+        .start()
+        .await;
+    let offer = app
+        .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false, "expiresIn": 1}))
+        .await;
+    let id = offer["id"].as_str().unwrap().to_owned();
+    let mut gone = false;
+    for _ in 0..60 {
+        let r = app
+            .http()
+            .get(app.url(&format!("/v1/openid/offers/{id}")))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the expired offer was deleted after the retention period"
+    );
+    let rows = app::audit_rows(&app.config_path()).await;
+    assert_eq!(
+        rows.lines()
+            .filter(|l| l.contains("offer.expired") && l.contains(&id))
+            .count(),
+        1,
+        "{rows}"
+    );
+    assert!(rows.contains("offers.purged"), "{rows}");
+    assert!(
+        rows.contains("offer.created"),
+        "audit entries stay after the purge"
+    );
+}

@@ -15,6 +15,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_notary");
 
 /// Builds a `TestApp`.
 pub struct Builder {
+    force_postgres: bool,
     envs: Vec<(String, String)>,
     binary: PathBuf,
     log_level: &'static str,
@@ -24,6 +25,7 @@ pub struct Builder {
 
 pub fn builder() -> Builder {
     Builder {
+        force_postgres: false,
         envs: Vec::new(),
         binary: PathBuf::from(BIN),
         log_level: "debug",
@@ -36,6 +38,12 @@ impl Builder {
     /// Serves with another build of notary (e.g. the unwiped control).
     pub fn binary(mut self, path: PathBuf) -> Self {
         self.binary = path;
+        self
+    }
+
+    /// Uses a fresh PostgreSQL database whatever the run's backend.
+    pub fn postgres(mut self) -> Self {
+        self.force_postgres = true;
         self
     }
 
@@ -72,7 +80,11 @@ impl Builder {
         let port = free_port();
         let metrics_port = free_port();
         let home = dir.path().join("notary");
-        let database = fresh_database();
+        let database = if self.force_postgres {
+            Some(new_postgres_database())
+        } else {
+            fresh_database()
+        };
         let out = run_cli(&[
             "init",
             "--database",
@@ -167,6 +179,11 @@ pub fn postgres_base() -> Option<String> {
 /// (`NOTARY_TEST_BACKEND=postgres`; SQLite otherwise).
 pub fn on_postgres() -> bool {
     std::env::var("NOTARY_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// Runs SQL as the superuser on the maintenance database.
+pub fn psql_exec(sql: &str) {
+    psql(sql)
 }
 
 fn psql(sql: &str) {
@@ -365,6 +382,54 @@ impl TestApp {
         }
     }
 
+    /// Starts another `notary serve` on the same database and HSM token, as
+    /// a second instance behind a load balancer would run (same public URL,
+    /// its own listener).
+    pub async fn another_instance(&self) -> Instance {
+        let port = free_port();
+        let metrics_port = free_port();
+        let mut table: toml::Table = std::fs::read_to_string(self.config_path())
+            .unwrap()
+            .parse()
+            .unwrap();
+        table["server"]["listen"] = toml::Value::String(format!("127.0.0.1:{port}"));
+        table["metrics"]["listen"] = toml::Value::String(format!("127.0.0.1:{metrics_port}"));
+        let config = self.home.join(format!("notary-{port}.toml"));
+        std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+        let log = self.home.join(format!("serve-{port}.log"));
+        let child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let instance = Instance {
+            child,
+            base: format!("https://localhost:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .http()
+                .get(format!("{}/readyz", instance.base))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "second instance not ready: {}",
+                std::fs::read_to_string(&instance.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        instance
+    }
+
     /// Runs statements on this app's database.
     pub async fn sql(&self, statements: &[&str]) {
         db_exec(&self.config_path(), statements).await
@@ -485,4 +550,19 @@ pub async fn raw_tls(app: &TestApp) -> tokio_rustls::client::TlsStream<tokio::ne
         )
         .await
         .unwrap()
+}
+
+/// Another server process on the same database and token.
+pub struct Instance {
+    child: Child,
+    /// Its own https base URL.
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

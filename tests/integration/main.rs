@@ -16,6 +16,7 @@ mod indistinguishable;
 mod keys;
 mod leaks;
 mod memory;
+mod multi_instance;
 mod secrets_at_rest;
 mod service;
 mod token;

@@ -1,0 +1,295 @@
+//! Several instances on one PostgreSQL database and one HSM token: every
+//! single-host guarantee still holds. Needs NOTARY_TEST_POSTGRES_URL
+//! (.ci/run sets it); without it these tests fail, saying so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::app::{self, GRANT, Instance, TestApp};
+
+async fn two_instances() -> (Arc<TestApp>, Arc<Instance>) {
+    assert!(
+        app::postgres_base().is_some(),
+        "multi-instance tests need NOTARY_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432)"
+    );
+    let a = app::builder()
+        .postgres()
+        .set("keys", "refresh_secs", 1)
+        .set("retention", "sweep_interval_secs", 1)
+        .start()
+        .await;
+    let b = a.another_instance().await;
+    (Arc::new(a), Arc::new(b))
+}
+
+/// Sends every (code, PIN) at once, alternating between the instances.
+async fn burst(
+    a: &Arc<TestApp>,
+    bases: &[String],
+    requests: Vec<(String, String)>,
+) -> Vec<(u16, Value)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let mut tasks = Vec::new();
+    for (i, (code, pin)) in requests.into_iter().enumerate() {
+        let (a, barrier, base) = (a.clone(), barrier.clone(), bases[i % bases.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let client = a.client_from(None);
+            barrier.wait().await;
+            let r = client
+                .post(format!("{base}/oid4vci/token"))
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &code),
+                    ("tx_code", &pin),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_and_lockout_hold_across_instances() {
+    let (a, b) = two_instances().await;
+    let bases = vec![a.base.clone(), b.base.clone()];
+
+    let (offer, code, pin) = a.offer_with_pin().await;
+    let results = burst(&a, &bases, vec![(code, pin); 64]).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused = results
+        .iter()
+        .filter(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
+        .count();
+    assert_eq!((ok, refused), (1, 63), "{results:?}");
+
+    let (locked, code, pin) = a.offer_with_pin().await;
+    let wrong = if pin == "000000" {
+        "111111".to_owned()
+    } else {
+        "000000".to_owned()
+    };
+    let results = burst(&a, &bases, vec![(code.clone(), wrong); 40]).await;
+    let counted = results
+        .iter()
+        .filter(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
+        .count();
+    assert_eq!(
+        counted, 5,
+        "exactly max_tx_code_attempts counted: {results:?}"
+    );
+    for base in &bases {
+        let r = a
+            .http()
+            .post(format!("{base}/oid4vci/token"))
+            .form(&[
+                ("grant_type", GRANT),
+                ("pre-authorized_code", &code),
+                ("tx_code", &pin),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "locked everywhere");
+    }
+    for (id, state) in [(&offer, "redeemed"), (&locked, "locked")] {
+        let view: Value = a
+            .http()
+            .get(format!(
+                "{}/v1/openid/offers/{}",
+                b.base,
+                id["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&a.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["state"], state);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_from_all_instances_leave_one_valid_chain() {
+    let (a, b) = two_instances().await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (a, base) = (
+            a.clone(),
+            if i % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            },
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = a
+                .client_from(None)
+                .post(format!("{base}/v1/openid/offers/pre-authorized"))
+                .bearer_auth(&a.admin_key)
+                .json(&json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let offer: Value = r.json().await.unwrap();
+            let r = a
+                .client_from(None)
+                .post(format!("{base}/oid4vci/token"))
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &app::code_of(&offer)),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let out = a.cli(&["audit", "verify"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let rows = app::audit_rows(&a.config_path()).await;
+    for (event, n) in [
+        (" offer.created ", 40),
+        (" offer.redeemed ", 40),
+        (" token.issued ", 40),
+    ] {
+        assert_eq!(rows.matches(event).count(), n, "no lost entry for{event}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_reaches_every_instance_and_expiry_is_recorded_once() {
+    let (a, b) = two_instances().await;
+    let out = a.cli(&["keys", "rotate", "--alg", "ES256"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kid = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let offer = a
+        .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": false, "expiresIn": 1}))
+        .await;
+    for base in [&a.base, &b.base] {
+        let mut seen = false;
+        for _ in 0..50 {
+            let jwks: Value = a
+                .http()
+                .get(format!("{base}/.well-known/jwks.json"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if jwks.to_string().contains(&kid) {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            seen,
+            "{base} picked up the rotation within the refresh interval"
+        );
+    }
+    // Both instances sweep every second; the expiry is recorded once.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let rows = app::audit_rows(&a.config_path()).await;
+    let id = offer["id"].as_str().unwrap();
+    assert_eq!(
+        rows.lines()
+            .filter(|l| l.contains("offer.expired") && l.contains(id))
+            .count(),
+        1,
+        "{rows}"
+    );
+}
+
+#[tokio::test]
+async fn losing_the_database_fails_cleanly_and_recovers() {
+    let (a, _b) = two_instances().await;
+    let (_, code, pin) = a.offer_with_pin().await;
+    let url = app::database_url(&a.config_path());
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    // Cut this test's database off (other tests share the server).
+    app::psql_exec(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    ));
+    let form = [
+        ("grant_type", GRANT),
+        ("pre-authorized_code", code.as_str()),
+        ("tx_code", pin.as_str()),
+    ];
+    let r = a
+        .http()
+        .post(a.url("/oid4vci/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "server_error");
+    let r = a.http().get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["database"], "unavailable");
+
+    app::psql_exec(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let mut ready = false;
+    for _ in 0..100 {
+        if a.http()
+            .get(a.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "recovered without a restart");
+    let r = a
+        .http()
+        .post(a.url("/oid4vci/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "nothing was half-written: the offer redeems now"
+    );
+    let out = a.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
