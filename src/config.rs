@@ -126,7 +126,7 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite:PATH` (relative to the config directory) or, later, `postgres://...`.
+    /// `sqlite:PATH` (relative to the config directory) or `postgres://...`.
     pub url: String,
     /// Upper bound of pooled connections.
     #[serde(default = "default_max_connections")]

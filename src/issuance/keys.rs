@@ -199,15 +199,15 @@ impl Notary {
     ) -> Result<SigningKeyRecord, KeyError> {
         let existing = self.store.list_signing_keys().await.map_err(internal)?;
         let label = match label {
-            Some(l) if existing.iter().any(|r| r.label == l) => {
+            Some(l) if self.label_taken(&existing, &l).await => {
                 return Err(KeyError::Refused(format!("a key labelled {l:?} exists")));
             }
             Some(l) => l,
             None => {
                 let mut n = existing.len() + 1;
-                while existing
-                    .iter()
-                    .any(|r| r.label == format!("notary-signing-{n}"))
+                while self
+                    .label_taken(&existing, &format!("notary-signing-{n}"))
+                    .await
                 {
                     n += 1;
                 }
@@ -243,6 +243,13 @@ impl Notary {
             .await
             .map_err(internal)?;
         Ok(record)
+    }
+
+    /// Whether a label is used by a recorded key or by any key on the token
+    /// (a token may hold keys the database does not know, e.g. after a
+    /// restore or a ceremony).
+    async fn label_taken(&self, records: &[SigningKeyRecord], label: &str) -> bool {
+        records.iter().any(|r| r.label == label) || self.hsm.signing_key(label).await.is_ok()
     }
 
     /// Makes a new key active. The previous one keeps verifying (stays in

@@ -1,8 +1,8 @@
 //! Persistence: offers, API keys and the audit log, behind one interface.
 //!
 //! `Store` is an enum over backends, chosen once from the database URL's
-//! scheme. Today that is SQLite; PostgreSQL joins as a second variant with
-//! the same methods and the same tests. Every state change is written in one
+//! scheme: SQLite for one host, PostgreSQL for several instances. Both have
+//! the same methods, and the same integration tests run on both. Every state change is written in one
 //! transaction together with its audit entry.
 
 pub mod model;

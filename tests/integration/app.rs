@@ -1,5 +1,6 @@
 //! `TestApp`: a real `notary` (the built binary) on a temporary SoftHSM2
-//! token, a temporary SQLite database and a self-signed TLS certificate,
+//! token, a temporary database (SQLite, or its own PostgreSQL database when
+//! `NOTARY_TEST_BACKEND=postgres`) and a self-signed TLS certificate,
 //! started on a free loopback port and stopped on drop.
 
 use std::net::{IpAddr, TcpListener};

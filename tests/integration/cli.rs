@@ -257,3 +257,33 @@ fn print_default_is_the_commented_reference_config() {
         "fully commented"
     );
 }
+
+/// The PIN from a systemd credential (`LoadCredential[Encrypted]=`).
+#[tokio::test]
+async fn the_pin_comes_from_the_credentials_directory() {
+    let app = app::builder().start().await;
+    let config = std::fs::read_to_string(app.config_path()).unwrap().replace(
+        "pin_file = \"hsm/user-pin\"",
+        "pin_credential = \"notary-hsm-pin\"",
+    );
+    let with_credential = app.home.join("credential.toml");
+    std::fs::write(&with_credential, config).unwrap();
+    let creds = app.home.join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::copy(app.home.join("hsm/user-pin"), creds.join("notary-hsm-pin")).unwrap();
+
+    let out = run_cli(&["check", "--config", with_credential.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("$CREDENTIALS_DIRECTORY is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = std::process::Command::new(app::BIN)
+        .args(["check", "--config", with_credential.to_str().unwrap()])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

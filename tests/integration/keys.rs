@@ -286,3 +286,24 @@ async fn retiring_keys_leave_the_jwks_when_their_tokens_have_expired() {
     .await;
     ok(app.cli(&["keys", "retire", &old_kid]));
 }
+
+/// A set-up whose key table is empty (a token prepared by a key ceremony)
+/// gets its first key from `keys rotate`.
+#[tokio::test]
+async fn the_first_key_can_be_recorded_with_rotate() {
+    let app = app::builder().start().await;
+    app.sql(&["DELETE FROM signing_keys"]).await;
+    let out = app.cli(&["check"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no active signing key: run `notary keys rotate`")
+    );
+    let out = ok(app.cli(&["keys", "rotate"]));
+    assert!(out.starts_with("active: "), "{out}");
+    assert!(
+        !out.contains("retiring"),
+        "there was no previous key: {out}"
+    );
+    ok(app.cli(&["check"]));
+}
