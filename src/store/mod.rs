@@ -7,6 +7,7 @@
 
 pub mod model;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use model::*;

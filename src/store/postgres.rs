@@ -35,41 +35,6 @@ pub struct PgStore {
 const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
      attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at";
 
-fn offer_from_row(row: &PgRow) -> Result<OfferRecord, StoreError> {
-    let state: String = row.try_get("state")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    let max_attempts: i64 = row.try_get("max_attempts")?;
-    Ok(OfferRecord {
-        id: row.try_get("id")?,
-        pin_hash: row.try_get("pin_hash")?,
-        tx_code: row.try_get("tx_code")?,
-        subject: row.try_get("subject")?,
-        credential_ids: row.try_get("credential_ids")?,
-        claims: row.try_get("claims")?,
-        state: OfferState::parse(&state)
-            .ok_or_else(|| StoreError::Internal(format!("unknown offer state {state:?}")))?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        max_attempts: u32::try_from(max_attempts).unwrap_or(0),
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        redeemed_at: row.try_get("redeemed_at")?,
-        locked_at: row.try_get("locked_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
-    let role: String = row.try_get("role")?;
-    Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: Role::parse(&role)
-            .ok_or_else(|| StoreError::Internal(format!("unknown role {role:?}")))?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
 /// Appends one audit entry inside the caller's transaction. The caller holds
 /// the writer lock (see `begin_write`), so reading the head and appending
 /// cannot interleave with another writer, in this instance or another.
@@ -112,6 +77,9 @@ async fn append_audit(
     .await?;
     Ok(())
 }
+
+super::rows::row_mappers!(PgRow);
+use super::rows::parse_cursor;
 
 impl PgStore {
     pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -706,37 +674,4 @@ impl PgStore {
 /// `SELECT <offer columns> FROM offers <rest>`, built once per call site.
 fn offer_select(rest: &'static str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(format!("SELECT {OFFER_COLUMNS} FROM offers {rest}"))
-}
-
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    let (at, id) = cursor.split_once('.')?;
-    Some((at.parse().ok()?, id.to_owned()))
-}
-
-fn signing_key_from_row(row: &PgRow) -> Result<SigningKeyRecord, StoreError> {
-    let state: String = row.try_get("state")?;
-    Ok(SigningKeyRecord {
-        kid: row.try_get("kid")?,
-        label: row.try_get("label")?,
-        alg: row.try_get("alg")?,
-        public_jwk: row.try_get("public_jwk")?,
-        state: KeyState::parse(&state)
-            .ok_or_else(|| StoreError::Internal(format!("unknown key state {state:?}")))?,
-        created_at: row.try_get("created_at")?,
-        activated_at: row.try_get("activated_at")?,
-        verify_until: row.try_get("verify_until")?,
-        retired_at: row.try_get("retired_at")?,
-    })
-}
-
-fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
-    Ok(AuditRecord {
-        seq: row.try_get("seq")?,
-        at: row.try_get("at")?,
-        event: row.try_get("event")?,
-        subject: row.try_get("subject")?,
-        details: row.try_get("details")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
 }
