@@ -129,8 +129,17 @@ impl PgStore {
         }
     }
 
+    /// Reachable, and writable: an instance pointed at a replica after a
+    /// failover is not ready, every write would fail.
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let replica: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&self.pool)
+            .await?;
+        if replica {
+            return Err(StoreError::Unavailable(
+                "the database is a read-only replica (in recovery)".to_owned(),
+            ));
+        }
         Ok(())
     }
 
