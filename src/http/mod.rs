@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, LockedResponse, WrongPinError};
@@ -98,13 +99,48 @@ impl AppState {
 }
 
 /// The whole public router.
+///
+/// Wallet-facing endpoints (token, discovery, JWKS) answer cross-origin
+/// requests, so browser wallets can use them; the admin API sends no CORS
+/// headers, so a browser will not let another site's script call it.
 pub fn router(state: AppState) -> Router {
-    let no_store = SetResponseHeaderLayer::overriding(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    let sensitive = Router::new()
-        .route("/oid4vci/token", post(token::token))
+    let no_store = || {
+        SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        )
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600));
+    // Each wallet route also answers OPTIONS, so that CORS preflights reach
+    // the CORS layer instead of the 405 fallback.
+    let preflight = || async { axum::http::StatusCode::NO_CONTENT };
+    let wallet = Router::new()
+        .route(
+            "/oid4vci/token",
+            post(token::token).layer(no_store()).options(preflight),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::authorization_server).options(preflight),
+        )
+        .route(
+            "/.well-known/openid-credential-issuer",
+            get(discovery::credential_issuer).options(preflight),
+        )
+        .route(
+            "/.well-known/jwks.json",
+            get(discovery::jwks).options(preflight),
+        )
+        .layer(cors);
+    let admin = Router::new()
         .route("/v1/openid/offers/pre-authorized", post(offers::create))
         .route("/v1/openid/offers", get(offers::list))
         .route(
@@ -113,20 +149,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit", get(audit::entries))
         .route("/v1/custody", get(audit::custody))
-        .layer(no_store);
+        .layer(no_store());
     Router::new()
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(discovery::authorization_server),
-        )
-        .route(
-            "/.well-known/openid-credential-issuer",
-            get(discovery::credential_issuer),
-        )
-        .route("/.well-known/jwks.json", get(discovery::jwks))
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
-        .merge(sensitive)
+        .merge(wallet)
+        .merge(admin)
         .fallback(discovery::not_found)
         .method_not_allowed_fallback(discovery::method_not_allowed)
         .with_state(state)

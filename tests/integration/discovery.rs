@@ -76,3 +76,41 @@ async fn metadata_links_offer_issuer_token_endpoint_and_jwks() {
     let r = app.http().get(app.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Browser wallets may call the token endpoint and read the metadata from
+/// another origin; the admin API gives other sites' scripts nothing.
+#[tokio::test]
+async fn cors_for_wallet_endpoints_only() {
+    let app = app::builder().start().await;
+    let preflight = |path: &str| {
+        app.http()
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("origin", "https://wallet.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let r = preflight("/oid4vci/token").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = app
+        .http()
+        .get(app.url("/.well-known/jwks.json"))
+        .header("origin", "https://wallet.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+
+    let r = preflight("/v1/openid/offers/pre-authorized").await.unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = app
+        .http()
+        .get(app.url("/v1/openid/offers"))
+        .header("origin", "https://evil.example")
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
