@@ -24,7 +24,8 @@ pub enum KeysCommand {
     /// until the tokens it signed have expired.
     Rotate {
         /// Activate this pending key (from `keys generate`) instead of a new one.
-        #[arg(long)]
+        /// (A kid may start with '-': it is base64url.)
+        #[arg(long, allow_hyphen_values = true)]
         kid: Option<String>,
         /// EdDSA (Ed25519) or ES256 (P-256).
         #[arg(long, default_value = "EdDSA")]
@@ -36,7 +37,8 @@ pub enum KeysCommand {
     /// Retire a key: it leaves the JWKS. Refused while tokens it signed may
     /// still be live, unless --force.
     Retire {
-        /// The key's kid.
+        /// The key's kid (may start with '-': it is base64url).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Retire even though tokens it signed may still be live.
         #[arg(long)]

@@ -307,3 +307,18 @@ async fn the_first_key_can_be_recorded_with_rotate() {
     );
     ok(app.cli(&["check"]));
 }
+
+/// A kid is base64url and may start with '-'; the CLI must not read it as a flag.
+#[tokio::test]
+async fn kids_starting_with_a_hyphen_are_taken_as_kids() {
+    let app = app::builder().start().await;
+    for args in [
+        &["keys", "retire", "-3xyz"][..],
+        &["keys", "rotate", "--kid", "-3xyz"][..],
+    ] {
+        let out = app.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("kid -3xyz"), "{args:?}: {err}");
+    }
+}
