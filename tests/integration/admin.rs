@@ -38,31 +38,8 @@ async fn keys_and_roles_are_enforced() {
     assert_eq!(r.status(), 401);
 
     let config = app.config_path();
-    let key_of = |role: &str| {
-        let out = app::run_cli(&[
-            "admin-keys",
-            "create",
-            "--role",
-            role,
-            "--name",
-            role,
-            "--config",
-            config.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("key:"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let auditor = key_of("auditor");
-    let issuer = key_of("issuer");
+    let auditor = app.new_api_key("auditor");
+    let issuer = app.new_api_key("issuer");
 
     let r = c
         .post(&create)

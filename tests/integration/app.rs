@@ -345,23 +345,60 @@ impl TestApp {
         client_for(&self.home.join("tls/cert.pem"), local)
     }
 
-    async fn wait_ready(&self) {
-        // A client of its own, dropped afterwards: no connection stays open.
+    /// Polls `base`/readyz until it answers 200; false once `within` passed.
+    /// A client of its own, dropped afterwards: no connection stays open.
+    pub async fn became_ready(&self, base: &str, within: Duration) -> bool {
         let client = self.client_from(None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
                 if r.status() == 200 {
-                    return;
+                    return true;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not become ready: {}",
-                self.log()
-            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        false
+    }
+
+    /// An offer as the admin API shows it (state, attempts, timestamps).
+    pub async fn offer_view(&self, offer: &Value) -> Value {
+        let id = offer["id"].as_str().unwrap();
+        self.http()
+            .get(self.url(&format!("/v1/openid/offers/{id}")))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an API key with `role` through the CLI; returns its secret.
+    pub fn new_api_key(&self, role: &str) -> String {
+        let out = self.cli(&["admin-keys", "create", "--role", role, "--name", role]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("key:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    async fn wait_ready(&self) {
+        let base = self.base.clone();
+        assert!(
+            self.became_ready(&base, Duration::from_secs(30)).await,
+            "server did not become ready: {}",
+            self.log()
+        );
     }
 
     /// Sends a signal (e.g. "HUP") to the server.
@@ -409,25 +446,12 @@ impl TestApp {
             base: format!("https://localhost:{port}"),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = self
-                .http()
-                .get(format!("{}/readyz", instance.base))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "second instance not ready: {}",
-                std::fs::read_to_string(&instance.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            self.became_ready(&instance.base, Duration::from_secs(30))
+                .await,
+            "second instance not ready: {}",
+            std::fs::read_to_string(&instance.log).unwrap_or_default()
+        );
         instance
     }
 

@@ -38,21 +38,6 @@ async fn burst(app: &Arc<TestApp>, requests: Vec<(String, String)>) -> Vec<(u16,
     results
 }
 
-async fn offer_state(app: &TestApp, offer: &Value) -> Value {
-    app.http()
-        .get(app.url(&format!(
-            "/v1/openid/offers/{}",
-            offer["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn wrong_pin(pin: &str) -> String {
     if pin == "000000" {
         "111111".into()
@@ -72,7 +57,7 @@ async fn sixty_four_concurrent_redemptions_give_exactly_one_token() {
         .filter(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
         .count();
     assert_eq!((ok, refused), (1, 63), "{results:?}");
-    assert_eq!(offer_state(&app, &offer).await["state"], "redeemed");
+    assert_eq!(app.offer_view(&offer).await["state"], "redeemed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -89,7 +74,7 @@ async fn fifty_concurrent_wrong_pins_never_pass_the_limit() {
         .filter(|(s, b)| *s == 429 && b["error"] == "slow_down")
         .count();
     assert_eq!((counted, slowed), (5, 45), "{results:?}");
-    let state = offer_state(&app, &offer).await;
+    let state = app.offer_view(&offer).await;
     assert_eq!(
         (
             state["state"].as_str().unwrap(),
@@ -111,7 +96,7 @@ async fn a_right_pin_in_a_burst_of_wrong_ones_cannot_win_after_the_lock() {
         requests.insert(25, (code.clone(), pin.clone()));
         let results = burst(&app, requests).await;
         let wins = results.iter().filter(|(s, _)| *s == 200).count();
-        let state = offer_state(&app, &offer).await;
+        let state = app.offer_view(&offer).await;
         let attempts = state["attempts"].as_u64().unwrap();
         assert!(attempts <= 5, "attempts passed the limit: {attempts}");
         match state["state"].as_str().unwrap() {

@@ -38,42 +38,14 @@ async fn the_server_survives_the_token_going_away_and_coming_back() {
     assert_eq!(r.status(), 200, "alive, just not ready");
 
     std::fs::rename(&away, &tokens).unwrap();
-    let mut ready = false;
-    for _ in 0..50 {
-        if app
-            .http()
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        ready,
+        app.became_ready(&app.base, Duration::from_secs(5)).await,
         "the server recovered without a restart: {}",
         app.log()
     );
     // Nothing was consumed while no token could be signed (the admin API
     // needs the HSM too, so this is read after the recovery).
-    let state: Value = app
-        .http()
-        .get(app.url(&format!(
-            "/v1/openid/offers/{}",
-            offer["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = app.offer_view(&offer).await;
     assert_eq!(
         (
             state["state"].as_str().unwrap(),

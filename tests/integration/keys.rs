@@ -205,13 +205,7 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
         );
     }
     // The auditor role reads the same over HTTP; issuers may not.
-    let auditor = ok(app.cli(&["admin-keys", "create", "--role", "auditor"]));
-    let auditor = auditor
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let auditor = app.new_api_key("auditor");
     let r = app
         .http()
         .get(app.url("/v1/custody"))
@@ -222,13 +216,7 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
     assert_eq!(r.status(), 200);
     let served: Value = r.json().await.unwrap();
     assert_eq!(served["keys"][0]["kid"], signing["kid"]);
-    let issuer = ok(app.cli(&["admin-keys", "create", "--role", "issuer"]));
-    let issuer = issuer
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let issuer = app.new_api_key("issuer");
     let r = app
         .http()
         .get(app.url("/v1/custody"))

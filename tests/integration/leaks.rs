@@ -33,19 +33,7 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
     };
 
     // A second admin key, created on the host and used over HTTP.
-    let out = app::run_cli(&[
-        "admin-keys",
-        "create",
-        "--role",
-        "issuer",
-        "--config",
-        app.config_path().to_str().unwrap(),
-    ]);
-    let issuer_key = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("key:").map(|k| k.trim().to_owned()))
-        .unwrap();
+    let issuer_key = app.new_api_key("issuer");
     secrets.push(issuer_key.clone());
 
     // Redeemed offer: code, PIN and the access token.

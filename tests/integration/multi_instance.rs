@@ -269,22 +269,10 @@ async fn losing_the_database_fails_cleanly_and_recovers() {
     assert_eq!(r.json::<Value>().await.unwrap()["database"], "unavailable");
 
     app::psql_exec(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
-    let mut ready = false;
-    for _ in 0..100 {
-        if a.http()
-            .get(a.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "recovered without a restart");
+    assert!(
+        a.became_ready(&a.base, Duration::from_secs(10)).await,
+        "recovered without a restart"
+    );
     let r = a
         .http()
         .post(a.url("/oid4vci/token"))

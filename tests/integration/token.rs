@@ -391,19 +391,7 @@ async fn wrong_pins_lock_the_offer_after_five() {
         .await
         .unwrap();
     expect_error(&app, r, 429, "slow_down").await;
-    let state: Value = app
-        .http()
-        .get(app.url(&format!(
-            "/v1/openid/offers/{}",
-            offer["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = app.offer_view(&offer).await;
     assert_eq!(state["state"], "locked");
     assert_eq!(state["attempts"], 5);
 }
