@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::oid4vci::attestation::TrustedProviders;
 use crate::secret::HsmPin;
 
 /// Everything that can be wrong with a configuration, in words an operator can act on.
@@ -76,6 +77,9 @@ pub struct Config {
     /// How long finished offers are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Trusted wallet providers for client attestation.
+    #[serde(default)]
+    pub client_attestation: ClientAttestationConfig,
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -211,6 +215,14 @@ pub struct IssuanceConfig {
     pub wrong_pin_error: WrongPinError,
     /// Response for a locked offer.
     pub locked_response: LockedResponse,
+    /// Refuse token requests without a DPoP proof (RFC 9449).
+    pub require_dpop: bool,
+    /// Require DPoP proofs to carry a server nonce (`use_dpop_nonce`).
+    pub require_dpop_nonce: bool,
+    /// Refuse token requests without a client attestation (HAIP).
+    pub require_client_attestation: bool,
+    /// Oldest DPoP proof or attestation PoP accepted, by its `iat`, seconds.
+    pub proof_max_age_secs: u64,
 }
 
 impl Default for IssuanceConfig {
@@ -227,8 +239,21 @@ impl Default for IssuanceConfig {
             c_nonce_ttl_secs: 300,
             wrong_pin_error: WrongPinError::default(),
             locked_response: LockedResponse::default(),
+            require_dpop: false,
+            require_dpop_nonce: false,
+            require_client_attestation: false,
+            proof_max_age_secs: 300,
         }
     }
+}
+
+/// `[client_attestation]`: which wallet providers' attestations are trusted.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientAttestationConfig {
+    /// A JWKS file with the wallet providers' public keys. Without it no
+    /// attestation verifies.
+    pub trusted_keys_file: Option<PathBuf>,
 }
 
 /// `[flood]`: how many unknown codes one client address may send per window.
@@ -474,6 +499,15 @@ impl Config {
         if i.c_nonce_ttl_secs == 0 || i.c_nonce_ttl_secs > 86_400 {
             return invalid("issuance.c_nonce_ttl_secs must be 1..=86400".to_owned());
         }
+        if i.proof_max_age_secs == 0 || i.proof_max_age_secs > 3600 {
+            return invalid("issuance.proof_max_age_secs must be 1..=3600".to_owned());
+        }
+        if i.require_client_attestation && self.client_attestation.trusted_keys_file.is_none() {
+            return invalid(
+                "issuance.require_client_attestation needs client_attestation.trusted_keys_file"
+                    .to_owned(),
+            );
+        }
         if i.access_token_typ.is_empty() {
             return invalid("issuance.access_token_typ must not be empty".to_owned());
         }
@@ -510,6 +544,24 @@ impl Config {
             return invalid("database.url must be sqlite:PATH or postgres://...".to_owned());
         }
         Ok(())
+    }
+
+    /// The trusted wallet providers' keys, read from their JWKS file.
+    pub fn trusted_wallet_providers(&self) -> Result<TrustedProviders, ConfigError> {
+        let Some(file) = &self.client_attestation.trusted_keys_file else {
+            return Ok(TrustedProviders::default());
+        };
+        let path = self.resolve(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "client_attestation.trusted_keys_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let jwks: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(format!("{} is not JSON: {e}", path.display())))?;
+        TrustedProviders::from_jwks(&jwks)
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))
     }
 
     /// Reads the HSM user PIN from its configured source.

@@ -41,6 +41,11 @@ secret_string!(
     PreAuthorizedCode
 );
 secret_string!(
+    /// The unguessable reference in a by-reference offer's URL; whoever has
+    /// it can fetch the offer, and the offer's code is derived from it.
+    OfferReference
+);
+secret_string!(
     /// The PIN (`tx_code`) sent to the holder out of band.
     TxCode
 );

@@ -11,7 +11,7 @@ use crate::store::Role;
 pub enum AdminKeysCommand {
     /// Create a key; its secret is printed once and stored only hashed.
     Create {
-        /// admin, issuer or auditor.
+        /// admin, issuer, auditor or introspect (credential issuers calling /introspect).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// A name to recognise the key by.
@@ -28,7 +28,8 @@ pub enum AdminKeysCommand {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}: use admin, issuer or auditor"))
+    Role::parse(s)
+        .ok_or_else(|| format!("unknown role {s:?}: use admin, issuer, auditor or introspect"))
 }
 
 /// Runs an admin-keys command.

@@ -152,7 +152,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         let hsm = super::open_hsm(&config).await?;
         let first =
             crate::issuance::keys::create_first_key(&hsm, &store, args.alg, SIGNING_LABEL).await?;
-        let notary = Notary::open(hsm, store, Policy::from_config(&config)).await?;
+        let notary = Notary::open(hsm, store, Policy::from_config(&config)?).await?;
         let verifier = notary.note_verifier().await?;
         fs::write(
             config.resolve(&config.audit.verifier_key_file),

@@ -192,7 +192,8 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub(crate) async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
     let hsm = open_hsm(config).await?;
     let store = open_store(config).await?;
-    Ok(Notary::open(hsm, store, Policy::from_config(config)).await?)
+    let policy = Policy::from_config(config)?;
+    Ok(Notary::open(hsm, store, policy).await?)
 }
 
 /// Logs to stderr, filtered by `NOTARY_LOG` (e.g. `debug`,

@@ -85,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening for metrics on {addr}"))?;
         tracing::info!(listen = %local, "metrics at http://{local}/metrics");
     }
-    let app = http::router(AppState::new(&config, notary.clone()));
+    let app = http::router(AppState::new(&config, notary.clone())?);
     tracing::info!(listen = %local, public_url = %config.server.public_url, "notary is serving");
     crate::service::ready(&format!("serving on {local}, kid {}", key.kid));
     let limits = http::server::Limits {

@@ -31,6 +31,24 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     Json(state.notary.key_ring().jwks(crate::issuance::now())).into_response()
 }
 
+/// `POST /oid4vci/nonce` (OID4VCI 1.0 §7): a fresh `c_nonce` for the
+/// credential request's key proof.
+pub(super) async fn nonce() -> Result<Response, ApiError> {
+    let c_nonce = crate::issuance::random::token(16)
+        .map_err(|e| ApiError::internal(&crate::issuance::InternalError::Random(e)))?;
+    Ok(Json(serde_json::json!({ "c_nonce": c_nonce })).into_response())
+}
+
+/// The OpenAPI 3.1 description of every endpoint (`docs/openapi.yaml`).
+pub(super) async fn openapi(State(state): State<AppState>) -> Response {
+    let mut r = state.documents.openapi.clone().into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 pub(super) async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }

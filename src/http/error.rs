@@ -14,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 use crate::issuance::InternalError;
 use crate::oid4vci::ErrorCode;
 
+/// RFC 9449 §8: the header carrying a server nonce.
+pub const DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -98,6 +101,11 @@ impl ApiError {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The OAuth error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 }
 

@@ -8,6 +8,8 @@ mod body;
 mod discovery;
 pub mod error;
 pub mod flood;
+mod introspect;
+mod offer_page;
 mod offers;
 pub mod server;
 pub mod tls;
@@ -23,7 +25,8 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, LockedResponse, WrongPinError};
-use crate::issuance::Notary;
+use crate::issuance::{Notary, OFFER_REFERENCE_PATH};
+use crate::oid4vci::attestation::{ATTESTATION_HEADER, POP_HEADER};
 use crate::oid4vci::metadata::{self, MetadataInputs};
 use flood::FloodGuard;
 
@@ -47,11 +50,26 @@ pub struct Documents {
     pub authorization_server: serde_json::Value,
     /// OID4VCI issuer metadata, when notary is its own credential issuer.
     pub credential_issuer: Option<serde_json::Value>,
+    /// The OpenAPI document as JSON, with this server's URL in `servers`.
+    pub openapi: String,
+}
+
+/// The OpenAPI 3.1 description of the HTTP API, as reviewed in `docs/`.
+pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
+
+/// The OpenAPI document as JSON, naming `public_url` as its server.
+pub fn openapi_json(public_url: &str) -> Result<String, String> {
+    let mut doc: serde_json::Value = serde_norway::from_str(OPENAPI_YAML)
+        .map_err(|e| format!("docs/openapi.yaml is not valid YAML: {e}"))?;
+    doc["servers"] = serde_json::json!([{ "url": public_url }]);
+    Ok(doc.to_string())
 }
 
 /// Configurable response behaviour.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Behaviour {
+    /// The token endpoint's public URL: the `htu` DPoP proofs must name.
+    pub token_url: url::Url,
     /// Whether the token endpoint is enabled.
     pub pre_authorized_enabled: bool,
     /// Error for a wrong PIN.
@@ -60,11 +78,17 @@ pub struct Behaviour {
     pub locked_response: LockedResponse,
     /// Time a client gets to send a request body.
     pub body_read_timeout: Duration,
+    /// Token requests without a DPoP proof are refused.
+    pub require_dpop: bool,
+    /// DPoP proofs must carry a server nonce.
+    pub require_dpop_nonce: bool,
+    /// Token requests without a client attestation are refused.
+    pub require_client_attestation: bool,
 }
 
 impl AppState {
     /// Builds the state from the config and the wired use cases.
-    pub fn new(config: &Config, notary: Notary) -> Self {
+    pub fn new(config: &Config, notary: Notary) -> Result<Self, crate::config::ConfigError> {
         let inputs = MetadataInputs {
             public_url: &config.server.public_url,
             credential_issuer: config.credential_issuer(),
@@ -75,13 +99,20 @@ impl AppState {
             pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
             // Filled in per request from the key ring (rotation may change it).
             signing_alg: "EdDSA",
+            attestation_enabled: !notary.policy().trusted_wallet_providers.is_empty(),
         };
+        let token_url = url::Url::parse(&format!("{}/oid4vci/token", config.server.public_url))
+            .map_err(|e| {
+                crate::config::ConfigError::Invalid(format!("server.public_url is not a URL: {e}"))
+            })?;
         let documents = Documents {
             authorization_server: metadata::authorization_server(&inputs),
             credential_issuer: (config.credential_issuer() == config.server.public_url)
                 .then(|| metadata::credential_issuer(&inputs)),
+            openapi: openapi_json(&config.server.public_url)
+                .map_err(crate::config::ConfigError::Invalid)?,
         };
-        AppState {
+        Ok(AppState {
             notary,
             flood: Arc::new(FloodGuard::new(
                 config.flood.max_unknown_codes,
@@ -93,8 +124,12 @@ impl AppState {
                 wrong_pin_error: config.issuance.wrong_pin_error,
                 locked_response: config.issuance.locked_response,
                 body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
+                token_url,
+                require_dpop: config.issuance.require_dpop,
+                require_dpop_nonce: config.issuance.require_dpop_nonce,
+                require_client_attestation: config.issuance.require_client_attestation,
             },
-        }
+        })
     }
 }
 
@@ -113,10 +148,17 @@ pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("dpop"),
+            header::HeaderName::from_static(ATTESTATION_HEADER),
+            header::HeaderName::from_static(POP_HEADER),
+        ])
         .expose_headers([
             header::RETRY_AFTER,
             header::HeaderName::from_static("x-request-id"),
+            error::DPOP_NONCE,
         ])
         .max_age(Duration::from_secs(600));
     // Each wallet route also answers OPTIONS, so that CORS preflights reach
@@ -126,6 +168,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/oid4vci/token",
             post(token::token).layer(no_store()).options(preflight),
+        )
+        .route(
+            "/oid4vci/nonce",
+            post(discovery::nonce).layer(no_store()).options(preflight),
+        )
+        .route(
+            &format!("{OFFER_REFERENCE_PATH}{{reference}}"),
+            get(offer_page::credential_offer).options(preflight),
         )
         .route(
             "/.well-known/oauth-authorization-server",
@@ -139,6 +189,7 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/jwks.json",
             get(discovery::jwks).options(preflight),
         )
+        .route("/openapi.json", get(discovery::openapi).options(preflight))
         .layer(cors);
     let admin = Router::new()
         .route("/v1/openid/offers/pre-authorized", post(offers::create))
@@ -149,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit", get(audit::entries))
         .route("/v1/custody", get(audit::custody))
+        .route("/introspect", post(introspect::introspect))
         .layer(no_store());
     Router::new()
         .route("/healthz", get(discovery::healthz))

@@ -9,11 +9,15 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use axum::http::HeaderValue;
+
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, DPOP_NONCE};
 use crate::config::{LockedResponse, WrongPinError};
-use crate::issuance::RedeemError;
+use crate::issuance::proofs::{DpopRequest, ProofError};
+use crate::issuance::{Binding, RedeemError, now};
 use crate::oid4vci::ErrorCode;
+use crate::oid4vci::attestation::{ATTESTATION_HEADER, POP_HEADER};
 use crate::oid4vci::token::{BodyFormat, SECRET_PARAMETERS, TokenRequest};
 use crate::telemetry;
 
@@ -27,10 +31,24 @@ pub(super) async fn token(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&state, peer, &uri, &headers, body).await {
+    let mut response = match handle(&state, peer, &uri, &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    };
+    // With server nonces on, every answer carries the current nonce, so a
+    // wallet can use it on its next proof (RFC 9449 §8.2).
+    if state.behaviour.require_dpop_nonce {
+        if let Some(nonce) = state
+            .notary
+            .dpop_nonce(now())
+            .await
+            .ok()
+            .and_then(|n| HeaderValue::from_str(&n).ok())
+        {
+            response.headers_mut().insert(DPOP_NONCE, nonce);
+        }
     }
+    response
 }
 
 /// Counts a token request by outcome (a fixed set of label values).
@@ -81,7 +99,21 @@ async fn handle(
     .await
     .inspect_err(|_| count("invalid_request"))?;
 
-    match state.notary.redeem(request).await {
+    let binding = proofs(state, headers, now())
+        .await
+        .inspect_err(|e| count(e.code().as_str()))?;
+    if let (Some(attested), Some(sent)) = (&binding.attested_client_id, &request.client_id) {
+        if attested != sent {
+            count("invalid_client");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidClient,
+                "client_id differs from the client attestation's subject",
+            ));
+        }
+    }
+
+    match state.notary.redeem(request, binding).await {
         Ok(response) => {
             count("issued");
             Ok(Json(response).into_response())
@@ -94,6 +126,7 @@ async fn handle(
                 RedeemError::InvalidRequest(_) => "invalid_request",
                 RedeemError::UnsupportedGrantType => "unsupported_grant_type",
                 RedeemError::InvalidGrant { .. } => "invalid_grant",
+                RedeemError::InvalidAuthorizationDetails(_) => "invalid_authorization_details",
                 RedeemError::WrongTxCode { remaining: 0 } => {
                     metrics::counter!(telemetry::LOCKOUTS).increment(1);
                     "wrong_tx_code"
@@ -104,6 +137,104 @@ async fn handle(
             });
             Err(redeem_error(state, e))
         }
+    }
+}
+
+/// Checks the DPoP proof and the client attestation, when sent (or when
+/// required), before the code is looked at: a bad proof consumes nothing.
+async fn proofs(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Binding, ApiError> {
+    let mut binding = Binding::default();
+    let dpop = single_header(headers, "dpop")
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof, m))?;
+    match dpop {
+        Some(proof) => {
+            let proof = state
+                .notary
+                .check_dpop(DpopRequest {
+                    proof,
+                    htm: "POST",
+                    htu: &state.behaviour.token_url,
+                    now,
+                })
+                .await
+                .map_err(proof_error)?;
+            binding.dpop_jkt = Some(proof.jkt);
+        }
+        None if state.behaviour.require_dpop => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidDpopProof,
+                "this server requires a DPoP proof (RFC 9449) in the DPoP header",
+            ));
+        }
+        None => {}
+    }
+    let attestation_error = |m: &'static str| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidClientAttestation,
+            m,
+        )
+    };
+    let attestation = single_header(headers, ATTESTATION_HEADER).map_err(attestation_error)?;
+    let pop = single_header(headers, POP_HEADER).map_err(attestation_error)?;
+    match (attestation, pop) {
+        (Some(attestation), Some(pop)) => {
+            let client = state
+                .notary
+                .check_attestation(attestation, pop, now)
+                .await
+                .map_err(proof_error)?;
+            binding.attested_client_id = Some(client.client_id);
+        }
+        (None, None) if state.behaviour.require_client_attestation => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidClient,
+                "this server requires client attestation: send OAuth-Client-Attestation and OAuth-Client-Attestation-PoP",
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(attestation_error(
+                "OAuth-Client-Attestation and OAuth-Client-Attestation-PoP must be sent together",
+            ));
+        }
+    }
+    Ok(binding)
+}
+
+/// The value of a header that may appear at most once.
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("the header may be sent only once");
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| "the header is not visible ASCII")
+}
+
+fn proof_error(e: ProofError) -> ApiError {
+    match e {
+        ProofError::InvalidDpopProof(m) => {
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof, m)
+        }
+        ProofError::UseDpopNonce => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UseDpopNonce,
+            "use the server nonce from the DPoP-Nonce header in the DPoP proof",
+        ),
+        ProofError::InvalidClientAttestation(m) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidClientAttestation,
+            m,
+        ),
+        ProofError::Internal(inner) => ApiError::internal(&inner),
     }
 }
 
@@ -131,6 +262,11 @@ fn redeem_error(state: &AppState, e: RedeemError) -> ApiError {
     let description = e.to_string();
     match e {
         RedeemError::InvalidRequest(m) => ApiError::invalid_request(m),
+        RedeemError::InvalidAuthorizationDetails(m) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidAuthorizationDetails,
+            m,
+        ),
         RedeemError::UnsupportedGrantType => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::UnsupportedGrantType,

@@ -4,8 +4,10 @@
 mod api_keys;
 pub mod audit_log;
 pub mod hashing;
+mod introspect;
 pub mod keys;
 mod offers;
+pub mod proofs;
 pub mod random;
 mod redeem;
 mod token;
@@ -14,12 +16,14 @@ use std::collections::BTreeSet;
 
 pub use api_keys::CreatedApiKey;
 pub use offers::{
-    CreateOffer, CreatedOffer, OfferError, OfferView, TransactionCodeRequest, parse_filter,
+    CreateOffer, CreatedOffer, OFFER_REFERENCE_PATH, OfferByReference, OfferError, OfferView,
+    TransactionCodeRequest, parse_filter,
 };
-pub use redeem::RedeemError;
+pub use redeem::{Binding, RedeemError};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::hsm::{Hsm, HsmError};
+use crate::oid4vci::attestation::TrustedProviders;
 use crate::store::{Store, StoreError};
 use random::RandomError;
 
@@ -68,13 +72,20 @@ pub struct Policy {
     pub audit_origin: String,
     /// How long a running server may take to notice a rotation, seconds.
     pub key_refresh_secs: u64,
+    /// Oldest DPoP proof or attestation PoP accepted, seconds.
+    pub proof_max_age_secs: u64,
+    /// Whether DPoP proofs must carry a server nonce.
+    pub require_dpop_nonce: bool,
+    /// Wallet providers whose client attestations verify.
+    pub trusted_wallet_providers: TrustedProviders,
 }
 
 impl Policy {
-    /// Takes the policy out of a validated config.
-    pub fn from_config(config: &Config) -> Self {
+    /// Takes the policy out of a validated config (reading the trusted
+    /// wallet providers' keys).
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let i = &config.issuance;
-        Policy {
+        Ok(Policy {
             public_url: config.server.public_url.clone(),
             credential_issuer: config.credential_issuer().to_owned(),
             access_token_ttl: i.access_token_ttl_secs,
@@ -92,7 +103,10 @@ impl Policy {
                 .collect(),
             audit_origin: config.audit_origin(),
             key_refresh_secs: config.keys.refresh_secs,
-        }
+            proof_max_age_secs: i.proof_max_age_secs,
+            require_dpop_nonce: i.require_dpop_nonce,
+            trusted_wallet_providers: config.trusted_wallet_providers()?,
+        })
     }
 }
 
@@ -103,6 +117,7 @@ pub struct Notary {
     store: Store,
     policy: std::sync::Arc<Policy>,
     keys: keys::SharedKeyRing,
+    nonces: std::sync::Arc<proofs::NonceCache>,
 }
 
 impl Notary {
@@ -115,6 +130,7 @@ impl Notary {
             store,
             policy: std::sync::Arc::new(policy),
             keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
+            nonces: std::sync::Arc::default(),
         })
     }
 

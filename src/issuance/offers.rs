@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 use super::{InternalError, Notary, hashing, now, random, rfc3339};
 use crate::audit::AuditEvent;
 use crate::oid4vci::offer::{CredentialOffer, Grants, InputMode, PreAuthorizedGrant, TxCodeSpec};
-use crate::secret::{PreAuthorizedCode, TxCode};
+use crate::secret::{OfferReference, PreAuthorizedCode, TxCode};
 use crate::store::{NewOffer, OfferFilter, OfferRecord, OfferState, RevokeOutcome};
 
 /// `transactionCode` in a create request: `true`, `false`, or a `tx_code` object.
@@ -163,6 +163,29 @@ impl From<random::RandomError> for OfferError {
     }
 }
 
+/// A by-reference offer as fetched by a wallet or shown on the offer page.
+#[derive(Debug)]
+pub struct OfferByReference {
+    /// The Credential Offer JSON (it holds the code: wiped on drop).
+    pub offer_json: Zeroizing<String>,
+    /// The `openid-credential-offer://?credential_offer_uri=...` link.
+    pub deep_link: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What the wallet shows before asking for the PIN (never the PIN).
+    pub tx_code: Option<TxCodeSpec>,
+}
+
+/// Path under which by-reference offers are served.
+pub const OFFER_REFERENCE_PATH: &str = "/oid4vci/credential-offer/";
+
+/// The deep link of a by-reference offer.
+fn offer_reference_uri(public_url: &str, reference: &OfferReference) -> String {
+    let url = format!("{public_url}{OFFER_REFERENCE_PATH}{}", reference.expose());
+    let encoded: String = form_urlencoded::byte_serialize(url.as_bytes()).collect();
+    format!("openid-credential-offer://?credential_offer_uri={encoded}")
+}
+
 /// Longest `userId`, description or claims document accepted.
 const MAX_SUBJECT: usize = 256;
 const MAX_DESCRIPTION: usize = 300;
@@ -190,12 +213,6 @@ impl Notary {
                 "unknown credential configuration {unknown:?}; known: {:?}",
                 policy.known_credentials
             )));
-        }
-        if request.by_reference {
-            return Err(OfferError::Invalid(
-                "byReference offers are not available in this version; use byReference: false"
-                    .into(),
-            ));
         }
         if let Some(subject) = &request.user_id {
             if subject.is_empty() || subject.len() > MAX_SUBJECT {
@@ -226,7 +243,20 @@ impl Notary {
         };
 
         let id = random::token(16)?;
-        let code = PreAuthorizedCode::new(random::token(32)?);
+        // By reference, the code is derived from the URL's reference in the
+        // HSM, so a later GET can rebuild the offer without storing the code.
+        let reference = match request.by_reference {
+            true => Some(OfferReference::new(random::token(32)?)),
+            false => None,
+        };
+        let code = match &reference {
+            Some(reference) => hashing::code_from_reference(&self.hsm, reference).await?,
+            None => PreAuthorizedCode::new(random::token(32)?),
+        };
+        let ref_hash = match &reference {
+            Some(reference) => Some(hashing::offer_ref_hash(&self.hsm, reference).await?),
+            None => None,
+        };
         let pin = match &tx_code {
             Some(spec) => Some(random::pin(spec.length, spec.input_mode)?),
             None => None,
@@ -253,6 +283,7 @@ impl Notary {
             created_at,
             expires_at,
             created_by: Some(created_by.to_owned()),
+            ref_hash,
         };
         let event = AuditEvent::new(
             "offer.created",
@@ -261,31 +292,88 @@ impl Notary {
                 "by": created_by,
                 "credentials": request.credentials,
                 "tx_code": tx_code.is_some(),
+                "by_reference": request.by_reference,
                 "expires_at": expires_at,
             }),
         );
         self.store.insert_offer(&record, event).await?;
 
-        let authorization_server =
-            (policy.credential_issuer != policy.public_url).then_some(policy.public_url.as_str());
-        let offer = CredentialOffer {
-            credential_issuer: &policy.credential_issuer,
-            credential_configuration_ids: &request.credentials,
-            grants: Grants {
-                pre_authorized_code: PreAuthorizedGrant {
-                    code: code.expose(),
-                    tx_code: tx_code.as_ref(),
-                    authorization_server,
-                },
-            },
+        let uri = match &reference {
+            Some(reference) => offer_reference_uri(&policy.public_url, reference),
+            None => self
+                .credential_offer(&request.credentials, &code, tx_code.as_ref())
+                .to_uri(),
         };
         Ok(CreatedOffer {
             id,
             user_id: request.user_id,
-            uri: Zeroizing::new(offer.to_uri()),
+            uri: Zeroizing::new(uri),
             expires_at: rfc3339(expires_at),
             transaction_code: pin,
         })
+    }
+
+    /// The Credential Offer document for an offer's code.
+    fn credential_offer<'a>(
+        &'a self,
+        credentials: &'a [String],
+        code: &'a PreAuthorizedCode,
+        tx_code: Option<&'a TxCodeSpec>,
+    ) -> CredentialOffer<'a> {
+        let policy = &self.policy;
+        let authorization_server =
+            (policy.credential_issuer != policy.public_url).then_some(policy.public_url.as_str());
+        CredentialOffer {
+            credential_issuer: &policy.credential_issuer,
+            credential_configuration_ids: credentials,
+            grants: Grants {
+                pre_authorized_code: PreAuthorizedGrant {
+                    code: code.expose(),
+                    tx_code,
+                    authorization_server,
+                },
+            },
+        }
+    }
+
+    /// The offer behind a by-reference URL, while it can still be redeemed.
+    /// A redeemed, expired, locked, revoked or unknown offer is `None`: the
+    /// caller answers 404 for all of them alike.
+    pub async fn offer_by_reference(
+        &self,
+        reference: &OfferReference,
+    ) -> Result<Option<OfferByReference>, InternalError> {
+        // References are 43 base64url characters; anything else cannot match.
+        let r = reference.expose();
+        if r.len() != 43
+            || !r
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Ok(None);
+        }
+        let ref_hash = hashing::offer_ref_hash(&self.hsm, reference).await?;
+        let Some(record) = self.store.find_offer_by_ref_hash(&ref_hash).await? else {
+            return Ok(None);
+        };
+        if record.state != OfferState::Pending || now() >= record.expires_at {
+            return Ok(None);
+        }
+        let code = hashing::code_from_reference(&self.hsm, reference).await?;
+        let credentials: Vec<String> =
+            serde_json::from_str(&record.credential_ids).unwrap_or_default();
+        let tx_code: Option<TxCodeSpec> = record
+            .tx_code
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok());
+        let document = self.credential_offer(&credentials, &code, tx_code.as_ref());
+        let offer_json = Zeroizing::new(serde_json::to_string(&document).unwrap_or_default());
+        Ok(Some(OfferByReference {
+            offer_json,
+            deep_link: offer_reference_uri(&self.policy.public_url, reference),
+            expires_at: rfc3339(record.expires_at),
+            tx_code,
+        }))
     }
 
     fn tx_code_spec(

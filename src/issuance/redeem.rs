@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::{InternalError, Notary, hashing, now, random, token};
 use crate::oid4vci::PRE_AUTHORIZED_GRANT;
-use crate::oid4vci::token::{TokenRequest, TokenResponse};
+use crate::oid4vci::token::{CredentialAuthorization, TokenRequest, TokenResponse};
 use crate::store::{OfferState, WrongPinOutcome};
 
 /// Why a redemption was refused.
@@ -38,6 +38,9 @@ pub enum RedeemError {
         /// Attempts left before the offer locks (0: it is now locked).
         remaining: u32,
     },
+    /// `authorization_details` asks for something the offer does not grant.
+    #[error("{0}")]
+    InvalidAuthorizationDetails(String),
     /// Too many wrong PINs: the offer is locked for good.
     #[error("too many wrong tx_code attempts; this offer is locked")]
     Locked,
@@ -50,9 +53,22 @@ fn internal(e: impl Into<InternalError>) -> RedeemError {
     RedeemError::Internal(e.into())
 }
 
+/// What binds the token to its holder, from proofs checked before redemption.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    /// Thumbprint of the DPoP key: the token's `cnf.jkt`.
+    pub dpop_jkt: Option<String>,
+    /// The `client_id` from a verified client attestation.
+    pub attested_client_id: Option<String>,
+}
+
 impl Notary {
     /// Redeems a token request. On success the offer is consumed.
-    pub async fn redeem(&self, request: TokenRequest) -> Result<TokenResponse, RedeemError> {
+    pub async fn redeem(
+        &self,
+        request: TokenRequest,
+        binding: Binding,
+    ) -> Result<TokenResponse, RedeemError> {
         match request.grant_type.as_deref() {
             Some(PRE_AUTHORIZED_GRANT) => {}
             Some(_) => return Err(RedeemError::UnsupportedGrantType),
@@ -107,6 +123,11 @@ impl Notary {
             OfferState::Pending => {}
         }
 
+        let authorization_details = request
+            .authorization_details
+            .map(|details| granted_details(details, &offer.credential_ids))
+            .transpose()?;
+
         match (&offer.pin_hash, request.tx_code) {
             (None, None) => {}
             (Some(_), None) => {
@@ -137,7 +158,14 @@ impl Notary {
                 .ok_or(RedeemError::Internal(InternalError::NoSigningKey))?,
             &self.policy,
             &offer,
-            request.client_id.as_deref(),
+            token::Binding {
+                client_id: binding
+                    .attested_client_id
+                    .as_deref()
+                    .or(request.client_id.as_deref()),
+                jkt: binding.dpop_jkt.as_deref(),
+                authorization_details: authorization_details.as_deref(),
+            },
             now,
         )
         .await
@@ -159,10 +187,15 @@ impl Notary {
         }
         Ok(TokenResponse {
             access_token: minted.access_token,
-            token_type: "Bearer",
+            token_type: if binding.dpop_jkt.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             expires_in: self.policy.access_token_ttl,
             c_nonce: random::token(16).map_err(internal)?,
             c_nonce_expires_in: self.policy.c_nonce_ttl,
+            authorization_details,
         })
     }
 
@@ -181,4 +214,28 @@ impl Notary {
             Err(e) => internal(e),
         }
     }
+}
+
+/// The requested `authorization_details`, each checked against the offer's
+/// credential configurations and given its `credential_identifiers`. notary
+/// has one credential dataset per configuration in an offer, so the
+/// identifier is the configuration id itself.
+fn granted_details(
+    requested: Vec<CredentialAuthorization>,
+    offer_credentials: &str,
+) -> Result<Vec<CredentialAuthorization>, RedeemError> {
+    let offered: Vec<String> = serde_json::from_str(offer_credentials).unwrap_or_default();
+    requested
+        .into_iter()
+        .map(|mut detail| {
+            if !offered.contains(&detail.credential_configuration_id) {
+                return Err(RedeemError::InvalidAuthorizationDetails(format!(
+                    "credential_configuration_id {:?} is not in this offer",
+                    detail.credential_configuration_id
+                )));
+            }
+            detail.credential_identifiers = Some(vec![detail.credential_configuration_id.clone()]);
+            Ok(detail)
+        })
+        .collect()
 }

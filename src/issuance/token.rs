@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::{InternalError, Policy, random};
 use crate::hsm::{Hsm, SigningKeyInfo};
 use crate::jose;
+use crate::oid4vci::token::CredentialAuthorization;
 use crate::store::{IssuedToken, OfferRecord};
 
 /// A signed token and the facts recorded about it.
@@ -16,12 +17,23 @@ pub struct Minted {
     pub issued: IssuedToken,
 }
 
+/// Who the token is for, beyond the offer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Binding<'a> {
+    /// The wallet's `client_id` (attested, or as sent).
+    pub client_id: Option<&'a str>,
+    /// DPoP key thumbprint (`cnf.jkt`).
+    pub jkt: Option<&'a str>,
+    /// The granted authorization details.
+    pub authorization_details: Option<&'a [CredentialAuthorization]>,
+}
+
 /// The claims of an access token for `offer`. Nothing here is derived from
 /// the pre-authorized code or the PIN.
 pub fn claims(
     policy: &Policy,
     offer: &OfferRecord,
-    client_id: Option<&str>,
+    binding: Binding<'_>,
     jti: &str,
     now: i64,
 ) -> Value {
@@ -36,8 +48,14 @@ pub fn claims(
         "jti": jti,
         "credential_configuration_ids": credential_ids,
     });
-    if let Some(client_id) = client_id {
+    if let Some(client_id) = binding.client_id {
         claims["client_id"] = json!(client_id);
+    }
+    if let Some(jkt) = binding.jkt {
+        claims["cnf"] = json!({ "jkt": jkt });
+    }
+    if let Some(details) = binding.authorization_details {
+        claims["authorization_details"] = json!(details);
     }
     if let Some(extra) = offer
         .claims
@@ -55,11 +73,11 @@ pub async fn mint(
     key: &SigningKeyInfo,
     policy: &Policy,
     offer: &OfferRecord,
-    client_id: Option<&str>,
+    binding: Binding<'_>,
     now: i64,
 ) -> Result<Minted, InternalError> {
     let jti = random::token(16)?;
-    let claims = claims(policy, offer, client_id, &jti, now);
+    let claims = claims(policy, offer, binding, &jti, now);
     let expires_at = claims["exp"].as_i64().unwrap_or(now);
     let header = json!({
         "alg": key.algorithm().as_str(),

@@ -4,6 +4,12 @@
 use serde_json::{Value, json};
 
 use super::PRE_AUTHORIZED_GRANT;
+use super::jwt;
+use super::token::OPENID_CREDENTIAL;
+
+/// `token_endpoint_auth_methods_supported` value of attestation-based client
+/// authentication.
+pub const ATTESTATION_AUTH_METHOD: &str = "attest_jwt_client_auth";
 
 /// What the metadata documents are built from.
 #[derive(Debug, Clone)]
@@ -20,6 +26,8 @@ pub struct MetadataInputs<'a> {
     pub pre_authorized_enabled: bool,
     /// `alg` of the active signing key.
     pub signing_alg: &'a str,
+    /// Whether client attestations can be verified (trusted keys configured).
+    pub attestation_enabled: bool,
 }
 
 /// `/.well-known/oauth-authorization-server` (RFC 8414).
@@ -29,16 +37,29 @@ pub fn authorization_server(m: &MetadataInputs<'_>) -> Value {
     } else {
         vec![]
     };
-    json!({
+    let mut auth_methods = vec!["none"];
+    if m.attestation_enabled {
+        auth_methods.push(ATTESTATION_AUTH_METHOD);
+    }
+    let mut doc = json!({
         "issuer": m.public_url,
         "token_endpoint": format!("{}/oid4vci/token", m.public_url),
         "jwks_uri": format!("{}/.well-known/jwks.json", m.public_url),
+        "introspection_endpoint": format!("{}/introspect", m.public_url),
+        "introspection_endpoint_auth_methods_supported": ["bearer"],
         "grant_types_supported": grants,
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": auth_methods,
         "pre-authorized_grant_anonymous_access_supported": true,
         "access_token_signing_alg_values_supported": [m.signing_alg],
-    })
+        "dpop_signing_alg_values_supported": jwt::ACCEPTED_ALGS,
+        "authorization_details_types_supported": [OPENID_CREDENTIAL],
+    });
+    if m.attestation_enabled {
+        doc["client_attestation_signing_alg_values_supported"] = json!(jwt::ACCEPTED_ALGS);
+        doc["client_attestation_pop_signing_alg_values_supported"] = json!(jwt::ACCEPTED_ALGS);
+    }
+    doc
 }
 
 /// `/.well-known/openid-credential-issuer` (OID4VCI 1.0 §12.2), served when
@@ -52,6 +73,7 @@ pub fn credential_issuer(m: &MetadataInputs<'_>) -> Value {
         "credential_issuer": m.credential_issuer,
         "authorization_servers": [m.public_url],
         "credential_endpoint": credential_endpoint,
+        "nonce_endpoint": format!("{}/oid4vci/nonce", m.public_url),
         "credential_configurations_supported": m.credential_configurations,
     })
 }
@@ -68,6 +90,7 @@ mod tests {
             credential_configurations: configs,
             pre_authorized_enabled: enabled,
             signing_alg: "EdDSA",
+            attestation_enabled: false,
         }
     }
 

@@ -1,6 +1,9 @@
 //! OID4VCI and OAuth protocol types: credential offers, token requests and
 //! responses, error codes and metadata documents. No HTTP, no storage.
 
+pub mod attestation;
+pub mod dpop;
+pub mod jwt;
 pub mod metadata;
 pub mod offer;
 pub mod token;
@@ -29,6 +32,17 @@ pub enum ErrorCode {
     NotFound,
     /// Something failed inside notary.
     ServerError,
+    /// RFC 9449: the DPoP proof is missing, malformed or does not verify.
+    InvalidDpopProof,
+    /// RFC 9449: retry with the server nonce from `DPoP-Nonce`.
+    UseDpopNonce,
+    /// RFC 6749: client authentication failed.
+    InvalidClient,
+    /// Attestation-based client authentication: the attestation or its PoP
+    /// does not verify.
+    InvalidClientAttestation,
+    /// RFC 9396: `authorization_details` asks for what the grant does not give.
+    InvalidAuthorizationDetails,
 }
 
 impl ErrorCode {
@@ -44,6 +58,11 @@ impl ErrorCode {
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::NotFound => "not_found",
             ErrorCode::ServerError => "server_error",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidClientAttestation => "invalid_client_attestation",
+            ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
         }
     }
 }

@@ -32,6 +32,62 @@ pub struct TokenRequest {
     pub tx_code: Option<TxCode>,
     /// `client_id`, if the wallet sent one.
     pub client_id: Option<String>,
+    /// `authorization_details` (RFC 9396), parsed.
+    pub authorization_details: Option<Vec<CredentialAuthorization>>,
+}
+
+/// One `openid_credential` entry of `authorization_details` (OID4VCI 1.0 §5.1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialAuthorization {
+    /// Always `openid_credential`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The credential configuration asked for.
+    pub credential_configuration_id: String,
+    /// Set in responses: the credentials this token may obtain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_identifiers: Option<Vec<String>>,
+}
+
+/// The `type` of OID4VCI authorization details.
+pub const OPENID_CREDENTIAL: &str = "openid_credential";
+
+/// Most entries accepted in one `authorization_details`.
+const MAX_AUTHORIZATION_DETAILS: usize = 16;
+
+/// Parses `authorization_details`: a JSON array of `openid_credential`
+/// objects, each naming a `credential_configuration_id`.
+fn parse_authorization_details(
+    value: &serde_json::Value,
+) -> Result<Vec<CredentialAuthorization>, ParseError> {
+    let entries = value
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= MAX_AUTHORIZATION_DETAILS)
+        .ok_or_else(|| {
+            err(format!(
+                "authorization_details must be a JSON array of 1..={MAX_AUTHORIZATION_DETAILS} objects"
+            ))
+        })?;
+    entries
+        .iter()
+        .map(|entry| {
+            if entry.get("type").and_then(|t| t.as_str()) != Some(OPENID_CREDENTIAL) {
+                return Err(err("authorization_details entries must have type openid_credential"));
+            }
+            let id = entry
+                .get("credential_configuration_id")
+                .and_then(|c| c.as_str())
+                .filter(|c| !c.is_empty() && c.len() <= 256)
+                .ok_or_else(|| {
+                    err("each authorization_details entry needs a credential_configuration_id string")
+                })?;
+            Ok(CredentialAuthorization {
+                kind: OPENID_CREDENTIAL,
+                credential_configuration_id: id.to_owned(),
+                credential_identifiers: None,
+            })
+        })
+        .collect()
 }
 
 /// Why a body could not be parsed; the message is safe to return (it never
@@ -67,6 +123,7 @@ struct RawRequest {
     tx_code: Option<SecretField>,
     user_pin: Option<SecretField>,
     client_id: Option<String>,
+    authorization_details: Option<serde_json::Value>,
 }
 
 impl RawRequest {
@@ -84,6 +141,12 @@ impl RawRequest {
                 "tx_code" => raw.tx_code = Some(SecretField(value)),
                 "user_pin" => raw.user_pin = Some(SecretField(value)),
                 "client_id" => raw.client_id = Some(value),
+                "authorization_details" => {
+                    raw.authorization_details = Some(
+                        serde_json::from_str(&value)
+                            .map_err(|_| err("authorization_details must be a JSON array"))?,
+                    )
+                }
                 _ => {
                     // Unknown parameters are ignored; wipe the value anyway,
                     // a confused wallet may put a secret under any name.
@@ -111,7 +174,21 @@ impl RawRequest {
             (Some(a), _) => Some(a),
             (None, b) => b,
         };
+        // A JSON body may carry the array itself or, like a form, a string of it.
+        let authorization_details = match self.authorization_details {
+            None => None,
+            Some(serde_json::Value::String(text)) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|_| err("authorization_details must be a JSON array"))?,
+            ),
+            Some(value) => Some(value),
+        };
+        let authorization_details = authorization_details
+            .as_ref()
+            .map(parse_authorization_details)
+            .transpose()?;
         Ok(TokenRequest {
+            authorization_details,
             grant_type: self.grant_type,
             code: self.code.map(|c| PreAuthorizedCode::new(c.take())),
             tx_code: tx_code.map(|c| TxCode::new(c.take())),
@@ -166,6 +243,9 @@ pub struct TokenResponse {
     pub c_nonce: String,
     /// Seconds the nonce is valid.
     pub c_nonce_expires_in: u64,
+    /// The authorization details granted, when the request sent some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Vec<CredentialAuthorization>>,
 }
 
 #[cfg(test)]
@@ -183,6 +263,32 @@ mod tests {
         );
         assert_eq!(req.code.unwrap().expose(), "abc+def");
         assert_eq!(req.tx_code.unwrap().expose(), "0042");
+    }
+
+    #[test]
+    fn authorization_details_from_a_form_string_or_a_json_array() {
+        let details = r#"[{"type":"openid_credential","credential_configuration_id":"Degree"}]"#;
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("authorization_details", details)
+            .finish();
+        let req = TokenRequest::parse(BodyFormat::Form, form.as_bytes()).unwrap();
+        let parsed = req.authorization_details.unwrap();
+        assert_eq!(parsed[0].credential_configuration_id, "Degree");
+        let json = format!(r#"{{"authorization_details":{details}}}"#);
+        let req = TokenRequest::parse(BodyFormat::Json, json.as_bytes()).unwrap();
+        assert_eq!(req.authorization_details.unwrap(), parsed);
+        for bad in [
+            r#"[]"#,
+            r#"{"type":"openid_credential"}"#,
+            r#"[{"type":"other","credential_configuration_id":"Degree"}]"#,
+            r#"[{"type":"openid_credential"}]"#,
+        ] {
+            let json = format!(r#"{{"authorization_details":{bad}}}"#);
+            assert!(
+                TokenRequest::parse(BodyFormat::Json, json.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -147,6 +147,29 @@ impl Store {
         dispatch!(self, "find_offer_by_code_hash", s => s.find_offer_by_code_hash(code_hash).await)
     }
 
+    /// Finds the by-reference offer whose reference has this keyed hash.
+    pub async fn find_offer_by_ref_hash(
+        &self,
+        ref_hash: &[u8; 32],
+    ) -> Result<Option<OfferRecord>, StoreError> {
+        dispatch!(self, "find_offer_by_ref_hash", s => s.find_offer_by_ref_hash(ref_hash).await)
+    }
+
+    /// The offer and revocation of the token with this `jti`, if notary issued it.
+    pub async fn token_status(&self, jti: &str) -> Result<Option<TokenStatus>, StoreError> {
+        dispatch!(self, "token_status", s => s.token_status(jti).await)
+    }
+
+    /// Records a proof `jti` (by its replay key) until `keep_until`; false
+    /// if any instance recorded it before.
+    pub async fn record_proof_jti(
+        &self,
+        key: &[u8; 32],
+        keep_until: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, "record_proof_jti", s => s.record_proof_jti(key, keep_until).await)
+    }
+
     /// Gets an offer by id.
     pub async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
         dispatch!(self, "get_offer", s => s.get_offer(id).await)
@@ -299,7 +322,8 @@ impl Store {
 
     /// Records the expiry of pending offers past `expires_at` (once each,
     /// in the audit log) and deletes finished offers older than
-    /// `retention` seconds. Safe to run from every instance at once.
+    /// `retention` seconds, and forgets proof `jti`s that can no longer
+    /// pass the age check. Safe to run from every instance at once.
     /// Returns (expiries recorded, offers deleted).
     pub async fn sweep(&self, now: i64, retention: i64) -> Result<(u64, u64), StoreError> {
         dispatch!(self, "sweep", s => s.sweep(now, retention).await)

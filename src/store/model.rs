@@ -109,6 +109,17 @@ pub struct NewOffer {
     pub expires_at: i64,
     /// API key id of the creator.
     pub created_by: Option<String>,
+    /// Keyed hash of the offer reference, for by-reference offers.
+    pub ref_hash: Option<[u8; 32]>,
+}
+
+/// What introspection needs to know of an issued token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenStatus {
+    /// The offer it was issued for.
+    pub offer_id: String,
+    /// When it was revoked (its code was replayed), if it was.
+    pub revoked_at: Option<i64>,
 }
 
 /// Result of counting one wrong PIN.
@@ -136,6 +147,8 @@ pub enum Role {
     Issuer,
     /// Read-only.
     Auditor,
+    /// A credential issuer checking access tokens (`/introspect` only).
+    Introspect,
 }
 
 impl Role {
@@ -145,6 +158,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Issuer => "issuer",
             Role::Auditor => "auditor",
+            Role::Introspect => "introspect",
         }
     }
 
@@ -154,6 +168,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "issuer" => Some(Role::Issuer),
             "auditor" => Some(Role::Auditor),
+            "introspect" => Some(Role::Introspect),
             _ => None,
         }
     }

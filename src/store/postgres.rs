@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
     OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
-    StoreError, WrongPinOutcome,
+    StoreError, TokenStatus, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -168,8 +168,8 @@ impl PgStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
-             state, attempts, max_attempts, created_at, expires_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $10, $11)",
+             state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $10, $11, $12)",
         )
         .bind(&offer.id)
         .bind(offer.code_hash.to_vec())
@@ -182,6 +182,7 @@ impl PgStore {
         .bind(offer.created_at)
         .bind(offer.expires_at)
         .bind(&offer.created_by)
+        .bind(offer.ref_hash.map(|h| h.to_vec()))
         .execute(&mut *tx)
         .await?;
         append_audit(&mut tx, &event, offer.created_at).await?;
@@ -199,6 +200,49 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn find_offer_by_ref_hash(
+        &self,
+        ref_hash: &[u8; 32],
+    ) -> Result<Option<OfferRecord>, StoreError> {
+        let sql = offer_select("WHERE ref_hash = $1");
+        let row = sqlx::query(sql)
+            .bind(ref_hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn token_status(&self, jti: &str) -> Result<Option<TokenStatus>, StoreError> {
+        let row = sqlx::query("SELECT id, token_revoked_at FROM offers WHERE token_jti = $1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TokenStatus {
+                offer_id: r.try_get("id")?,
+                revoked_at: r.try_get("token_revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn record_proof_jti(
+        &self,
+        key: &[u8; 32],
+        keep_until: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement, no audit entry: no writer lock needed; the primary key decides.
+        let inserted = sqlx::query(
+            "INSERT INTO proof_jtis (key, keep_until) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key.to_vec())
+        .bind(keep_until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
@@ -663,6 +707,10 @@ impl PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        sqlx::query("DELETE FROM proof_jtis WHERE keep_until < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         if purged > 0 {
             let event = AuditEvent::global(
                 "offers.purged",

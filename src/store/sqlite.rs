@@ -18,7 +18,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
     OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
-    StoreError, WrongPinOutcome,
+    StoreError, TokenStatus, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -154,8 +154,8 @@ impl SqliteStore {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
-             state, attempts, max_attempts, created_at, expires_at, created_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+             state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
         )
         .bind(&offer.id)
         .bind(offer.code_hash.to_vec())
@@ -168,6 +168,7 @@ impl SqliteStore {
         .bind(offer.created_at)
         .bind(offer.expires_at)
         .bind(&offer.created_by)
+        .bind(offer.ref_hash.map(|h| h.to_vec()))
         .execute(&mut *tx)
         .await?;
         append_audit(&mut tx, &event, offer.created_at).await?;
@@ -185,6 +186,49 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn find_offer_by_ref_hash(
+        &self,
+        ref_hash: &[u8; 32],
+    ) -> Result<Option<OfferRecord>, StoreError> {
+        let sql = offer_select("WHERE ref_hash = ?");
+        let row = sqlx::query(sql)
+            .bind(ref_hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub(super) async fn token_status(&self, jti: &str) -> Result<Option<TokenStatus>, StoreError> {
+        let row = sqlx::query("SELECT id, token_revoked_at FROM offers WHERE token_jti = ?")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TokenStatus {
+                offer_id: r.try_get("id")?,
+                revoked_at: r.try_get("token_revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn record_proof_jti(
+        &self,
+        key: &[u8; 32],
+        keep_until: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement, no audit entry: autocommit on the write connection.
+        let inserted = sqlx::query(
+            "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key.to_vec())
+        .bind(keep_until)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
@@ -648,6 +692,10 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        sqlx::query("DELETE FROM proof_jtis WHERE keep_until < ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         if purged > 0 {
             let event = AuditEvent::global(
                 "offers.purged",

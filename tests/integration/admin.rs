@@ -255,7 +255,7 @@ async fn bad_offer_requests_are_refused_with_a_reason() {
             "unknown field",
         ),
         (
-            json!({"credentials": ["UniversityDegree_jwt"], "byReference": true}),
+            json!({"credentials": ["UniversityDegree_jwt"], "byReference": "yes"}),
             "byReference",
         ),
     ] {
