@@ -17,6 +17,8 @@ mod keys;
 mod leaks;
 mod memory;
 mod multi_instance;
+mod proofs;
 mod secrets_at_rest;
 mod service;
 mod token;
+mod wallet;

@@ -8,7 +8,7 @@ use crate::app::{self, GRANT, TestApp};
 
 /// Verifies `token` against the server's JWKS with `jsonwebtoken` (not
 /// notary's code) and returns its claims.
-async fn verify(app: &TestApp, token: &str, alg: jsonwebtoken::Algorithm) -> Value {
+pub async fn verify(app: &TestApp, token: &str, alg: jsonwebtoken::Algorithm) -> Value {
     let header = decode_header(token).unwrap();
     assert_eq!(header.alg, alg);
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
