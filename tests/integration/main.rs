@@ -7,12 +7,14 @@
 mod admin;
 mod app;
 mod audit_log;
+mod by_reference;
 mod cli;
 mod discovery;
 mod exactly_once;
 mod hardening;
 mod hsm_faults;
 mod indistinguishable;
+mod introspection;
 mod keys;
 mod leaks;
 mod memory;

@@ -1,0 +1,87 @@
+//! `POST /introspect` (RFC 7662): who may ask, what a live token reports,
+//! and that a replayed code's token reports inactive.
+
+use serde_json::{Value, json};
+
+use crate::app::{self, GRANT, TestApp};
+use crate::proofs::redeem_with;
+use crate::wallet::WalletKey;
+
+async fn introspect(app: &TestApp, key: Option<&str>, token: &str) -> (u16, Value) {
+    let mut request = app
+        .http()
+        .post(app.url("/introspect"))
+        .form(&[("token", token)]);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn introspection_reports_live_tokens_and_forgets_replayed_ones() {
+    let app = app::builder().start().await;
+    let resource = app.new_api_key("introspect");
+    let issuer = app.new_api_key("issuer");
+    let meta: Value = app
+        .http()
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["introspection_endpoint"], app.url("/introspect"));
+
+    let key = WalletKey::p256();
+    let (_, code, pin) = app.offer_with_pin().await;
+    let proof = key.dpop(&app.url("/oid4vci/token"), json!({}));
+    let (status, _, body) = redeem_with(&app, &code, &pin, &[("DPoP", &proof)]).await;
+    assert_eq!(status, 200);
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    assert_eq!(introspect(&app, None, &token).await.0, 401);
+    assert_eq!(introspect(&app, Some(&issuer), &token).await.0, 403);
+    let (status, answer) = introspect(&app, Some(&resource), &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["sub"], "alice");
+    assert_eq!(answer["token_type"], "DPoP");
+    assert_eq!(answer["cnf"]["jkt"], key.thumbprint());
+    assert_eq!(
+        answer["credential_configuration_ids"],
+        json!(["UniversityDegree_jwt"])
+    );
+    assert!(answer["exp"].as_i64().unwrap() > crate::wallet::now());
+
+    // Not ours, or tampered with: inactive, and nothing else said.
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    for other in ["garbage", tampered.as_str()] {
+        let (status, answer) = introspect(&app, Some(&resource), other).await;
+        assert_eq!((status, answer), (200, json!({"active": false})));
+    }
+
+    // The code comes back: its token is revoked (off the response path).
+    let (status, _) = app
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
+        .await;
+    assert_eq!(status, 400);
+    let mut inactive = false;
+    for _ in 0..50 {
+        let (_, answer) = introspect(&app, Some(&resource), &token).await;
+        if answer == json!({"active": false}) {
+            inactive = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(inactive, "a replayed code's token must become inactive");
+}
