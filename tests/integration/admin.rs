@@ -256,7 +256,7 @@ async fn bad_offer_requests_are_refused_with_a_reason() {
         ),
         (
             json!({"credentials": ["UniversityDegree_jwt"], "byReference": "yes"}),
-            "byReference",
+            "expected a boolean",
         ),
     ] {
         let r = c

@@ -87,11 +87,24 @@ async fn cors_for_wallet_endpoints_only() {
             .request(reqwest::Method::OPTIONS, app.url(path))
             .header("origin", "https://wallet.example")
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
+            .header(
+                "access-control-request-headers",
+                "content-type, dpop, oauth-client-attestation, oauth-client-attestation-pop",
+            )
             .send()
     };
     let r = preflight("/oid4vci/token").await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        allowed.contains("dpop") && allowed.contains("oauth-client-attestation-pop"),
+        "{allowed}"
+    );
+    let r = preflight("/oid4vci/nonce").await.unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
     let r = app
         .http()
@@ -101,6 +114,10 @@ async fn cors_for_wallet_endpoints_only() {
         .await
         .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("dpop-nonce"), "{exposed}");
 
     let r = preflight("/v1/openid/offers/pre-authorized").await.unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
@@ -113,4 +130,26 @@ async fn cors_for_wallet_endpoints_only() {
         .await
         .unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn the_nonce_endpoint_gives_fresh_unstored_nonces() {
+    let app = app::builder().start().await;
+    let issuer = get_json(&app, "/.well-known/openid-credential-issuer").await;
+    assert_eq!(issuer["nonce_endpoint"], app.url("/oid4vci/nonce"));
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let r = app
+            .http()
+            .post(app.url("/oid4vci/nonce"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body: Value = r.json().await.unwrap();
+        let nonce = body["c_nonce"].as_str().unwrap().to_owned();
+        assert!(nonce.len() >= 22, "at least 128 bits");
+        assert!(seen.insert(nonce), "every nonce is new");
+    }
 }

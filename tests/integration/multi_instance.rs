@@ -292,3 +292,75 @@ async fn losing_the_database_fails_cleanly_and_recovers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A DPoP proof used at one instance is refused at the other (the replay
+/// cache is the shared database), and a server nonce from one instance is
+/// good at the other (nonces are HMACs made with the shared HSM key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_replay_is_refused_across_instances_and_nonces_are_shared() {
+    if app::postgres_base().is_none() {
+        eprintln!("skipped: NOTARY_TEST_POSTGRES_URL is not set");
+        return;
+    }
+    let a = app::builder()
+        .postgres()
+        .set("issuance", "require_dpop_nonce", true)
+        .start()
+        .await;
+    let b = a.another_instance().await;
+    let key = crate::wallet::WalletKey::p256();
+    let htu = a.url("/oid4vci/token");
+    let send = |base: String, code: String, pin: String, proof: String| {
+        let client = a.client_from(None);
+        async move {
+            let r = client
+                .post(format!("{base}/oid4vci/token"))
+                .header("DPoP", proof)
+                .form(&[
+                    ("grant_type", GRANT),
+                    ("pre-authorized_code", &code),
+                    ("tx_code", &pin),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let nonce = r
+                .headers()
+                .get("dpop-nonce")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, nonce, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, code1, pin1) = a.offer_with_pin().await;
+    let (_, code2, pin2) = a.offer_with_pin().await;
+    // Ask instance A for a nonce, use it at instance B.
+    let (status, nonce, body) = send(
+        a.base.clone(),
+        code1.clone(),
+        pin1.clone(),
+        key.dpop(&htu, json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("use_dpop_nonce"))
+    );
+    let proof = key.dpop(&htu, json!({"nonce": nonce.unwrap()}));
+    let (status, _, body) = send(b.base.clone(), code1, pin1, proof.clone()).await;
+    assert_eq!(status, 200, "a nonce from A is good at B: {body}");
+    // The same proof replayed at instance A, for another code: refused.
+    let (status, _, body) = send(a.base.clone(), code2.clone(), pin2.clone(), proof).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("replay")
+    );
+    eprintln!("DPoP jti used at B and replayed at A: refused; nonce minted by A accepted by B");
+}

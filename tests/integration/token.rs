@@ -535,3 +535,64 @@ async fn database_failure_is_a_bare_server_error() {
         "the detail goes to the log: {log}"
     );
 }
+
+#[tokio::test]
+async fn authorization_details_are_checked_against_the_offer_and_echoed() {
+    let app = app::builder().start().await;
+    let (_, code, pin) = app.offer_with_pin().await;
+    let wrong = r#"[{"type":"openid_credential","credential_configuration_id":"SomethingElse"}]"#;
+    let (status, body) = app
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+            ("authorization_details", wrong),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_authorization_details")),
+        "{body}"
+    );
+    let (status, body) = app
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+            ("authorization_details", "not json"),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    // Neither attempt spent the code; a matching request gets identifiers.
+    let r = app
+        .http()
+        .post(app.url("/oid4vci/token"))
+        .json(&json!({
+            "grant_type": GRANT,
+            "pre-authorized_code": code,
+            "tx_code": pin,
+            "authorization_details": [{"type": "openid_credential", "credential_configuration_id": "UniversityDegree_jwt"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let granted = json!([{
+        "type": "openid_credential",
+        "credential_configuration_id": "UniversityDegree_jwt",
+        "credential_identifiers": ["UniversityDegree_jwt"],
+    }]);
+    assert_eq!(body["authorization_details"], granted);
+    let claims = verify(
+        &app,
+        body["access_token"].as_str().unwrap(),
+        jsonwebtoken::Algorithm::EdDSA,
+    )
+    .await;
+    assert_eq!(claims["authorization_details"], granted);
+}
