@@ -211,3 +211,37 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(discovery::method_not_allowed)
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_parses_and_names_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&openapi_json("https://notary.example").unwrap()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["servers"][0]["url"], "https://notary.example");
+        let by_reference = format!("{OFFER_REFERENCE_PATH}{{reference}}");
+        for (path, method) in [
+            ("/oid4vci/token", "post"),
+            ("/oid4vci/nonce", "post"),
+            (by_reference.as_str(), "get"),
+            ("/introspect", "post"),
+            ("/.well-known/oauth-authorization-server", "get"),
+            ("/.well-known/openid-credential-issuer", "get"),
+            ("/.well-known/jwks.json", "get"),
+            ("/openapi.json", "get"),
+            ("/healthz", "get"),
+            ("/readyz", "get"),
+            ("/v1/openid/offers/pre-authorized", "post"),
+            ("/v1/openid/offers", "get"),
+            ("/v1/openid/offers/{id}", "get"),
+            ("/v1/openid/offers/{id}", "delete"),
+            ("/v1/audit", "get"),
+            ("/v1/custody", "get"),
+        ] {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+        }
+    }
+}
