@@ -114,7 +114,7 @@ async function createOffer({ transactionCode, byReference }) {
     `create offer: response lacks id/uri/expiresAt: ${text.slice(0, 200)}`);
   const param = byReference ? 'credential_offer_uri=' : 'credential_offer=';
   check(offer.uri.startsWith(`openid-credential-offer://?${param}`), `create offer: unexpected uri ${offer.uri.slice(0, 80)}`);
-  if (transactionCode) {
+  if (transactionCode !== false) {
     check(typeof offer.transactionCode === 'string' && offer.transactionCode.length > 0, 'create offer: no transactionCode (PIN) returned');
   } else {
     check(offer.transactionCode === undefined, 'create offer: a PIN was returned for an offer without one');
@@ -155,8 +155,8 @@ async function plainDPoPProof(key, htu, nonce) {
 
 // --- one case --------------------------------------------------------------
 
-async function runCase({ transactionCode, byReference, dpop }) {
-  const offer = await createOffer({ transactionCode, byReference });
+async function runCase({ transactionCode, txCodeSpec, byReference, dpop, wrongPinFirst }) {
+  const offer = await createOffer({ transactionCode: txCodeSpec ?? transactionCode, byReference });
 
   // The wallet: parse the offer URI (resolving credential_offer_uri), discover
   // the issuer and authorization server metadata.
@@ -170,10 +170,29 @@ async function runCase({ transactionCode, byReference, dpop }) {
   check(typeof code === 'string' && code.length > 0, 'wallet found no pre-authorized_code in the offer');
   const txCodeMeta = client.credentialOffer?.credential_offer?.grants?.[PRE_AUTH_GRANT]?.tx_code;
   check(Boolean(txCodeMeta) === transactionCode, `offer tx_code object ${JSON.stringify(txCodeMeta)} does not match transactionCode=${transactionCode}`);
+  if (txCodeSpec) {
+    for (const [k, v] of Object.entries(txCodeSpec)) {
+      check(txCodeMeta[k] === v, `offer tx_code.${k} is ${JSON.stringify(txCodeMeta[k])}, asked for ${JSON.stringify(v)}`);
+    }
+    check(offer.transactionCode.length === txCodeSpec.length, `PIN has ${offer.transactionCode.length} characters, asked for ${txCodeSpec.length}`);
+  }
 
   // The token request, made by the library.
   const key = dpop ? await makeDPoPKey() : undefined;
   const tokenOpts = {};
+  if (wrongPinFirst) {
+    // A wrong PIN is refused, and does not burn the code: the user retypes it.
+    const wrong = offer.transactionCode.replace(/\d$/, (d) => String((Number(d) + 1) % 10));
+    let refused;
+    try {
+      await client.acquireAccessToken({ pin: wrong });
+    } catch (e) {
+      refused = e;
+    }
+    check(refused, 'a wrong PIN was accepted');
+    // The library hides the error body; its message carries only the status.
+    check(/status: 400\b/.test(refused.message), `wrong PIN: expected HTTP 400, library said: ${refused.message}`);
+  }
   if (transactionCode) tokenOpts.pin = offer.transactionCode;
   if (dpop) {
     check(Array.isArray(as.dpop_signing_alg_values_supported) && as.dpop_signing_alg_values_supported.includes('ES256'),
@@ -230,6 +249,14 @@ const CASES = [
   ['c-by-reference-pin', { transactionCode: true, byReference: true }],
   ['d-by-reference-no-pin', { transactionCode: false, byReference: true }],
   ['e-dpop-by-value-pin', { transactionCode: true, byReference: false, dpop: true }],
+  // Two more: a text PIN with a description, and a wrong PIN
+  // followed by the right one.
+  ['f-by-value-text-pin', {
+    transactionCode: true,
+    txCodeSpec: { length: 8, input_mode: 'text', description: 'Code from the letter' },
+    byReference: false,
+  }],
+  ['g-wrong-pin-then-right-pin', { transactionCode: true, byReference: false, wrongPinFirst: true }],
 ];
 
 function oneLine(e) {
