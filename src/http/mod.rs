@@ -100,6 +100,7 @@ impl AppState {
             // Filled in per request from the key ring (rotation may change it).
             signing_alg: "EdDSA",
             attestation_enabled: !notary.policy().trusted_wallet_providers.is_empty(),
+            attestation_required: config.issuance.require_client_attestation,
         };
         let token_url = url::Url::parse(&format!("{}/oid4vci/token", config.server.public_url))
             .map_err(|e| {

@@ -3,7 +3,10 @@
 //! gets a page with a QR code of the offer's deep link to scan with a wallet.
 //! Anything that can no longer be redeemed is a 404, whatever the reason.
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use qrcode::render::svg;
@@ -21,11 +24,21 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src d
 
 pub(super) async fn credential_offer(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(reference): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Guessing references is guessing codes: the same per-address limit.
+    let ip = peer.ip();
+    if let Some(retry_after) = state.flood.blocked_for(ip, Instant::now()) {
+        return Err(ApiError::slow_down(
+            "too many unknown offers or codes from this address",
+            Some(retry_after),
+        ));
+    }
     let reference = OfferReference::new(reference);
     let Some(offer) = state.notary.offer_by_reference(&reference).await? else {
+        state.flood.record_unknown(ip, Instant::now());
         return Err(ApiError::not_found(
             "no redeemable offer here: it was redeemed, expired, locked or revoked, or never existed",
         ));

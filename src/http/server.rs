@@ -92,6 +92,21 @@ impl Drop for InFlight {
     }
 }
 
+/// The path as logs may show it: a by-reference offer's URL is a bearer
+/// secret, so its reference is replaced.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with(crate::issuance::OFFER_REFERENCE_PATH) {
+        "/oid4vci/credential-offer/[REDACTED]"
+    } else {
+        path
+    }
+}
+
+/// Most header fields in one request.
+const MAX_HEADERS: usize = 64;
+/// Most bytes of request head (HTTP/1.1 read buffer, HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Accepts connections until `shutdown` resolves, then lets in-flight
 /// requests finish (up to a grace period).
 pub async fn serve(
@@ -104,11 +119,19 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = Builder::new(TokioExecutor::new());
+    // Requests to notary are small: a token request is well under 4 KiB.
+    // Headers beyond these limits get 431 (HTTP/1.1) or a stream reset
+    // (HTTP/2) before any handler runs.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -188,12 +211,13 @@ impl Connection {
                 .insert(ConnectInfo::<SocketAddr>(peer));
             let id = request_id(request.headers());
             // Every log line of this request carries its id (never the query
-            // string, which could hold a misplaced secret).
+            // string, which could hold a misplaced secret, nor the reference
+            // of a by-reference offer, which is one).
             let span = tracing::info_span!(
                 "request",
                 id = %id,
                 method = %request.method(),
-                path = %request.uri().path(),
+                path = %loggable_path(request.uri().path()),
             );
             let response = app.clone().oneshot(request).instrument(span);
             async move {

@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::{ApiError, DPOP_NONCE};
 use crate::config::{LockedResponse, WrongPinError};
 use crate::issuance::proofs::{DpopRequest, ProofError};
-use crate::issuance::{Binding, RedeemError, now};
+use crate::issuance::{Binding, RedeemError, check_shape, now};
 use crate::oid4vci::ErrorCode;
 use crate::oid4vci::attestation::{ATTESTATION_HEADER, POP_HEADER};
 use crate::oid4vci::token::{BodyFormat, SECRET_PARAMETERS, TokenRequest};
@@ -99,6 +99,13 @@ async fn handle(
     .await
     .inspect_err(|_| count("invalid_request"))?;
 
+    if let Err(e) = check_shape(&request) {
+        count(match e {
+            RedeemError::UnsupportedGrantType => "unsupported_grant_type",
+            _ => "invalid_request",
+        });
+        return Err(redeem_error(state, e));
+    }
     let binding = proofs(state, headers, now())
         .await
         .inspect_err(|e| count(e.code().as_str()))?;

@@ -19,7 +19,7 @@ pub use offers::{
     CreateOffer, CreatedOffer, OFFER_REFERENCE_PATH, OfferByReference, OfferError, OfferView,
     TransactionCodeRequest, parse_filter,
 };
-pub use redeem::{Binding, RedeemError};
+pub use redeem::{Binding, RedeemError, check_shape};
 
 use crate::config::{Config, ConfigError};
 use crate::hsm::{Hsm, HsmError};

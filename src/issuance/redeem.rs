@@ -69,11 +69,7 @@ impl Notary {
         request: TokenRequest,
         binding: Binding,
     ) -> Result<TokenResponse, RedeemError> {
-        match request.grant_type.as_deref() {
-            Some(PRE_AUTHORIZED_GRANT) => {}
-            Some(_) => return Err(RedeemError::UnsupportedGrantType),
-            None => return Err(RedeemError::InvalidRequest("grant_type is missing".into())),
-        }
+        check_shape(&request)?;
         let Some(code) = request.code else {
             return Err(RedeemError::InvalidRequest(
                 "pre-authorized_code is missing".into(),
@@ -214,6 +210,23 @@ impl Notary {
             Err(e) => internal(e),
         }
     }
+}
+
+/// The checks that need nothing but the request: the grant type, and that a
+/// code is there. The token endpoint runs them before it verifies any proof,
+/// so a request that cannot redeem costs no proof check or replay write.
+pub fn check_shape(request: &TokenRequest) -> Result<(), RedeemError> {
+    match request.grant_type.as_deref() {
+        Some(PRE_AUTHORIZED_GRANT) => {}
+        Some(_) => return Err(RedeemError::UnsupportedGrantType),
+        None => return Err(RedeemError::InvalidRequest("grant_type is missing".into())),
+    }
+    if request.code.is_none() {
+        return Err(RedeemError::InvalidRequest(
+            "pre-authorized_code is missing".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The requested `authorization_details`, each checked against the offer's

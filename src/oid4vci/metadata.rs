@@ -28,6 +28,8 @@ pub struct MetadataInputs<'a> {
     pub signing_alg: &'a str,
     /// Whether client attestations can be verified (trusted keys configured).
     pub attestation_enabled: bool,
+    /// Whether the token endpoint refuses requests without one.
+    pub attestation_required: bool,
 }
 
 /// `/.well-known/oauth-authorization-server` (RFC 8414).
@@ -37,7 +39,10 @@ pub fn authorization_server(m: &MetadataInputs<'_>) -> Value {
     } else {
         vec![]
     };
-    let mut auth_methods = vec!["none"];
+    let mut auth_methods = Vec::new();
+    if !m.attestation_required {
+        auth_methods.push("none");
+    }
     if m.attestation_enabled {
         auth_methods.push(ATTESTATION_AUTH_METHOD);
     }
@@ -91,6 +96,7 @@ mod tests {
             pre_authorized_enabled: enabled,
             signing_alg: "EdDSA",
             attestation_enabled: false,
+            attestation_required: false,
         }
     }
 

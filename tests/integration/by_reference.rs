@@ -185,3 +185,43 @@ async fn the_offer_page_shows_a_scannable_qr_code_and_never_the_pin() {
         200
     );
 }
+
+#[tokio::test]
+async fn references_stay_out_of_logs_and_guessing_them_is_flood_limited() {
+    let app = app::builder()
+        .log_level("trace")
+        .set("flood", "max_unknown_codes", 3)
+        .start()
+        .await;
+    let offer = app
+        .create_offer(json!({"credentials": ["UniversityDegree_jwt"], "byReference": true}))
+        .await;
+    let url = offer_url(offer["uri"].as_str().unwrap());
+    let reference = url.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(fetch(&app, &url, "application/json").await.status(), 200);
+    let log = app.log();
+    assert!(
+        log.contains("credential-offer/[REDACTED]"),
+        "the request is logged, redacted"
+    );
+    assert!(
+        !log.contains(&reference),
+        "the reference must not reach the log"
+    );
+
+    // Guessed references count like unknown codes, per address.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let guess = app.url(&format!(
+            "/oid4vci/credential-offer/{}{i:03}",
+            "A".repeat(40)
+        ));
+        statuses.push(
+            fetch(&app, &guess, "application/json")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [404, 404, 404, 429, 429]);
+}

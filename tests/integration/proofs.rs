@@ -157,6 +157,18 @@ async fn bad_proofs_get_invalid_dpop_proof_and_consume_nothing() {
         (status, body["error"].as_str()),
         (400, Some("invalid_dpop_proof"))
     );
+    // A request that cannot redeem (no code) is refused before its proof is
+    // looked at: the proof stays unused.
+    let unused = key.dpop(&url, json!({}));
+    let r = app
+        .http()
+        .post(token_url(&app))
+        .header("DPoP", &unused)
+        .form(&[("grant_type", GRANT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     // None of that consumed the code or counted a PIN attempt.
     let (status, _, body) =
         redeem_with(&app, &code, &pin, &[("DPoP", &key.dpop(&url, json!({})))]).await;
@@ -235,11 +247,10 @@ async fn attested_wallets_get_their_client_id_in_the_token() {
         .json()
         .await
         .unwrap();
-    assert!(
-        meta["token_endpoint_auth_methods_supported"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("attest_jwt_client_auth"))
+    // Attestation is required, so anonymous access is not advertised.
+    assert_eq!(
+        meta["token_endpoint_auth_methods_supported"],
+        json!(["attest_jwt_client_auth"])
     );
     let instance = WalletKey::ed25519();
     let attestation = provider.attest("wallet-app-1", &instance);
