@@ -1,141 +1,442 @@
-//! Load benchmark: creates offers through the admin API, then redeems them
-//! at the token endpoint, and prints throughput and latency percentiles.
+//! The benchmark: one run, one JSON object. For one key algorithm and one
+//! database it
 //!
-//! Usage: bench URL CA_PEM ADMIN_KEY [OFFERS] [CONCURRENCY]
-//! `scripts/bench` runs it against the real binary and the unwiped control
-//! to measure what memory wiping costs.
+//! 1. measures the raw HSM throughput of the configured key (signatures/s)
+//!    and of the hashing key (HMAC/s) through the same session pool the
+//!    server uses, at 1 and at N concurrent callers (N = the pool size);
+//! 2. starts the release `notary serve` on a fresh `notary init` set-up and
+//!    measures the time from process start to `/readyz` answering 200;
+//! 3. creates the offers it needs (with PINs) through the admin API and
+//!    measures offers/s;
+//! 4. redeems them at the token endpoint over TLS with keep-alive HTTP/1.1
+//!    connections, every request a fresh code, at each connection count,
+//!    and reports redemptions/s, p50/p99/p99.9 latency and non-200 answers;
+//! 5. reads the server's peak RSS at the end.
+//!
+//! Usage: bench [--alg EdDSA|ES256] [--database postgres://...] [--redemptions N]
+//!              [--connections 16,64] [--hsm-ops N]
+//! `scripts/bench` builds it in release and runs every configuration.
 
 // A measuring tool, not the product: any failure should stop it loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
+#[derive(Debug, Clone)]
+struct Args {
+    alg: String,
+    database: Option<String>,
+    redemptions: usize,
+    connections: Vec<usize>,
+    hsm_ops: usize,
+    hsm_only: Option<PathBuf>,
 }
 
-fn report(phase: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
-    latencies.sort();
-    println!(
-        "{phase:<10} {:>6} requests  {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
-        latencies.len(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-    );
-}
-
-/// Runs `jobs` with at most `concurrency` at once; returns per-job latencies.
-async fn run<T, F, Fut>(
-    items: Vec<T>,
-    concurrency: usize,
-    job: F,
-) -> (Duration, Vec<Duration>, Vec<Value>)
-where
-    T: Send + 'static,
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Value> + Send,
-{
-    let job = Arc::new(job);
-    let limit = Arc::new(Semaphore::new(concurrency));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for item in items {
-        let (job, limit) = (job.clone(), limit.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await.expect("semaphore open");
-            let t = Instant::now();
-            let out = job(item).await;
-            (t.elapsed(), out)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut outputs = Vec::new();
-    for t in tasks {
-        let (latency, out) = t.await.expect("task");
-        latencies.push(latency);
-        outputs.push(out);
-    }
-    (start.elapsed(), latencies, outputs)
-}
-
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() < 4 {
-        eprintln!("usage: bench URL CA_PEM ADMIN_KEY [OFFERS] [CONCURRENCY]");
-        std::process::exit(2);
-    }
-    let base = args[1].clone();
-    let ca = std::fs::read(&args[2]).expect("read CA");
-    let admin_key = args[3].clone();
-    let n: usize = args.get(4).map_or(2000, |s| s.parse().expect("OFFERS"));
-    let concurrency: usize = args.get(5).map_or(16, |s| s.parse().expect("CONCURRENCY"));
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("CA PEM")])
-        .build()
-        .expect("client");
-
-    let (c, b, k) = (client.clone(), base.clone(), admin_key.clone());
-    let (elapsed, latencies, offers) = run(vec![(); n], concurrency, move |()| {
-        let (c, b, k) = (c.clone(), b.clone(), k.clone());
-        async move {
-            c.post(format!("{b}/v1/openid/offers/pre-authorized"))
-                .bearer_auth(k)
-                .json(&json!({"credentials": ["UniversityDegree_jwt"]}))
-                .send()
-                .await
-                .expect("create offer")
-                .json::<Value>()
-                .await
-                .expect("offer JSON")
+fn parse_args() -> Args {
+    let mut args = Args {
+        alg: "EdDSA".into(),
+        database: None,
+        redemptions: 20_000,
+        connections: vec![16, 64],
+        hsm_ops: 20_000,
+        hsm_only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--alg" => args.alg = value(),
+            "--database" => args.database = Some(value()),
+            "--redemptions" => args.redemptions = value().parse().expect("--redemptions N"),
+            "--connections" => {
+                args.connections = value()
+                    .split(',')
+                    .map(|c| c.parse().expect("--connections 16,64"))
+                    .collect()
+            }
+            "--hsm-ops" => args.hsm_ops = value().parse().expect("--hsm-ops N"),
+            "--hsm-only" => args.hsm_only = Some(PathBuf::from(value())),
+            other => panic!("unknown argument {other}"),
         }
-    })
-    .await;
-    report("create", elapsed, latencies);
+    }
+    args
+}
 
-    let pairs: Vec<(String, String)> = offers
+fn main() {
+    let args = parse_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match &args.hsm_only {
+        Some(config) => println!("{}", runtime.block_on(hsm_throughput(config, args.hsm_ops))),
+        None => println!("{:#}", runtime.block_on(run(&args))),
+    }
+}
+
+/// The release `notary` next to this example.
+fn notary_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("notary");
+    assert!(
+        bin.exists(),
+        "build the server first: cargo build --release --bin notary"
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn run(args: &Args) -> Value {
+    let bin = notary_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("notary");
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut init = Command::new(&bin);
+    init.args(["init", "--dir", home.to_str().unwrap(), "--alg", &args.alg])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+    if let Some(db) = &args.database {
+        init.args(["--database", db]);
+    }
+    let out = init.output().unwrap();
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = home.join("notary.toml");
+    // Every redemption is a fresh, valid code; lift the unknown-code limit
+    // only so that a mistake in the benchmark cannot trip it silently.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[flood]\nmax_unknown_codes = 1000000\n"),
+    )
+    .unwrap();
+
+    // (1) Raw HSM throughput, in a child process that loads the module with
+    // the set-up's environment (the server is not running yet).
+    let hsm = hsm_child(&config, args.hsm_ops);
+
+    // (2) Start to ready.
+    let ca = std::fs::read(home.join("tls/cert.pem")).unwrap();
+    let base = format!("https://localhost:{port}");
+    let probe = client(&ca);
+    let started = Instant::now();
+    let mut server = Command::new(&bin)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NOTARY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Ok(r) = probe.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let start_to_ready_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    // (3) Offers for every phase, through the admin API.
+    let admin_key = std::fs::read_to_string(home.join("admin-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let total = args.redemptions * args.connections.len();
+    let (offers, create) = create_offers(&ca, &base, &admin_key, total, 16).await;
+
+    // (4) Redemptions at each connection count.
+    let mut phases = Vec::new();
+    let mut codes = offers.into_iter();
+    for &connections in &args.connections {
+        let batch: Vec<_> = codes.by_ref().take(args.redemptions).collect();
+        phases.push(redeem(&ca, &base, batch, connections).await);
+    }
+
+    // (5) The server's memory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (peak_rss, rss) = (kib("VmHWM:"), kib("VmRSS:"));
+    server.kill().ok();
+    server.wait().ok();
+
+    let signatures_1 = hsm["sign"]["1"].as_f64().unwrap_or(0.0);
+    let signatures_n = hsm["sign"]["n"].as_f64().unwrap_or(0.0);
+    let ratios: Vec<Value> = phases
         .iter()
-        .map(|o| {
-            let uri = o["uri"].as_str().expect("uri");
-            let query = uri.split_once('?').expect("query").1;
-            let (_, offer) = form_urlencoded::parse(query.as_bytes())
-                .next()
-                .expect("offer");
-            let offer: Value = serde_json::from_str(&offer).expect("offer json");
-            let code = offer["grants"][GRANT]["pre-authorized_code"]
-                .as_str()
-                .expect("code")
-                .to_owned();
-            (code, o["transactionCode"].as_str().expect("pin").to_owned())
+        .map(|p| {
+            let rate = p["redemptions_per_sec"].as_f64().unwrap_or(0.0);
+            json!({
+                "connections": p["connections"],
+                "vs_hsm_signatures_1_thread": rate / signatures_1,
+                "vs_hsm_signatures_n_threads": rate / signatures_n,
+            })
         })
         .collect();
-    let (c, b) = (client.clone(), base.clone());
-    let (elapsed, latencies, results) = run(pairs, concurrency, move |(code, pin)| {
-        let (c, b) = (c.clone(), b.clone());
-        async move {
-            let r = c
-                .post(format!("{b}/oid4vci/token"))
-                .form(&[
-                    ("grant_type", GRANT),
-                    ("pre-authorized_code", &code),
-                    ("tx_code", &pin),
-                ])
-                .send()
-                .await
-                .expect("redeem");
-            json!(r.status().as_u16())
-        }
+    json!({
+        "alg": args.alg,
+        "database": if args.database.is_some() { "postgresql" } else { "sqlite" },
+        "cores": std::thread::available_parallelism().map_or(0, usize::from),
+        "memory_wiping": true,
+        "hsm": hsm,
+        "start_to_ready_ms": start_to_ready_ms,
+        "offer_creation": create,
+        "redemption": phases,
+        "redemptions_total": total,
+        "server_peak_rss_mib": peak_rss as f64 / 1024.0,
+        "server_rss_at_end_mib": rss as f64 / 1024.0,
+        "redemptions_vs_hsm": ratios,
     })
-    .await;
-    let ok = results.iter().filter(|s| **s == json!(200)).count();
-    assert_eq!(ok, n, "every redemption must succeed");
-    report("redeem", elapsed, latencies);
+}
+
+fn hsm_child(config: &Path, ops: usize) -> Value {
+    let loaded = notary::config::Config::load(config).expect("config");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--hsm-only",
+            config.to_str().unwrap(),
+            "--hsm-ops",
+            &ops.to_string(),
+        ])
+        .envs(loaded.module_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hsm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("hsm JSON")
+}
+
+/// Signatures/s and HMAC/s through the server's own session pool.
+async fn hsm_throughput(config: &Path, ops: usize) -> Value {
+    let loaded = notary::config::Config::load(config).expect("config");
+    let notary = notary::cli::open_notary(&loaded)
+        .await
+        .expect("open the HSM and store");
+    let key = notary.active_key().expect("an active key");
+    let hsm = notary.hsm().clone();
+    let sessions = loaded
+        .hsm
+        .sessions
+        .unwrap_or(2 * std::thread::available_parallelism().map_or(2, usize::from));
+    let message = vec![7u8; 200];
+    let mut sign = serde_json::Map::new();
+    let mut hmac = serde_json::Map::new();
+    for (label, callers) in [("1", 1), ("n", sessions)] {
+        let rate = measure(ops, callers, {
+            let (hsm, key, message) = (hsm.clone(), key.clone(), message.clone());
+            move || {
+                let (hsm, key, message) = (hsm.clone(), key.clone(), message.clone());
+                async move {
+                    hsm.sign(&key, message).await.expect("sign");
+                }
+            }
+        })
+        .await;
+        sign.insert(label.into(), json!(rate));
+        let rate = measure(ops, callers, {
+            let hsm = hsm.clone();
+            move || {
+                let hsm = hsm.clone();
+                async move {
+                    hsm.keyed_hash(zeroize::Zeroizing::new(vec![9u8; 64]))
+                        .await
+                        .expect("hmac");
+                }
+            }
+        })
+        .await;
+        hmac.insert(label.into(), json!(rate));
+    }
+    json!({ "key_alg": key.algorithm().as_str(), "pool_sessions": sessions, "n": sessions,
+            "sign": sign, "hmac": hmac })
+}
+
+/// Runs `ops` calls of `op` from `callers` concurrent tasks; calls/s.
+async fn measure<F, Fut>(ops: usize, callers: usize, op: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < ops {
+                    op().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One keep-alive HTTP/1.1 connection per client.
+fn client(ca: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca).unwrap()])
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap()
+}
+
+async fn create_offers(
+    ca: &[u8],
+    base: &str,
+    admin_key: &str,
+    total: usize,
+    connections: usize,
+) -> (Vec<(String, String)>, Value) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (c, base, key, next) = (
+                client(ca),
+                base.to_owned(),
+                admin_key.to_owned(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let offer: Value = c
+                        .post(format!("{base}/v1/openid/offers/pre-authorized"))
+                        .bearer_auth(&key)
+                        .json(&json!({"credentials": ["UniversityDegree_jwt"]}))
+                        .send()
+                        .await
+                        .expect("create offer")
+                        .json()
+                        .await
+                        .expect("offer JSON");
+                    out.push(code_and_pin(&offer));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut offers = Vec::new();
+    for t in tasks {
+        offers.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    (
+        offers,
+        json!({ "offers": total, "connections": connections, "offers_per_sec": total as f64 / elapsed }),
+    )
+}
+
+fn code_and_pin(offer: &Value) -> (String, String) {
+    let uri = offer["uri"].as_str().expect("uri");
+    let query = uri.split_once('?').expect("query").1;
+    let (_, document) = form_urlencoded::parse(query.as_bytes())
+        .next()
+        .expect("offer");
+    let document: Value = serde_json::from_str(&document).expect("offer JSON");
+    let code = document["grants"][GRANT]["pre-authorized_code"]
+        .as_str()
+        .expect("code");
+    (
+        code.to_owned(),
+        offer["transactionCode"].as_str().expect("PIN").to_owned(),
+    )
+}
+
+async fn redeem(ca: &[u8], base: &str, codes: Vec<(String, String)>, connections: usize) -> Value {
+    let count = codes.len();
+    let codes = Arc::new(codes);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (c, base, codes, next) = (client(ca), base.to_owned(), codes.clone(), next.clone());
+            tokio::spawn(async move {
+                let url = format!("{base}/oid4vci/token");
+                let (mut latencies, mut failures) = (Vec::new(), 0usize);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((code, pin)) = codes.get(i) else { break };
+                    let body = format!(
+                        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Apre-authorized_code&pre-authorized_code={code}&tx_code={pin}"
+                    );
+                    let t = Instant::now();
+                    let r = c
+                        .post(&url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(body)
+                        .send()
+                        .await;
+                    let ok = match r {
+                        Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    latencies.push(t.elapsed());
+                    failures += usize::from(!ok);
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let (mut latencies, mut non_200) = (Vec::with_capacity(count), 0);
+    for t in tasks {
+        let (l, f) = t.await.unwrap();
+        latencies.extend(l);
+        non_200 += f;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort();
+    let ms = |p: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i].as_secs_f64() * 1e3
+    };
+    json!({
+        "connections": connections,
+        "redemptions": count,
+        "redemptions_per_sec": count as f64 / elapsed,
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "p99_9_ms": ms(0.999),
+        "non_200": non_200,
+    })
 }

@@ -18,6 +18,8 @@ pub const LOCKOUTS: &str = "notary_lockouts_total";
 pub const HSM_SECONDS: &str = "notary_hsm_operation_seconds";
 /// Database operation latency by operation.
 pub const DB_SECONDS: &str = "notary_db_operation_seconds";
+/// Writes committed together by the SQLite group commit.
+pub const DB_BATCH_SIZE: &str = "notary_db_group_commit_writes";
 /// Requests being handled now.
 pub const IN_FLIGHT: &str = "notary_http_requests_in_flight";
 /// Constant 1, labelled with the version.
@@ -40,6 +42,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
 /// Records how long an operation took since `start`.
 pub fn observe(histogram: &'static str, operation: &'static str, start: Instant) {
     metrics::histogram!(histogram, "operation" => operation).record(start.elapsed().as_secs_f64());
+}
+
+/// Records how many writes one SQLite commit carried.
+pub fn observe_batch(writes: usize) {
+    metrics::histogram!(DB_BATCH_SIZE).record(writes as f64);
 }
 
 /// Serves `GET /metrics` (plain HTTP, meant for loopback) until `shutdown`.

@@ -159,10 +159,11 @@ pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     HsmSettings {
         module: config.resolve(&config.hsm.module),
-        token: config.hsm.token.clone(),
-        hashing_key: config.hsm.hashing_key.clone(),
-        audit_key: config.hsm.audit_key.clone(),
+        token: config.hsm.token_label(),
+        hashing_key: config.hsm.hashing_key_label(),
+        audit_key: config.hsm.audit_key_label(),
         sessions: config.hsm.sessions.unwrap_or(2 * cores),
+        operation_timeout: std::time::Duration::from_millis(config.hsm.operation_timeout_ms),
     }
 }
 
@@ -188,8 +189,8 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// HSM + store + policy: everything the use cases need.
-pub(crate) async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
+/// HSM + store + policy: everything the use cases need (also used by the benchmark).
+pub async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
     let hsm = open_hsm(config).await?;
     let store = open_store(config).await?;
     let policy = Policy::from_config(config)?;

@@ -5,6 +5,7 @@
 //! the same methods, and the same integration tests run on both. Every state change is written in one
 //! transaction together with its audit entry.
 
+mod group_commit;
 pub mod model;
 mod postgres;
 mod rows;
@@ -17,7 +18,7 @@ pub use sqlite::SqliteStore;
 use crate::audit::AuditEvent;
 
 /// Storage failures, in the terms callers act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is busy beyond the timeout.
     #[error("database unavailable: {0}")]
@@ -336,7 +337,7 @@ impl Store {
 }
 
 /// Facts about a token recorded at redemption (never the token itself).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     /// `jti` claim.
     pub jti: String,

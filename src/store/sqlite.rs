@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use super::group_commit::{BatchedWrite, GroupCommit};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
     OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
@@ -29,6 +30,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
+    batch: GroupCommit,
 }
 
 const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
@@ -77,6 +79,68 @@ async fn append_audit(
     Ok(())
 }
 
+/// Inserts an offer and its audit entry inside the caller's write transaction.
+pub(super) async fn insert_offer_in(
+    conn: &mut SqliteConnection,
+    offer: &NewOffer,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
+         state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
+    )
+    .bind(&offer.id)
+    .bind(offer.code_hash.to_vec())
+    .bind(offer.pin_hash.map(|h| h.to_vec()))
+    .bind(&offer.tx_code)
+    .bind(&offer.subject)
+    .bind(&offer.credential_ids)
+    .bind(&offer.claims)
+    .bind(i64::from(offer.max_attempts))
+    .bind(offer.created_at)
+    .bind(offer.expires_at)
+    .bind(&offer.created_by)
+    .bind(offer.ref_hash.map(|h| h.to_vec()))
+    .execute(&mut *conn)
+    .await?;
+    append_audit(conn, event, offer.created_at).await
+}
+
+/// Consumes a pending offer (with its two audit entries) inside the caller's
+/// write transaction; false when it was no longer pending and unexpired.
+pub(super) async fn consume_offer_in(
+    conn: &mut SqliteConnection,
+    id: &str,
+    token: &IssuedToken,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE offers SET state = 'redeemed', redeemed_at = ?, token_jti = ?, token_expires_at = ? \
+         WHERE id = ? AND state = 'pending' AND expires_at > ?",
+    )
+    .bind(now)
+    .bind(&token.jti)
+    .bind(token.expires_at)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed != 1 {
+        return Ok(false);
+    }
+    let redeemed = AuditEvent::new("offer.redeemed", id, serde_json::json!({}));
+    append_audit(conn, &redeemed, now).await?;
+    let issued = AuditEvent::new(
+        "token.issued",
+        id,
+        serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
+    );
+    append_audit(conn, &issued, now).await?;
+    Ok(true)
+}
+
 super::rows::row_mappers!(SqliteRow);
 use super::rows::parse_cursor;
 
@@ -98,7 +162,12 @@ impl SqliteStore {
         let opening = |e| StoreError::Unavailable(format!("opening {url}: {e}"));
         let writer = open(1).await.map_err(opening)?;
         let pool = open(max_connections.max(1)).await.map_err(opening)?;
-        Ok(SqliteStore { pool, writer })
+        let batch = GroupCommit::start(writer.clone());
+        Ok(SqliteStore {
+            pool,
+            writer,
+            batch,
+        })
     }
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
@@ -151,29 +220,13 @@ impl SqliteStore {
         offer: &NewOffer,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
-             state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
-        )
-        .bind(&offer.id)
-        .bind(offer.code_hash.to_vec())
-        .bind(offer.pin_hash.map(|h| h.to_vec()))
-        .bind(&offer.tx_code)
-        .bind(&offer.subject)
-        .bind(&offer.credential_ids)
-        .bind(&offer.claims)
-        .bind(i64::from(offer.max_attempts))
-        .bind(offer.created_at)
-        .bind(offer.expires_at)
-        .bind(&offer.created_by)
-        .bind(offer.ref_hash.map(|h| h.to_vec()))
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, &event, offer.created_at).await?;
-        tx.commit().await?;
-        Ok(())
+        self.batch
+            .submit(BatchedWrite::InsertOffer {
+                offer: Box::new(offer.clone()),
+                event,
+            })
+            .await
+            .map(|_| ())
     }
 
     pub(super) async fn find_offer_by_code_hash(
@@ -373,32 +426,13 @@ impl SqliteStore {
         token: &IssuedToken,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let changed = sqlx::query(
-            "UPDATE offers SET state = 'redeemed', redeemed_at = ?, token_jti = ?, token_expires_at = ? \
-             WHERE id = ? AND state = 'pending' AND expires_at > ?",
-        )
-        .bind(now)
-        .bind(&token.jti)
-        .bind(token.expires_at)
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed != 1 {
-            return Ok(false);
-        }
-        let redeemed = AuditEvent::new("offer.redeemed", id, serde_json::json!({}));
-        append_audit(&mut tx, &redeemed, now).await?;
-        let issued = AuditEvent::new(
-            "token.issued",
-            id,
-            serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
-        );
-        append_audit(&mut tx, &issued, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.batch
+            .submit(BatchedWrite::ConsumeOffer {
+                id: id.to_owned(),
+                token: token.clone(),
+                now,
+            })
+            .await
     }
 
     pub(super) async fn revoke_token_of_replayed_offer(
