@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::hsm::uri::label_from;
 use crate::oid4vci::attestation::TrustedProviders;
 use crate::secret::HsmPin;
 
@@ -147,11 +148,14 @@ fn default_max_connections() -> u32 {
 pub struct HsmConfig {
     /// Path of the PKCS#11 module (`.so`).
     pub module: PathBuf,
-    /// Label of the token that holds the keys (slot ids are not stable).
+    /// Label of the token that holds the keys (slot ids are not stable), or
+    /// an RFC 7512 URI naming it: `pkcs11:token=notary`.
     pub token: String,
-    /// Label of the HMAC secret key used to hash codes, PINs and API keys.
+    /// Label of the HMAC secret key used to hash codes, PINs and API keys,
+    /// or a URI naming it: `pkcs11:token=notary;object=notary-hmac-1`.
     pub hashing_key: String,
-    /// Label of the Ed25519 key that signs audit checkpoints (not the Notary key).
+    /// Label of the Ed25519 key that signs audit checkpoints (not the Notary
+    /// key), or a URI naming it.
     pub audit_key: String,
     /// Read the PIN from this file (mode 0600 or stricter).
     pub pin_file: Option<PathBuf>,
@@ -165,6 +169,32 @@ pub struct HsmConfig {
     pub module_env: BTreeMap<String, String>,
     /// Sessions kept for concurrent HSM operations (default: 2 per core).
     pub sessions: Option<usize>,
+    /// Longest wait for one HSM operation (queueing included) before the
+    /// request fails with 500 and `/readyz` with 503, milliseconds.
+    #[serde(default = "default_hsm_timeout")]
+    pub operation_timeout_ms: u64,
+}
+
+fn default_hsm_timeout() -> u64 {
+    5_000
+}
+
+impl HsmConfig {
+    /// The token label: `token` itself, or its `token` attribute when it is
+    /// a PKCS#11 URI (`pkcs11:token=notary`). Validated at load.
+    pub fn token_label(&self) -> String {
+        label_from(&self.token, "token").unwrap_or_else(|_| self.token.clone())
+    }
+
+    /// The hashing key's label (plain, or a URI's `object` attribute).
+    pub fn hashing_key_label(&self) -> String {
+        label_from(&self.hashing_key, "object").unwrap_or_else(|_| self.hashing_key.clone())
+    }
+
+    /// The audit key's label (plain, or a URI's `object` attribute).
+    pub fn audit_key_label(&self) -> String {
+        label_from(&self.audit_key, "object").unwrap_or_else(|_| self.audit_key.clone())
+    }
 }
 
 /// Which error a wrong PIN gets.
@@ -395,11 +425,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| {
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text` as the file at `path` (relative paths
+    /// resolve against its directory; nothing else is read).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             // toml's own Display spans several lines; keep the error on one.
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            // Counted in bytes: a span need not fall on a char boundary.
+            let line = e.span().map(|span| {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                before.iter().filter(|b| **b == b'\n').count() + 1
+            });
             let message = e.message().trim_end().replace('\n', "; ");
             ConfigError::Parse {
                 path: path.to_owned(),
@@ -525,6 +563,18 @@ impl Config {
             return invalid(
                 "flood.max_unknown_codes and flood.window_secs must be positive".to_owned(),
             );
+        }
+        for (field, value, attribute) in [
+            ("hsm.token", &self.hsm.token, "token"),
+            ("hsm.hashing_key", &self.hsm.hashing_key, "object"),
+            ("hsm.audit_key", &self.hsm.audit_key, "object"),
+        ] {
+            if let Err(e) = label_from(value, attribute) {
+                return invalid(format!("{field}: {e}"));
+            }
+        }
+        if self.hsm.operation_timeout_ms == 0 || self.hsm.operation_timeout_ms > 600_000 {
+            return invalid("hsm.operation_timeout_ms must be 1..=600000".to_owned());
         }
         let sources = [
             self.hsm.pin_file.is_some(),

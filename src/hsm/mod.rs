@@ -13,6 +13,7 @@
 
 pub mod keys;
 mod pool;
+pub mod uri;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -114,6 +115,8 @@ pub struct HsmSettings {
     pub audit_key: String,
     /// Pooled sessions (and concurrent operations).
     pub sessions: usize,
+    /// Longest wait for one operation before it fails as unavailable.
+    pub operation_timeout: std::time::Duration,
 }
 
 /// A signing key as the rest of notary sees it: no handles, just facts.

@@ -60,6 +60,8 @@ pub(super) struct Pool {
     /// again with the same PIN could lock the user on a real HSM, so no
     /// further attempt is made until the process restarts.
     pin_refused: AtomicBool,
+    /// Longest wait for one operation, queueing for a session included.
+    op_timeout: std::time::Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,6 +98,7 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(sessions)),
             gate: RwLock::new(()),
             permits: Arc::new(Semaphore::new(sessions)),
+            op_timeout: settings.operation_timeout,
             max_idle: sessions,
             closed: AtomicBool::new(false),
             pin_refused: AtomicBool::new(false),
@@ -136,28 +139,45 @@ impl Pool {
         T: Send + 'static,
         F: Fn(&Session, ObjectHandle) -> Result<T, CkError> + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| HsmError::Unavailable {
-                context,
-                detail: "the HSM connection is closed".to_owned(),
-            })?;
         let pool = Arc::clone(self);
         let start = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let result = pool.run_blocking(context, &key, &op);
-            // The module may have left a code or PIN on this thread's stack;
-            // blocking threads never park, so wipe here.
-            crate::memory::wipe_stack();
-            result
-        })
-        .await
-        .map_err(|e| HsmError::Internal {
-            context,
-            detail: format!("HSM worker failed: {e}"),
-        })?;
+        // A token that stops answering must not hold requests forever: after
+        // `op_timeout` the caller gets an error (500 server_error, /readyz
+        // 503) while the PKCS#11 call, which cannot be cancelled, finishes on
+        // its thread and its result is dropped. Nothing is consumed without
+        // a token, since consumption comes after the signature.
+        let work = async move {
+            let permit = Arc::clone(&pool.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| HsmError::Unavailable {
+                    context,
+                    detail: "the HSM connection is closed".to_owned(),
+                })?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let result = pool.run_blocking(context, &key, &op);
+                // The module may have left a code or PIN on this thread's
+                // stack; blocking threads never park, so wipe here.
+                crate::memory::wipe_stack();
+                result
+            })
+            .await
+            .map_err(|e| HsmError::Internal {
+                context,
+                detail: format!("HSM worker failed: {e}"),
+            })?
+        };
+        let result = match tokio::time::timeout(self.op_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(HsmError::Unavailable {
+                context,
+                detail: format!(
+                    "the HSM did not answer within {} ms",
+                    self.op_timeout.as_millis()
+                ),
+            }),
+        };
         crate::telemetry::observe(crate::telemetry::HSM_SECONDS, context, start);
         result
     }

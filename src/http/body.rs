@@ -31,8 +31,19 @@ fn too_slow(timeout: Duration) -> ApiError {
     )
 }
 
+/// 413 at once when the declared length (`Content-Length`) is over the
+/// limit, instead of waiting for a body that will be refused anyway.
+fn check_declared_length(body: &Body, limit: usize) -> Result<(), ApiError> {
+    let declared = axum::body::HttpBody::size_hint(body).lower();
+    if declared > limit as u64 {
+        return Err(too_large(limit));
+    }
+    Ok(())
+}
+
 /// Reads all of `body`: at most `limit` bytes, within `timeout`.
 pub(super) async fn read(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    check_declared_length(&body, limit)?;
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(too_large(limit)),
@@ -47,6 +58,7 @@ pub(super) async fn read_secret(
     limit: usize,
     timeout: Duration,
 ) -> Result<RequestBody, ApiError> {
+    check_declared_length(&body, limit)?;
     let collect = async {
         let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(limit));
         while let Some(frame) = body.frame().await {

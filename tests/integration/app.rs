@@ -119,15 +119,14 @@ impl Builder {
             .unwrap()
             .trim()
             .to_owned();
-        let log = home.join("serve.log");
-        let child = Command::new(&self.binary)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("NOTARY_LOG", self.log_level)
-            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let launch = Launch {
+            binary: self.binary,
+            envs: self.envs,
+            log_level: self.log_level,
+            config: config.clone(),
+            log: home.join("serve.log"),
+        };
+        let child = launch.spawn();
         let base = format!("https://localhost:{port}");
         let home_cert = home.join("tls/cert.pem");
         let app = TestApp {
@@ -139,6 +138,7 @@ impl Builder {
             base,
             admin_key,
             client: client_for(&home_cert, None),
+            launch,
         };
         app.wait_ready().await;
         app
@@ -156,6 +156,35 @@ pub struct TestApp {
     /// The test's own PostgreSQL database, dropped with the app.
     postgres_database: Option<String>,
     client: reqwest::Client,
+    launch: Launch,
+}
+
+/// How the server process is started, kept for restarts.
+struct Launch {
+    binary: PathBuf,
+    envs: Vec<(String, String)>,
+    log_level: &'static str,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Launch {
+    /// Starts `notary serve`, appending to the log.
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        Command::new(&self.binary)
+            .args(["serve", "--config", self.config.to_str().unwrap()])
+            .env("NOTARY_LOG", self.log_level)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
 }
 
 impl Drop for TestApp {
@@ -399,6 +428,15 @@ impl TestApp {
             "server did not become ready: {}",
             self.log()
         );
+    }
+
+    /// Kills the server outright (SIGKILL: no shutdown code runs, as in a
+    /// power cut) and starts it again on the same set-up.
+    pub async fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+        self.child = self.launch.spawn();
+        self.wait_ready().await;
     }
 
     /// Sends a signal (e.g. "HUP") to the server.
