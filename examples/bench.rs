@@ -126,12 +126,15 @@ async fn run(args: &Args) -> Value {
     let config = home.join("notary.toml");
     // Every redemption is a fresh, valid code; lift the unknown-code limit
     // only so that a mistake in the benchmark cannot trip it silently.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}\n[flood]\nmax_unknown_codes = 1000000\n"),
-    )
-    .unwrap();
+    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let flood = table
+        .entry("flood")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    flood
+        .as_table_mut()
+        .unwrap()
+        .insert("max_unknown_codes".into(), 1_000_000.into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
 
     // (1) Raw HSM throughput, in a child process that loads the module with
     // the set-up's environment (the server is not running yet).

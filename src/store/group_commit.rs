@@ -14,7 +14,7 @@
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{consume_offer_in, insert_offer_in};
+use super::sqlite::{append_audit_entries, consume_offers, insert_offers, redemption_events};
 use super::{IssuedToken, NewOffer, StoreError};
 use crate::audit::AuditEvent;
 
@@ -99,29 +99,168 @@ async fn commit_loop(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction for `writes`; each under its own savepoint.
+/// Commits `writes` in one transaction with a handful of statements: one
+/// multi-row INSERT of the new offers, one UPDATE of every offer redeemed,
+/// one multi-row INSERT of all their audit entries (chained here, from the
+/// head read once). If that fails (a duplicate id, say), nothing of it is
+/// kept and each write is retried alone, so every writer gets its own
+/// answer and one bad write cannot fail the others.
 async fn commit(
     writer: &SqlitePool,
     writes: &[&BatchedWrite],
 ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
-        let result = match write {
-            BatchedWrite::InsertOffer { offer, event } => {
-                insert_offer_in(&mut tx, offer, event).await.map(|()| true)
+    match commit_together(writer, writes).await {
+        Ok(results) => Ok(results),
+        Err(_) if writes.len() > 1 => {
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(commit_together(writer, &[write]).await.and_then(|mut r| {
+                    r.pop()
+                        .unwrap_or_else(|| Err(StoreError::Internal("empty batch".into())))
+                }));
             }
-            BatchedWrite::ConsumeOffer { id, token, now } => {
-                consume_offer_in(&mut tx, id, token, *now).await
-            }
-        };
-        if result.is_err() {
-            sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
+            Ok(results)
         }
-        sqlx::query("RELEASE job").execute(&mut *tx).await?;
-        results.push(result);
+        Err(e) => Err(e),
     }
+}
+
+async fn commit_together(
+    writer: &SqlitePool,
+    writes: &[&BatchedWrite],
+) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results: Vec<Option<bool>> = vec![None; writes.len()];
+    let mut events: Vec<(i64, AuditEvent)> = Vec::new();
+
+    let inserts: Vec<(usize, &NewOffer, &AuditEvent)> = writes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match w {
+            BatchedWrite::InsertOffer { offer, event } => Some((i, &**offer, event)),
+            BatchedWrite::ConsumeOffer { .. } => None,
+        })
+        .collect();
+    if !inserts.is_empty() {
+        insert_offers(&mut tx, inserts.iter().map(|(_, o, _)| *o)).await?;
+        for (i, offer, event) in &inserts {
+            results[*i] = Some(true);
+            events.push((offer.created_at, (*event).clone()));
+        }
+    }
+
+    // One redemption per offer per batch: a second request for the same
+    // offer in the same batch lost the race, as it would have alone.
+    let mut seen = std::collections::HashSet::new();
+    let consumes: Vec<(usize, &str, &IssuedToken, i64)> = writes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match w {
+            BatchedWrite::ConsumeOffer { id, token, now } => Some((i, id.as_str(), token, *now)),
+            BatchedWrite::InsertOffer { .. } => None,
+        })
+        .filter(|(i, id, _, _)| {
+            let first = seen.insert(*id);
+            if !first {
+                results[*i] = Some(false);
+            }
+            first
+        })
+        .collect();
+    if !consumes.is_empty() {
+        let consumed = consume_offers(&mut tx, &consumes).await?;
+        for (i, id, token, now) in &consumes {
+            let won = consumed.contains(*id);
+            results[*i] = Some(won);
+            if won {
+                events.extend(redemption_events(id, token).map(|e| (*now, e)));
+            }
+        }
+    }
+    append_audit_entries(&mut tx, &events).await?;
     tx.commit().await?;
-    Ok(results)
+    Ok(results
+        .into_iter()
+        .map(|r| Ok(r.unwrap_or(false)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OfferState, Store};
+
+    fn offer(id: &str, hash: u8) -> NewOffer {
+        NewOffer {
+            id: id.to_owned(),
+            code_hash: [hash; 32],
+            pin_hash: None,
+            tx_code: None,
+            subject: None,
+            credential_ids: "[]".to_owned(),
+            claims: None,
+            max_attempts: 5,
+            created_at: 1_000,
+            expires_at: 10_000,
+            created_by: None,
+            ref_hash: None,
+        }
+    }
+
+    fn token(jti: &str) -> IssuedToken {
+        IssuedToken {
+            jti: jti.to_owned(),
+            kid: "k".to_owned(),
+            expires_at: 2_000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_bad_write_fails_alone_and_an_offer_redeems_once_per_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let event = || AuditEvent::new("offer.created", "x", serde_json::json!({}));
+        // Submitted together, so they share batches: a duplicate id fails
+        // on its own and the other inserts land.
+        let inserts = ["a", "b", "a", "c"].map(|id| {
+            let store = store.clone();
+            let hash = id.as_bytes()[0];
+            tokio::spawn(async move { store.insert_offer(&offer(id, hash), event()).await })
+        });
+        let mut outcomes = Vec::new();
+        for t in inserts {
+            outcomes.push(t.await.unwrap().is_ok());
+        }
+        assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 3, "{outcomes:?}");
+        // Eight redemptions of one offer at once: exactly one wins.
+        let consumes: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .consume_offer("b", &token(&format!("t{i}")), 1_500)
+                        .await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in consumes {
+            wins += usize::from(t.await.unwrap().unwrap());
+        }
+        assert_eq!(wins, 1);
+        let b = store.get_offer("b").await.unwrap().unwrap();
+        assert_eq!(b.state, OfferState::Redeemed);
+        // Three offer.created entries and one redemption's two: one chain.
+        let entries = store
+            .audit_entries(&crate::store::AuditFilter::all(0, 100))
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 5);
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+    }
 }

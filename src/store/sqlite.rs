@@ -79,66 +79,129 @@ async fn append_audit(
     Ok(())
 }
 
-/// Inserts an offer and its audit entry inside the caller's write transaction.
-pub(super) async fn insert_offer_in(
+/// Inserts offers with one multi-row statement, inside the caller's write
+/// transaction (their audit entries are appended by the caller).
+pub(super) async fn insert_offers<'a>(
     conn: &mut SqliteConnection,
-    offer: &NewOffer,
-    event: &AuditEvent,
+    offers: impl IntoIterator<Item = &'a NewOffer>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
-         state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
-    )
-    .bind(&offer.id)
-    .bind(offer.code_hash.to_vec())
-    .bind(offer.pin_hash.map(|h| h.to_vec()))
-    .bind(&offer.tx_code)
-    .bind(&offer.subject)
-    .bind(&offer.credential_ids)
-    .bind(&offer.claims)
-    .bind(i64::from(offer.max_attempts))
-    .bind(offer.created_at)
-    .bind(offer.expires_at)
-    .bind(&offer.created_by)
-    .bind(offer.ref_hash.map(|h| h.to_vec()))
-    .execute(&mut *conn)
-    .await?;
-    append_audit(conn, event, offer.created_at).await
+         state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) ",
+    );
+    insert.push_values(offers, |mut row, offer| {
+        row.push_bind(offer.id.clone())
+            .push_bind(offer.code_hash.to_vec())
+            .push_bind(offer.pin_hash.map(|h| h.to_vec()))
+            .push_bind(offer.tx_code.clone())
+            .push_bind(offer.subject.clone())
+            .push_bind(offer.credential_ids.clone())
+            .push_bind(offer.claims.clone())
+            .push("'pending'")
+            .push("0")
+            .push_bind(i64::from(offer.max_attempts))
+            .push_bind(offer.created_at)
+            .push_bind(offer.expires_at)
+            .push_bind(offer.created_by.clone())
+            .push_bind(offer.ref_hash.map(|h| h.to_vec()));
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
 }
 
-/// Consumes a pending offer (with its two audit entries) inside the caller's
-/// write transaction; false when it was no longer pending and unexpired.
-pub(super) async fn consume_offer_in(
+/// Redeems the given pending, unexpired offers with one statement (each id
+/// at most once); returns the ids it changed. Offers no longer pending or
+/// already expired are left alone: their requests lost.
+pub(super) async fn consume_offers(
     conn: &mut SqliteConnection,
-    id: &str,
-    token: &IssuedToken,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let changed = sqlx::query(
-        "UPDATE offers SET state = 'redeemed', redeemed_at = ?, token_jti = ?, token_expires_at = ? \
-         WHERE id = ? AND state = 'pending' AND expires_at > ?",
-    )
-    .bind(now)
-    .bind(&token.jti)
-    .bind(token.expires_at)
-    .bind(id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if changed != 1 {
-        return Ok(false);
-    }
-    let redeemed = AuditEvent::new("offer.redeemed", id, serde_json::json!({}));
-    append_audit(conn, &redeemed, now).await?;
-    let issued = AuditEvent::new(
-        "token.issued",
-        id,
-        serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
+    consumes: &[(usize, &str, &IssuedToken, i64)],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH v(id, jti, exp, now) AS (");
+    update.push_values(consumes, |mut row, (_, id, token, now)| {
+        row.push_bind(id.to_string())
+            .push_bind(token.jti.clone())
+            .push_bind(token.expires_at)
+            .push_bind(*now);
+    });
+    update.push(
+        ") UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
+         token_expires_at = v.exp FROM v \
+         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > v.now \
+         RETURNING offers.id",
     );
-    append_audit(conn, &issued, now).await?;
-    Ok(true)
+    let ids: Vec<String> = update.build_query_scalar().fetch_all(&mut *conn).await?;
+    Ok(ids.into_iter().collect())
+}
+
+/// The audit entries of one redemption.
+pub(super) fn redemption_events(id: &str, token: &IssuedToken) -> impl Iterator<Item = AuditEvent> {
+    [
+        AuditEvent::new("offer.redeemed", id, serde_json::json!({})),
+        AuditEvent::new(
+            "token.issued",
+            id,
+            serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
+        ),
+    ]
+    .into_iter()
+}
+
+/// Appends entries (each with its time) to the chain with one multi-row
+/// statement, hashing them here from the head read once. The caller holds
+/// the write lock.
+pub(super) async fn append_audit_entries(
+    conn: &mut SqliteConnection,
+    events: &[(i64, AuditEvent)],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (mut seq, mut prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<Vec<u8>, _>("hash")?,
+        ),
+        None => (0, audit::GENESIS.to_vec()),
+    };
+    let mut rows = Vec::with_capacity(events.len());
+    for (at, event) in events {
+        seq += 1;
+        let details = event.details.to_string();
+        let hash = audit::chain_hash(
+            &prev_hash,
+            seq,
+            *at,
+            event.event,
+            event.subject.as_deref(),
+            &details,
+        )
+        .to_vec();
+        rows.push((
+            seq,
+            *at,
+            event,
+            details,
+            std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        ));
+    }
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) ",
+    );
+    insert.push_values(rows, |mut row, (seq, at, event, details, prev, hash)| {
+        row.push_bind(seq)
+            .push_bind(at)
+            .push_bind(event.event)
+            .push_bind(event.subject.clone())
+            .push_bind(details)
+            .push_bind(prev)
+            .push_bind(hash);
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
 }
 
 super::rows::row_mappers!(SqliteRow);
