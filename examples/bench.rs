@@ -244,9 +244,77 @@ fn hsm_child(config: &Path, ops: usize) -> Value {
     serde_json::from_slice(&out.stdout).expect("hsm JSON")
 }
 
+/// Signatures/s and HMAC/s on one bare PKCS#11 session, one thread, no
+/// pool: the module's own cost, to show what the pool adds.
+fn hsm_bare_session(loaded: &notary::config::Config, label: &str, alg: &str, ops: usize) -> Value {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+    use cryptoki::object::ObjectClass;
+    use cryptoki::session::UserType;
+    use notary::hsm::{auth_pin, find_token, keys::find_one, load_module};
+
+    let pkcs11 = load_module(&loaded.resolve(&loaded.hsm.module)).expect("module");
+    let slot = find_token(&pkcs11, &loaded.hsm.token_label()).expect("token");
+    let session = pkcs11.open_rw_session(slot).expect("session");
+    let pin = auth_pin(&loaded.hsm_pin().expect("PIN"));
+    session.login(UserType::User, Some(&pin)).expect("login");
+    let key = find_one(&session, ObjectClass::PRIVATE_KEY, label).expect("signing key");
+    let hmac = find_one(
+        &session,
+        ObjectClass::SECRET_KEY,
+        &loaded.hsm.hashing_key_label(),
+    )
+    .expect("hashing key");
+    let message = vec![7u8; 200];
+    let digest = vec![7u8; 32];
+    let start = Instant::now();
+    for _ in 0..ops {
+        match alg {
+            "EdDSA" => session.sign(
+                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                key,
+                &message,
+            ),
+            _ => session.sign(&Mechanism::Ecdsa, key, &digest),
+        }
+        .expect("sign");
+    }
+    let sign = ops as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for _ in 0..ops {
+        session
+            .sign(&Mechanism::Sha256Hmac, hmac, &[9u8; 64])
+            .expect("hmac");
+    }
+    let hmac_rate = ops as f64 / start.elapsed().as_secs_f64();
+    session.logout().ok();
+    drop(session);
+    pkcs11.finalize().ok();
+    json!({ "sign": sign, "hmac": hmac_rate })
+}
+
 /// Signatures/s and HMAC/s through the server's own session pool.
 async fn hsm_throughput(config: &Path, ops: usize) -> Value {
     let loaded = notary::config::Config::load(config).expect("config");
+    let records = {
+        let store = notary::store::Store::connect(&loaded.database_url(), 1)
+            .await
+            .expect("store");
+        let keys = store.list_signing_keys().await.expect("keys");
+        store.close().await;
+        keys
+    };
+    let active = records
+        .iter()
+        .find(|k| k.state == notary::store::KeyState::Active)
+        .expect("an active key");
+    let (label, alg) = (active.label.clone(), active.alg.clone());
+    let bare = tokio::task::spawn_blocking({
+        let loaded = loaded.clone();
+        move || hsm_bare_session(&loaded, &label, &alg, ops)
+    })
+    .await
+    .unwrap();
     let notary = notary::cli::open_notary(&loaded)
         .await
         .expect("open the HSM and store");
@@ -286,7 +354,7 @@ async fn hsm_throughput(config: &Path, ops: usize) -> Value {
         hmac.insert(label.into(), json!(rate));
     }
     json!({ "key_alg": key.algorithm().as_str(), "pool_sessions": sessions, "n": sessions,
-            "sign": sign, "hmac": hmac })
+            "sign": sign, "hmac": hmac, "bare_session_1_thread": bare })
 }
 
 /// Runs `ops` calls of `op` from `callers` concurrent tasks; calls/s.
