@@ -385,11 +385,15 @@ impl Hsm {
         })
     }
 
-    /// A cheap round trip to the token, for `/readyz` and the watchdog.
+    /// A cheap round trip to the token that uses a key, for `/readyz` and
+    /// the watchdog: an HMAC of a constant with the hashing key. Reading the
+    /// session state alone would pass while the token's key store is stuck.
     pub async fn ping(&self) -> Result<(), HsmError> {
         self.inner
-            .run("probing the token", KeyRef::Hashing, |session, _| {
-                session.get_session_info().map(|_| ())
+            .run("probing the token", KeyRef::Hashing, |session, handle| {
+                session
+                    .sign(&Mechanism::Sha256Hmac, handle, b"notary/ping")
+                    .map(|_| ())
             })
             .await
     }

@@ -53,10 +53,26 @@ pub(super) async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// Longest a readiness probe waits for the HSM or the database.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits at most [`READINESS_TIMEOUT`] for a probe.
+async fn bounded(
+    probe: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(READINESS_TIMEOUT, probe)
+        .await
+        .unwrap_or_else(|_| Err("no answer within the readiness timeout".to_owned()))
+}
+
 /// Ready when the HSM and the database both answer.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    let hsm = state.notary.hsm().ping().await;
-    let db = state.notary.store().ping().await;
+    // Both probes at once, each bounded: a load balancer's health check
+    // must get an answer even while the HSM or the database hangs.
+    let (hsm, db) = tokio::join!(
+        bounded(async { state.notary.hsm().ping().await.map_err(|e| e.to_string()) }),
+        bounded(async { state.notary.store().ping().await.map_err(|e| e.to_string()) }),
+    );
     if let Err(e) = &hsm {
         tracing::warn!(error = %e, "readiness: HSM not usable");
     }

@@ -14,7 +14,9 @@
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{append_audit_entries, consume_offers, insert_offers, redemption_events};
+use super::sqlite::{
+    WriteTx, append_audit_entries, consume_offers, insert_offers, redemption_events,
+};
 use super::{IssuedToken, NewOffer, StoreError};
 use crate::audit::AuditEvent;
 
@@ -129,7 +131,7 @@ async fn commit_together(
     writer: &SqlitePool,
     writes: &[&BatchedWrite],
 ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = WriteTx::begin(writer).await?;
     let mut results: Vec<Option<bool>> = vec![None; writes.len()];
     let mut events: Vec<(i64, AuditEvent)> = Vec::new();
 

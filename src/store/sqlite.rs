@@ -79,6 +79,59 @@ async fn append_audit(
     Ok(())
 }
 
+/// A write transaction on the write connection, begun with `BEGIN
+/// IMMEDIATE` and ended by [`WriteTx::commit`]. If it ends any other way (an
+/// error on the way, a failed commit, the disk full), the connection is
+/// closed instead of returned to the pool: closing rolls back whatever was
+/// open, and the pool opens a fresh connection for the next writer. (sqlx's
+/// own transaction could leave the connection believing it was still inside
+/// a transaction after a failed commit, refusing every later write.)
+pub(super) struct WriteTx {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    committed: bool,
+}
+
+impl WriteTx {
+    pub(super) async fn begin(writer: &SqlitePool) -> Result<Self, StoreError> {
+        let mut conn = writer.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e.into());
+        }
+        Ok(WriteTx {
+            conn,
+            committed: false,
+        })
+    }
+
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 /// Inserts offers with one multi-row statement, inside the caller's write
 /// transaction (their audit entries are appended by the caller).
 pub(super) async fn insert_offers<'a>(
@@ -267,8 +320,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        WriteTx::begin(&self.writer).await
     }
 
     pub(super) async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {

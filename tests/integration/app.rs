@@ -17,6 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_notary");
 /// Builds a `TestApp`.
 pub struct Builder {
     force_postgres: bool,
+    sqlite_file: Option<PathBuf>,
     envs: Vec<(String, String)>,
     binary: PathBuf,
     log_level: &'static str,
@@ -27,6 +28,7 @@ pub struct Builder {
 pub fn builder() -> Builder {
     Builder {
         force_postgres: false,
+        sqlite_file: None,
         envs: Vec::new(),
         binary: PathBuf::from(BIN),
         log_level: "debug",
@@ -45,6 +47,12 @@ impl Builder {
     /// Uses a fresh PostgreSQL database whatever the run's backend.
     pub fn postgres(mut self) -> Self {
         self.force_postgres = true;
+        self
+    }
+
+    /// Keeps the SQLite database at `path` (e.g. on a small tmpfs).
+    pub fn sqlite_file(mut self, path: &Path) -> Self {
+        self.sqlite_file = Some(path.to_owned());
         self
     }
 
@@ -83,6 +91,8 @@ impl Builder {
         let home = dir.path().join("notary");
         let database = if self.force_postgres {
             Some(new_postgres_database())
+        } else if let Some(file) = &self.sqlite_file {
+            Some(format!("sqlite:{}", file.display()))
         } else {
             fresh_database()
         };
@@ -130,7 +140,7 @@ impl Builder {
         let base = format!("https://localhost:{port}");
         let home_cert = home.join("tls/cert.pem");
         let app = TestApp {
-            postgres_database: database,
+            postgres_database: database.filter(|url| !url.starts_with("sqlite:")),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             _dir: dir,
             home,

@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod discovery;
 mod exactly_once;
+mod faults;
 mod hardening;
 mod hostile;
 mod hsm_faults;

@@ -1,0 +1,218 @@
+//! Faults the server must ride out by itself: an HSM that stops answering
+//! for seconds, and a SQLite database whose disk fills up. (A database
+//! lost altogether is in `multi_instance`, on PostgreSQL.) Each time: a bare 500 `server_error` (or 503 on `/readyz`),
+//! nothing consumed or half-written, and recovery without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::app::{self, GRANT, TestApp};
+
+/// Holds POSIX record locks on every file of the SoftHSM2 token for
+/// `seconds`: SoftHSM then waits on its own object files, so every key
+/// operation stalls, as a slow or overloaded HSM would.
+fn stall_token(tokens: &Path, seconds: u64) -> Child {
+    let script = "import fcntl, glob, sys, time\n\
+files = [open(f, 'r+') for f in glob.glob(sys.argv[1] + '/*/*')]\n\
+[fcntl.lockf(f, fcntl.LOCK_EX) for f in files]\n\
+print('locked', flush=True)\n\
+time.sleep(float(sys.argv[2]))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script, tokens.to_str().unwrap(), &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+async fn redeem(app: &TestApp, code: &str, pin: &str) -> (u16, Value) {
+    app.redeem_form(&[
+        ("grant_type", GRANT),
+        ("pre-authorized_code", code),
+        ("tx_code", pin),
+    ])
+    .await
+}
+
+async fn readyz(app: &TestApp) -> u16 {
+    app.http()
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn create(app: &TestApp) -> (u16, Value) {
+    let r = app
+        .http()
+        .post(app.url("/v1/openid/offers/pre-authorized"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"credentials": ["UniversityDegree_jwt"]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_stalled_hsm_gives_bounded_500s_and_503_then_recovers() {
+    let app = app::builder()
+        .set("hsm", "operation_timeout_ms", 1500)
+        .start()
+        .await;
+    let (offer, code, pin) = app.offer_with_pin().await;
+    let mut lock = stall_token(&app.home.join("tokens"), 6);
+
+    let started = Instant::now();
+    let (status, body) = redeem(&app, &code, &pin).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("server_error")),
+        "{body}"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "the wait is bounded: {waited:?}"
+    );
+    assert_eq!(
+        readyz(&app).await,
+        503,
+        "readiness reflects the stalled HSM"
+    );
+    assert_eq!(create(&app).await.0, 500);
+
+    lock.wait().unwrap();
+    let mut ready = false;
+    for _ in 0..50 {
+        if readyz(&app).await == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ready, "readiness comes back by itself");
+    assert_eq!(
+        app.offer_view(&offer).await["state"],
+        "pending",
+        "nothing was consumed"
+    );
+    assert_eq!(redeem(&app, &code, &pin).await.0, 200);
+    assert!(app.log().contains("did not answer within 1500 ms"));
+}
+
+/// A small tmpfs of our own, unmounted on drop (needs root, as CI has).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!("notary-tmpfs-{}-{size}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Fills the file system at `dir` up with a filler file.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    filler
+}
+
+fn sqlite_only() -> bool {
+    if app::on_postgres() {
+        eprintln!(
+            "skipped: a SQLite disk fault (the PostgreSQL pass covers a lost database in multi_instance)"
+        );
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_cleanly_and_recovers_when_space_returns() {
+    if !sqlite_only() {
+        return;
+    }
+    let Some(disk) = Tmpfs::mount("3m") else {
+        panic!("cannot mount a tmpfs: this test needs root (CI runs as root)");
+    };
+    let app = app::builder()
+        .sqlite_file(&disk.0.join("notary.db"))
+        .start()
+        .await;
+    let (offer, code, pin) = app.offer_with_pin().await;
+    let filler = fill(&disk.0);
+
+    // Writes fail, each with a bare 500; enough of them to be sure the
+    // disk is really full and not merely nearly so.
+    let mut failures = 0;
+    for _ in 0..20 {
+        let (status, body) = create(&app).await;
+        if status == 500 {
+            assert_eq!(
+                body,
+                json!({"error": "server_error", "error_description": "the request could not be completed"})
+            );
+            failures += 1;
+        }
+    }
+    assert!(failures > 0, "the full disk was not noticed");
+    let (status, body) = redeem(&app, &code, &pin).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("server_error")),
+        "{body}"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(
+        app.offer_view(&offer).await["state"],
+        "pending",
+        "nothing half-written"
+    );
+    let (status, body) = redeem(&app, &code, &pin).await;
+    assert_eq!(
+        status,
+        200,
+        "recovered without a restart: {body} {}",
+        app.log()
+    );
+    assert_eq!(create(&app).await.0, 201);
+    let out = app.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = app::db_text(&app.config_path(), "PRAGMA integrity_check").await;
+    assert_eq!(check, "ok");
+}
