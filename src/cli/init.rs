@@ -290,14 +290,28 @@ fn tls_hosts(listen: &SocketAddr, public_url: &str) -> Vec<String> {
 }
 
 fn write_tls(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
-    let certified =
-        rcgen::generate_simple_self_signed(hosts.to_vec()).context("making the TLS certificate")?;
+    // A development certificate, but a well-formed one: named after the
+    // first host, for TLS servers only, and valid for a year (browsers and
+    // Mozilla's guidelines refuse longer lifetimes).
+    let key = rcgen::KeyPair::generate().context("making the TLS key")?;
+    let mut params =
+        rcgen::CertificateParams::new(hosts.to_vec()).context("making the TLS certificate")?;
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(
+        rcgen::DnType::CommonName,
+        hosts.first().map_or("notary", String::as_str),
+    );
+    params.distinguished_name = name;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(365);
+    let cert = params
+        .self_signed(&key)
+        .context("signing the TLS certificate")?;
     make_dir(&dir.join("tls"))?;
-    fs::write(dir.join("tls/cert.pem"), certified.cert.pem()).context("writing tls/cert.pem")?;
-    write_secret(
-        &dir.join("tls/key.pem"),
-        certified.signing_key.serialize_pem().trim_end(),
-    )
+    fs::write(dir.join("tls/cert.pem"), cert.pem()).context("writing tls/cert.pem")?;
+    write_secret(&dir.join("tls/key.pem"), key.serialize_pem().trim_end())
 }
 
 fn config_file(args: &InitArgs, public_url: &str, module: &Path, database: &str) -> String {

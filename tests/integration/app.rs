@@ -566,6 +566,18 @@ impl TestApp {
         (status, r.json().await.unwrap())
     }
 
+    /// GETs `path` and returns its JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn jwks(&self) -> Value {
         self.http()
             .get(self.url("/.well-known/jwks.json"))

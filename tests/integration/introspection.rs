@@ -26,15 +26,9 @@ async fn introspection_reports_live_tokens_and_forgets_replayed_ones() {
     let app = app::builder().start().await;
     let resource = app.new_api_key("introspect");
     let issuer = app.new_api_key("issuer");
-    let meta: Value = app
-        .http()
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(meta["introspection_endpoint"], app.url("/introspect"));
 
     let key = WalletKey::p256();

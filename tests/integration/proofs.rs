@@ -36,15 +36,9 @@ pub async fn redeem_with(
 #[tokio::test]
 async fn dpop_bound_tokens_carry_the_key_thumbprint_for_es256_and_eddsa() {
     let app = app::builder().start().await;
-    let meta: Value = app
-        .http()
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     let algs = meta["dpop_signing_alg_values_supported"]
         .as_array()
         .unwrap();
@@ -238,15 +232,9 @@ async fn attested_wallets_get_their_client_id_in_the_token() {
         .set("issuance", "require_client_attestation", true)
         .start()
         .await;
-    let meta: Value = app
-        .http()
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     // Attestation is required, so anonymous access is not advertised.
     assert_eq!(
         meta["token_endpoint_auth_methods_supported"],
