@@ -249,7 +249,7 @@ fn fresh_database() -> Option<String> {
 
 /// Creates an empty database; returns its URL.
 pub fn new_postgres_database() -> String {
-    let name = format!("notary_t_{}", free_port_pair());
+    let name = format!("notary_t_{}", unique_suffix());
     psql(&format!("CREATE DATABASE {name}"));
     format!("{}/{name}", postgres_base().unwrap())
 }
@@ -257,7 +257,7 @@ pub fn new_postgres_database() -> String {
 /// Copies a database (no connections may be open to it); returns the copy's URL.
 pub fn copy_postgres_database(url: &str) -> String {
     let source = url.rsplit('/').next().unwrap();
-    let name = format!("notary_t_{}", free_port_pair());
+    let name = format!("notary_t_{}", unique_suffix());
     psql(&format!("CREATE DATABASE {name} TEMPLATE {source}"));
     format!("{}/{name}", postgres_base().unwrap())
 }
@@ -273,9 +273,16 @@ pub fn drop_database(url_or_name: &str) {
         .output();
 }
 
-/// A unique-enough number for database names.
-fn free_port_pair() -> String {
-    format!("{}_{}", std::process::id(), free_port())
+/// Unique within this test process (a counter) and across processes (the
+/// pid and the time): two tests can never pick the same name, as two free
+/// ports could be the same port released and taken again.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}_{n}_{nanos}", std::process::id())
 }
 
 /// The database URL a config file names (SQLite paths resolved).
