@@ -31,9 +31,12 @@ for new in ["tls_1_2", "tls_1_3"]:
     check(f"{new} accepted", bool(accepted[new]), ", ".join(accepted[new]))
 weak = [s for s in accepted["tls_1_2"] if "CBC" in s or "RC4" in s or "3DES" in s or "NULL" in s or "EXPORT" in s]
 check("no weak TLS 1.2 suites (CBC, RC4, 3DES, NULL, EXPORT)", not weak, ", ".join(weak))
-compliance = [line for line in open(output_path) if "compliant" in line.lower() or "Mozilla" in line]
-check("sslyze: compliant with Mozilla intermediate", exit_code == 0, " ".join(l.strip() for l in compliance)[:400])
+# The verdict is the line naming the scanned server under "COMPLIANCE".
+output = open(output_path).read()
+verdict = output.split("COMPLIANCE AGAINST", 1)[-1]
+verdict = next((l.strip() for l in verdict.splitlines() if l.strip().startswith("localhost:")), "no verdict")
+check("sslyze: compliant with Mozilla intermediate", exit_code == 0, verdict)
 if exit_code != 0:
-    print(open(output_path).read()[-3000:])
+    print(output[-3000:])
 print(f"tls: {sum(checks)} passed, {len(checks) - sum(checks)} failed")
 sys.exit(0 if all(checks) else 1)
