@@ -130,14 +130,22 @@ impl PgStore {
     }
 
     /// Reachable, and writable: an instance pointed at a replica after a
-    /// failover is not ready, every write would fail.
+    /// failover, or at a database made read-only, is not ready: every write
+    /// would fail.
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        let replica: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-            .fetch_one(&self.pool)
-            .await?;
+        let (replica, read_only): (bool, bool) = sqlx::query_as(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         if replica {
             return Err(StoreError::Unavailable(
                 "the database is a read-only replica (in recovery)".to_owned(),
+            ));
+        }
+        if read_only {
+            return Err(StoreError::Unavailable(
+                "the database accepts only read-only transactions".to_owned(),
             ));
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Faults the server must ride out by itself: an HSM that stops answering
-//! for seconds, and a SQLite database whose disk fills up. (A database
-//! lost altogether is in `multi_instance`, on PostgreSQL.) Each time: a bare 500 `server_error` (or 503 on `/readyz`),
+//! for seconds, a SQLite database whose disk fills up, and a PostgreSQL
+//! database that turns read-only. (A database lost altogether is in
+//! `multi_instance`, on PostgreSQL.) Each time: a bare 500 `server_error` (or 503 on `/readyz`),
 //! nothing consumed or half-written, and recovery without a restart.
 
 use std::path::{Path, PathBuf};
@@ -215,4 +216,71 @@ async fn a_full_disk_fails_cleanly_and_recovers_when_space_returns() {
     );
     let check = app::db_text(&app.config_path(), "PRAGMA integrity_check").await;
     assert_eq!(check, "ok");
+}
+
+#[tokio::test]
+async fn a_read_only_database_fails_cleanly_and_recovers() {
+    if !app::on_postgres() {
+        eprintln!(
+            "skipped: PostgreSQL only (Linux will not remount a disk read-only under an open SQLite file)"
+        );
+        return;
+    }
+    let app = app::builder().start().await;
+    let (offer, code, pin) = app.offer_with_pin().await;
+    let url = app::database_url(&app.config_path());
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    // As after a failover onto a replica that is not promoted: every new
+    // session is read-only. Existing sessions are cut so that the pool
+    // opens new ones.
+    let reconnect = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    );
+    app::psql_exec(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
+    ));
+    app::psql_exec(&reconnect);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = redeem(&app, &code, &pin).await;
+        assert_eq!(body["error"], "server_error", "{body}");
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [500, 500, 500]);
+    assert_eq!(create(&app).await.0, 500);
+    let mut not_ready = false;
+    for _ in 0..20 {
+        if readyz(&app).await == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "readiness reflects the read-only database");
+
+    app::psql_exec(&format!(
+        "ALTER DATABASE {db} RESET default_transaction_read_only"
+    ));
+    app::psql_exec(&reconnect);
+    assert_eq!(
+        app.offer_view(&offer).await["state"],
+        "pending",
+        "nothing half-written"
+    );
+    let mut recovered = false;
+    for _ in 0..25 {
+        if redeem(&app, &code, &pin).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "writes work again without a restart");
+    assert_eq!(readyz(&app).await, 200);
+    let out = app.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
