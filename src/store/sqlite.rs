@@ -44,39 +44,7 @@ async fn append_audit(
     event: &AuditEvent,
     now: i64,
 ) -> Result<(), StoreError> {
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (seq, prev_hash) = match head {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")? + 1,
-            row.try_get::<Vec<u8>, _>("hash")?,
-        ),
-        None => (1, audit::GENESIS.to_vec()),
-    };
-    let details = event.details.to_string();
-    let hash = audit::chain_hash(
-        &prev_hash,
-        seq,
-        now,
-        event.event,
-        event.subject.as_deref(),
-        &details,
-    );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(seq)
-    .bind(now)
-    .bind(event.event)
-    .bind(event.subject.as_deref())
-    .bind(details)
-    .bind(prev_hash)
-    .bind(hash.to_vec())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    append_audit_entries(conn, &[(now, event.clone())]).await
 }
 
 /// A write transaction on the write connection, begun with `BEGIN
