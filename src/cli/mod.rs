@@ -191,8 +191,9 @@ pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// HSM + store + policy: everything the use cases need (also used by the benchmark).
 pub async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
-    let hsm = open_hsm(config).await?;
-    let store = open_store(config).await?;
+    // Independent, and each waits on I/O (the HSM login, the database's
+    // connection handshakes): together they take as long as the slower.
+    let (hsm, store) = tokio::try_join!(open_hsm(config), open_store(config))?;
     let policy = Policy::from_config(config)?;
     Ok(Notary::open(hsm, store, policy).await?)
 }

@@ -15,6 +15,9 @@ use crate::issuance::{Notary, now};
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = crate::telemetry::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    // aws-lc seeds its random generator from CPU jitter on first use, about
+    // 60 ms of work; do it while the HSM logs in, not in the first handshake.
+    let entropy = tokio::task::spawn_blocking(|| aws_lc_rs::rand::fill(&mut [0u8; 16]));
     let notary = super::open_notary(&config).await?;
     let hsm = notary.hsm().clone();
     for key in notary.custody_report().await?.keys {
@@ -86,6 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(listen = %local, "metrics at http://{local}/metrics");
     }
     let app = http::router(AppState::new(&config, notary.clone())?);
+    entropy
+        .await
+        .context("seeding the random generator")?
+        .map_err(|_| anyhow::anyhow!("the random generator could not be seeded"))?;
     tracing::info!(listen = %local, public_url = %config.server.public_url, "notary is serving");
     crate::service::ready(&format!("serving on {local}, kid {}", key.kid));
     let limits = http::server::Limits {

@@ -23,6 +23,12 @@ use crate::audit::{self, AuditEvent};
 /// Advisory lock id that serialises writers across instances ("notary").
 const WRITER_LOCK: i64 = 0x6e6f_7461_7279;
 
+/// Reader connections opened at start-up, before the server says it is ready:
+/// start-up reads come in quick succession, and sqlx returns a released
+/// connection to its pool asynchronously, so with one the next read would
+/// often open another.
+const WARM_READERS: u32 = 2;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The PostgreSQL store.
@@ -78,6 +84,38 @@ async fn append_audit(
     Ok(())
 }
 
+/// Opens `count` connections of `pool` concurrently and returns them to it;
+/// fails if the database cannot be reached.
+///
+/// A new connection costs a server process and, over TLS, a handshake in
+/// which sqlx's small writes wait for delayed ACKs (sqlx does not set
+/// `TCP_NODELAY`): about 90 ms here. Opened one by one as start-up queries
+/// happen to need them, they would add up before the server is ready.
+async fn open_at_once(pool: &PgPool, count: u32) -> Result<(), sqlx::Error> {
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let pool = pool.clone();
+        opening.spawn(async move { pool.acquire().await });
+    }
+    // Held until all are open, so each task needs a connection of its own.
+    let mut held = Vec::new();
+    while let Some(joined) = opening.join_next().await {
+        held.push(joined.map_err(|e| sqlx::Error::Protocol(format!("connecting: {e}")))??);
+    }
+    drop(held);
+    // Dropped connections go back to the pool from tasks of their own; a
+    // read before they are back would open yet another connection.
+    let back = std::time::Instant::now();
+    while pool.num_idle() < held_count(count) && back.elapsed() < Duration::from_millis(100) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+fn held_count(count: u32) -> usize {
+    usize::try_from(count).unwrap_or(usize::MAX)
+}
+
 super::rows::row_mappers!(PgRow);
 use super::rows::parse_cursor;
 
@@ -85,18 +123,20 @@ impl PgStore {
     pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
-        let open = |connections: u32| {
+        let pool_of = |connections: u32| {
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options.clone())
+                .connect_lazy_with(options.clone())
         };
+        let (writer, pool) = (pool_of(1), pool_of(max_connections.max(1)));
         // The URL may carry a password: say which host, never the URL.
         let host = options.get_host().to_owned();
-        let opening =
-            |e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}"));
-        let writer = open(1).await.map_err(&opening)?;
-        let pool = open(max_connections.max(1)).await.map_err(&opening)?;
+        tokio::try_join!(
+            open_at_once(&writer, 1),
+            open_at_once(&pool, max_connections.clamp(1, WARM_READERS)),
+        )
+        .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}")))?;
         Ok(PgStore { pool, writer })
     }
 
