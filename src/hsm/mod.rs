@@ -6,14 +6,15 @@
 //!   a token's last session logs the whole process out.
 //! - A `Session` is `Send` but not `Sync`, so each operation checks one out of
 //!   the pool for its duration and never holds it across an `.await`.
-//! - PKCS#11 calls block, so they run on tokio's blocking threads, bounded by
-//!   a semaphore sized to the session pool.
+//! - PKCS#11 calls block, so they run on a fixed set of HSM threads, one per
+//!   pooled session (`workers.rs`), admitted by a semaphore of the same size.
 //! - Cached handles go stale after a logout or a token reset; on the errors
 //!   that mean "stale" we log in again, look the keys up again and retry once.
 
 pub mod keys;
 mod pool;
 pub mod uri;
+mod workers;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use tokio::sync::Semaphore;
 
+use super::workers::Workers;
 use super::{HsmError, HsmSettings, find_token, is_stale_error, keys, load_module};
 
 /// Which key an operation needs.
@@ -54,6 +55,8 @@ pub(super) struct Pool {
     /// module while it restarts.
     gate: RwLock<()>,
     permits: Arc<Semaphore>,
+    /// The threads that make the calls, as many as there are sessions.
+    workers: Arc<Workers>,
     max_idle: usize,
     closed: AtomicBool,
     /// Set when the token refused the PIN during a recovery: logging in
@@ -98,6 +101,10 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(sessions)),
             gate: RwLock::new(()),
             permits: Arc::new(Semaphore::new(sessions)),
+            workers: Arc::new(Workers::start(sessions).map_err(|e| HsmError::Internal {
+                context: "starting the HSM threads",
+                detail: e.to_string(),
+            })?),
             op_timeout: settings.operation_timeout,
             max_idle: sessions,
             closed: AtomicBool::new(false),
@@ -127,7 +134,7 @@ impl Pool {
         (&self.hashing_label, &self.audit_label)
     }
 
-    /// Runs one PKCS#11 operation on a blocking thread with a pooled session
+    /// Runs one PKCS#11 operation on an HSM thread with a pooled session
     /// and the handle of `key`.
     pub(super) async fn run<T, F>(
         self: &Arc<Self>,
@@ -154,19 +161,17 @@ impl Pool {
                     context,
                     detail: "the HSM connection is closed".to_owned(),
                 })?;
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let result = pool.run_blocking(context, &key, &op);
-                // The module may have left a code or PIN on this thread's
-                // stack; blocking threads never park, so wipe here.
-                crate::memory::wipe_stack();
-                result
-            })
-            .await
-            .map_err(|e| HsmError::Internal {
-                context,
-                detail: format!("HSM worker failed: {e}"),
-            })?
+            let threads = Arc::clone(&pool.workers);
+            threads
+                .submit(move || {
+                    let _permit = permit;
+                    pool.run_blocking(context, &key, &op)
+                })
+                .await
+                .map_err(|_| HsmError::Internal {
+                    context,
+                    detail: "the HSM call panicked".to_owned(),
+                })?
         };
         let result = match tokio::time::timeout(self.op_timeout, work).await {
             Ok(result) => result,
