@@ -7,57 +7,96 @@
 //! arena), the count is known and stays put. Each thread wipes its stack
 //! after every call, since the module may have left a code or PIN there.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The calls waiting for a thread. A deque under a mutex with a condition
+/// variable wakes exactly one thread per call; a `std::sync::mpsc` receiver
+/// shared behind a mutex would wake a second one each time (the next in
+/// line for the mutex), which costs a context switch per call.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<Waiting>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        // Jobs run outside the lock, so a panic cannot poison it mid-update.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Hands PKCS#11 calls to the HSM threads. The threads end when this is
 /// dropped and the calls already queued have run.
 pub(super) struct Workers {
-    queue: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
 }
 
 impl Workers {
     /// Starts `count` threads named `notary-hsm`.
     pub(super) fn start(count: usize) -> std::io::Result<Self> {
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
+        let queue = Arc::new(Queue::default());
         for _ in 0..count.max(1) {
-            let jobs = Arc::clone(&jobs);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name("notary-hsm".to_owned())
-                .spawn(move || run(&jobs))?;
+                .spawn(move || run(&queue))?;
         }
         Ok(Workers { queue })
     }
 
     /// Queues `call`; the answer comes back on the receiver. The receiver
-    /// errs if `call` panicked (its thread survives) or the threads are gone.
+    /// errs if `call` panicked (its thread survives).
     pub(super) fn submit<T: Send + 'static>(
         &self,
         call: impl FnOnce() -> T + Send + 'static,
     ) -> oneshot::Receiver<T> {
         let (answer, receiver) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        self.queue.lock().jobs.push_back(Box::new(move || {
             // The caller may have stopped waiting (timeout); nothing to do then.
             let _ = answer.send(call());
-        });
-        // A send fails only when every thread has ended; the dropped job then
-        // drops `answer`, and the caller sees the receiver err.
-        let _ = self.queue.send(job);
+        }));
+        self.queue.arrived.notify_one();
         receiver
     }
 }
 
-fn run(jobs: &Mutex<mpsc::Receiver<Job>>) {
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.arrived.notify_all();
+    }
+}
+
+fn run(queue: &Queue) {
     loop {
-        // Held only while taking one job, never while running it.
-        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(job) = job else { return };
+        let job = {
+            let mut waiting = queue.lock();
+            loop {
+                if let Some(job) = waiting.jobs.pop_front() {
+                    break job;
+                }
+                if waiting.closed {
+                    return;
+                }
+                waiting = queue
+                    .arrived
+                    .wait(waiting)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
         // A panicking call loses its own answer, not the thread.
         let _ = catch_unwind(AssertUnwindSafe(job));
         crate::memory::wipe_stack();

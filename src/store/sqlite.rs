@@ -225,6 +225,9 @@ pub(super) async fn append_audit_entries(
     Ok(())
 }
 
+/// Page cache of each reader connection: `cache_size` in KiB (negative).
+const READER_CACHE_KIB: &str = "-512";
+
 super::rows::row_mappers!(SqliteRow);
 use super::rows::parse_cursor;
 
@@ -237,15 +240,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let open = |connections: u32| {
+        let open = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options.clone())
+                .connect_with(options)
         };
         let opening = |e| StoreError::Unavailable(format!("opening {url}: {e}"));
-        let writer = open(1).await.map_err(opening)?;
-        let pool = open(max_connections.max(1)).await.map_err(opening)?;
+        let writer = open(1, options.clone()).await.map_err(opening)?;
+        // Every reader keeps a page cache of its own (SQLite's default is
+        // 2 MiB), all copies of the same pages; a read that misses it is a
+        // pread served from the kernel's page cache, which they share.
+        let readers = options.pragma("cache_size", READER_CACHE_KIB);
+        let pool = open(max_connections.max(1), readers)
+            .await
+            .map_err(opening)?;
         let batch = GroupCommit::start(writer.clone());
         Ok(SqliteStore {
             pool,
