@@ -183,7 +183,16 @@ async fn run(args: &Args) -> Value {
     let mut codes = offers.into_iter();
     for &connections in &args.connections {
         let batch: Vec<_> = codes.by_ref().take(args.redemptions).collect();
-        phases.push(redeem(&ca, &base, batch, connections).await);
+        let (machine, ticks) = (Cpu::now(), server_cpu_ticks(server.id()));
+        let mut phase = redeem(&ca, &base, batch, connections).await;
+        let (cpu, ticks) = (machine.since(), server_cpu_ticks(server.id()) - ticks);
+        // CPU seconds of the server per redemption: steadier than the rate
+        // on a shared machine, and what "everything else costs little" means.
+        phase["server_cpu_us_per_redemption"] =
+            json!(ticks as f64 / TICKS_PER_SEC * 1e6 / args.redemptions as f64);
+        phase["machine_cpu_busy_percent"] = json!(cpu.busy_percent);
+        phase["machine_cpu_steal_percent"] = json!(cpu.steal_percent);
+        phases.push(phase);
     }
 
     // (5) The server's memory.
@@ -226,6 +235,62 @@ async fn run(args: &Args) -> Value {
         "server_rss_at_end_mib": rss as f64 / 1024.0,
         "redemptions_vs_hsm": ratios,
     })
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on Linux.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// User and system CPU ticks a process has used so far.
+fn server_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The machine's CPU counters (`/proc/stat`), to tell how busy the cores
+/// were and how much time the hypervisor gave to other guests (steal).
+struct Cpu {
+    ticks: Vec<u64>,
+}
+
+struct CpuShare {
+    busy_percent: f64,
+    steal_percent: f64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let line = stat.lines().next().unwrap();
+        Cpu {
+            ticks: line
+                .split_whitespace()
+                .skip(1)
+                .map(|t| t.parse().unwrap())
+                .collect(),
+        }
+    }
+
+    /// Shares since `self`: fields are user nice system idle iowait irq
+    /// softirq steal.
+    fn since(&self) -> CpuShare {
+        let now = Cpu::now();
+        let d: Vec<f64> = now
+            .ticks
+            .iter()
+            .zip(&self.ticks)
+            .take(8)
+            .map(|(a, b)| (a - b) as f64)
+            .collect();
+        let total: f64 = d.iter().sum::<f64>().max(1.0);
+        CpuShare {
+            busy_percent: 100.0 * (total - d[3] - d[4] - d[7]) / total,
+            steal_percent: 100.0 * d[7] / total,
+        }
+    }
 }
 
 fn hsm_child(config: &Path, ops: usize) -> Value {
