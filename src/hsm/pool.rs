@@ -56,7 +56,7 @@ pub(super) struct Pool {
     gate: RwLock<()>,
     permits: Arc<Semaphore>,
     /// The threads that make the calls, as many as there are sessions.
-    workers: Arc<Workers>,
+    workers: Workers,
     max_idle: usize,
     closed: AtomicBool,
     /// Set when the token refused the PIN during a recovery: logging in
@@ -101,10 +101,10 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(sessions)),
             gate: RwLock::new(()),
             permits: Arc::new(Semaphore::new(sessions)),
-            workers: Arc::new(Workers::start(sessions).map_err(|e| HsmError::Internal {
+            workers: Workers::start(sessions).map_err(|e| HsmError::Internal {
                 context: "starting the HSM threads",
                 detail: e.to_string(),
-            })?),
+            })?,
             op_timeout: settings.operation_timeout,
             max_idle: sessions,
             closed: AtomicBool::new(false),
@@ -161,11 +161,11 @@ impl Pool {
                     context,
                     detail: "the HSM connection is closed".to_owned(),
                 })?;
-            let threads = Arc::clone(&pool.workers);
-            threads
+            let caller = Arc::clone(&pool);
+            pool.workers
                 .submit(move || {
                     let _permit = permit;
-                    pool.run_blocking(context, &key, &op)
+                    caller.run_blocking(context, &key, &op)
                 })
                 .await
                 .map_err(|_| HsmError::Internal {

@@ -102,18 +102,15 @@ async fn open_at_once(pool: &PgPool, count: u32) -> Result<(), sqlx::Error> {
     while let Some(joined) = opening.join_next().await {
         held.push(joined.map_err(|e| sqlx::Error::Protocol(format!("connecting: {e}")))??);
     }
+    let opened = held.len();
     drop(held);
     // Dropped connections go back to the pool from tasks of their own; a
     // read before they are back would open yet another connection.
     let back = std::time::Instant::now();
-    while pool.num_idle() < held_count(count) && back.elapsed() < Duration::from_millis(100) {
+    while pool.num_idle() < opened && back.elapsed() < Duration::from_millis(100) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
-}
-
-fn held_count(count: u32) -> usize {
-    usize::try_from(count).unwrap_or(usize::MAX)
 }
 
 super::rows::row_mappers!(PgRow);

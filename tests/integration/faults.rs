@@ -55,6 +55,18 @@ async fn readyz(app: &TestApp) -> u16 {
         .as_u16()
 }
 
+/// Polls `/readyz` up to `attempts` times, `pause` apart, until it answers
+/// `status`; whether it did.
+async fn readyz_becomes(app: &TestApp, status: u16, attempts: u32, pause: Duration) -> bool {
+    for _ in 0..attempts {
+        if readyz(app).await == status {
+            return true;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    false
+}
+
 async fn create(app: &TestApp) -> (u16, Value) {
     let r = app
         .http()
@@ -96,15 +108,10 @@ async fn a_stalled_hsm_gives_bounded_500s_and_503_then_recovers() {
     assert_eq!(create(&app).await.0, 500);
 
     lock.wait().unwrap();
-    let mut ready = false;
-    for _ in 0..50 {
-        if readyz(&app).await == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ready, "readiness comes back by itself");
+    assert!(
+        readyz_becomes(&app, 200, 50, Duration::from_millis(200)).await,
+        "readiness comes back by itself"
+    );
     assert_eq!(
         app.offer_view(&offer).await["state"],
         "pending",
@@ -248,15 +255,10 @@ async fn a_read_only_database_fails_cleanly_and_recovers() {
     }
     assert_eq!(statuses, [500, 500, 500]);
     assert_eq!(create(&app).await.0, 500);
-    let mut not_ready = false;
-    for _ in 0..20 {
-        if readyz(&app).await == 503 {
-            not_ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(not_ready, "readiness reflects the read-only database");
+    assert!(
+        readyz_becomes(&app, 503, 20, Duration::from_millis(100)).await,
+        "readiness reflects the read-only database"
+    );
 
     app::psql_exec(&format!(
         "ALTER DATABASE {db} RESET default_transaction_read_only"
