@@ -286,21 +286,28 @@ pub struct ClientAttestationConfig {
     pub trusted_keys_file: Option<PathBuf>,
 }
 
-/// `[flood]`: how many unknown codes one client address may send per window.
+/// `[flood]`: how many failing requests that cost HSM or database work one
+/// client address may send per window.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FloodConfig {
-    /// Unknown codes allowed per address and window.
-    pub max_unknown_codes: u32,
+    /// Failing requests allowed per address and window (formerly
+    /// `max_unknown_codes`, still accepted).
+    #[serde(alias = "max_unknown_codes")]
+    pub max_failures: u32,
     /// Window length, seconds.
     pub window_secs: u64,
+    /// Distinct addresses (IPv6: /64 networks) tracked per window; beyond
+    /// it, newcomers share one budget.
+    pub max_addresses: usize,
 }
 
 impl Default for FloodConfig {
     fn default() -> Self {
         Self {
-            max_unknown_codes: 20,
+            max_failures: 20,
             window_secs: 60,
+            max_addresses: 100_000,
         }
     }
 }
@@ -559,9 +566,13 @@ impl Config {
                     .to_owned(),
             );
         }
-        if self.flood.max_unknown_codes == 0 || self.flood.window_secs == 0 {
+        if self.flood.max_failures == 0
+            || self.flood.window_secs == 0
+            || self.flood.max_addresses == 0
+        {
             return invalid(
-                "flood.max_unknown_codes and flood.window_secs must be positive".to_owned(),
+                "flood.max_failures, flood.window_secs and flood.max_addresses must be positive"
+                    .to_owned(),
             );
         }
         for (field, value, attribute) in [

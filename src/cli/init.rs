@@ -353,7 +353,7 @@ wrong_pin_error = "invalid_grant"
 locked_response = "slow_down"
 
 [flood]
-max_unknown_codes = 20
+max_failures = 20
 window_secs = 60
 
 [metrics]

@@ -1,6 +1,9 @@
 //! Admin API authentication: `Authorization: Bearer <API key>` and roles.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
@@ -37,9 +40,28 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::unauthorized());
         }
+        // Checking a key costs an HSM operation: wrong keys spend the
+        // address's failure budget, and a spent budget is refused first.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip())
+            .ok_or_else(ApiError::unauthorized)?;
+        let admission = state
+            .flood
+            .admit(peer, Instant::now())
+            .map_err(|retry_after| {
+                ApiError::slow_down(
+                    "too many failed requests from this address",
+                    Some(retry_after),
+                )
+            })?;
         let secret = ApiKeySecret::new(key.trim().to_owned());
         match state.notary.authenticate(&secret).await? {
-            Some(record) => Ok(Caller(record)),
+            Some(record) => {
+                admission.succeeded();
+                Ok(Caller(record))
+            }
             None => Err(ApiError::unauthorized()),
         }
     }

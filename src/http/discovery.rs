@@ -65,10 +65,44 @@ async fn bounded(
         .unwrap_or_else(|_| Err("no answer within the readiness timeout".to_owned()))
 }
 
+/// How long one readiness verdict is reused. A probe costs an HSM call and
+/// a database round trip; reusing the verdict bounds that to one of each
+/// per second, however many probes (or strangers) ask.
+const READINESS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last readiness verdict: (when, HSM usable, database usable). The
+/// lock is held while probing, so concurrent probes share one.
+#[derive(Debug, Default)]
+pub struct ReadinessCache(tokio::sync::Mutex<Option<(std::time::Instant, bool, bool)>>);
+
 /// Ready when the HSM and the database both answer.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    // Both probes at once, each bounded: a load balancer's health check
-    // must get an answer even while the HSM or the database hangs.
+    let mut last = state.readiness.0.lock().await;
+    let (hsm_ok, db_ok) = match *last {
+        Some((at, hsm, db)) if at.elapsed() < READINESS_REUSE => (hsm, db),
+        _ => {
+            let (hsm, db) = probe(&state).await;
+            *last = Some((std::time::Instant::now(), hsm, db));
+            (hsm, db)
+        }
+    };
+    drop(last);
+    let status = if hsm_ok && db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        Json(serde_json::json!({ "hsm": word(hsm_ok), "database": word(db_ok) })),
+    )
+        .into_response()
+}
+
+/// Probes the HSM and the database at once, each bounded: a load balancer's
+/// health check must get an answer even while either hangs.
+async fn probe(state: &AppState) -> (bool, bool) {
     let (hsm, db) = tokio::join!(
         bounded(async { state.notary.hsm().ping().await.map_err(|e| e.to_string()) }),
         bounded(async { state.notary.store().ping().await.map_err(|e| e.to_string()) }),
@@ -79,17 +113,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = &db {
         tracing::warn!(error = %e, "readiness: database not usable");
     }
-    let status = if hsm.is_ok() && db.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    (
-        status,
-        Json(serde_json::json!({ "hsm": word(hsm.is_ok()), "database": word(db.is_ok()) })),
-    )
-        .into_response()
+    (hsm.is_ok(), db.is_ok())
 }
 
 pub(super) async fn not_found() -> ApiError {

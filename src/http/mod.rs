@@ -35,8 +35,10 @@ use flood::FloodGuard;
 pub struct AppState {
     /// The use cases.
     pub notary: Notary,
-    /// Per-address limit on unknown codes.
+    /// Per-address budget for failing requests that cost HSM or database work.
     pub flood: Arc<FloodGuard>,
+    /// The last readiness verdict, reused briefly.
+    pub readiness: Arc<discovery::ReadinessCache>,
     /// Documents computed once at start.
     pub documents: Arc<Documents>,
     /// Error dialects and switches.
@@ -116,10 +118,12 @@ impl AppState {
         Ok(AppState {
             notary,
             flood: Arc::new(FloodGuard::new(
-                config.flood.max_unknown_codes,
+                config.flood.max_failures,
                 Duration::from_secs(config.flood.window_secs),
+                config.flood.max_addresses,
             )),
             documents: Arc::new(documents),
+            readiness: Arc::default(),
             behaviour: Behaviour {
                 pre_authorized_enabled: config.issuance.pre_authorized_code_enabled,
                 wrong_pin_error: config.issuance.wrong_pin_error,

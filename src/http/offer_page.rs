@@ -28,21 +28,23 @@ pub(super) async fn credential_offer(
     Path(reference): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // Guessing references is guessing codes: the same per-address limit.
-    let ip = peer.ip();
-    if let Some(retry_after) = state.flood.blocked_for(ip, Instant::now()) {
-        return Err(ApiError::slow_down(
-            "too many unknown offers or codes from this address",
-            Some(retry_after),
-        ));
-    }
+    // Guessing references is guessing codes: the same per-address budget.
+    let admission = state
+        .flood
+        .admit(peer.ip(), Instant::now())
+        .map_err(|retry_after| {
+            ApiError::slow_down(
+                "too many failed requests from this address",
+                Some(retry_after),
+            )
+        })?;
     let reference = OfferReference::new(reference);
     let Some(offer) = state.notary.offer_by_reference(&reference).await? else {
-        state.flood.record_unknown(ip, Instant::now());
         return Err(ApiError::not_found(
             "no redeemable offer here: it was redeemed, expired, locked or revoked, or never existed",
         ));
     };
+    admission.succeeded();
     let mut response = if wants_html(&headers) {
         let mut r = page(&offer).into_response();
         let h = r.headers_mut();

@@ -82,14 +82,18 @@ async fn handle(
             ));
         }
     }
-    let ip = peer.ip();
-    if let Some(retry_after) = state.flood.blocked_for(ip, Instant::now()) {
-        count("flood_limited");
-        return Err(ApiError::slow_down(
-            "too many unknown pre-authorized codes from this address",
-            Some(retry_after),
-        ));
-    }
+    // One unit of the address's budget for failures, taken before any HSM
+    // or database work and given back only if a token is issued.
+    let admission = match state.flood.admit(peer.ip(), Instant::now()) {
+        Ok(admission) => admission,
+        Err(retry_after) => {
+            count("flood_limited");
+            return Err(ApiError::slow_down(
+                "too many failed token requests from this address",
+                Some(retry_after),
+            ));
+        }
+    };
     let request = async {
         let format = body_format(headers)?;
         let body =
@@ -106,9 +110,21 @@ async fn handle(
         });
         return Err(redeem_error(state, e));
     }
-    let binding = proofs(state, headers, now())
-        .await
-        .inspect_err(|e| count(e.code().as_str()))?;
+    let binding = match proofs(state, headers, now()).await {
+        Ok(binding) => binding,
+        Err(ProofRefusal {
+            error,
+            first_contact,
+        }) => {
+            count(error.code().as_str());
+            if first_contact {
+                // A wallet that sent no nonce yet learns it this way (RFC
+                // 9449 §8): part of the protocol, not a failure.
+                admission.succeeded();
+            }
+            return Err(error);
+        }
+    };
     if let (Some(attested), Some(sent)) = (&binding.attested_client_id, &request.client_id) {
         if attested != sent {
             count("invalid_client");
@@ -122,13 +138,11 @@ async fn handle(
 
     match state.notary.redeem(request, binding).await {
         Ok(response) => {
+            admission.succeeded();
             count("issued");
             Ok(Json(response).into_response())
         }
         Err(e) => {
-            if matches!(e, RedeemError::InvalidGrant { unknown_code: true }) {
-                state.flood.record_unknown(ip, Instant::now());
-            }
             count(match &e {
                 RedeemError::InvalidRequest(_) => "invalid_request",
                 RedeemError::UnsupportedGrantType => "unsupported_grant_type",
@@ -147,9 +161,25 @@ async fn handle(
     }
 }
 
+/// A refused proof, and whether it was only a wallet's first contact: a
+/// well-formed DPoP proof without a nonce while nonces are required.
+struct ProofRefusal {
+    error: ApiError,
+    first_contact: bool,
+}
+
+impl From<ApiError> for ProofRefusal {
+    fn from(error: ApiError) -> Self {
+        ProofRefusal {
+            error,
+            first_contact: false,
+        }
+    }
+}
+
 /// Checks the DPoP proof and the client attestation, when sent (or when
 /// required), before the code is looked at: a bad proof consumes nothing.
-async fn proofs(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Binding, ApiError> {
+async fn proofs(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Binding, ProofRefusal> {
     let mut binding = Binding::default();
     let dpop = single_header(headers, "dpop")
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof, m))?;
@@ -164,15 +194,18 @@ async fn proofs(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Bindi
                     now,
                 })
                 .await
-                .map_err(proof_error)?;
+                .map_err(|e| ProofRefusal {
+                    first_contact: matches!(e, ProofError::UseDpopNonce { presented: false }),
+                    error: proof_error(e),
+                })?;
             binding.dpop_jkt = Some(proof.jkt);
         }
         None if state.behaviour.require_dpop => {
-            return Err(ApiError::new(
+            return Err(ProofRefusal::from(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidDpopProof,
                 "this server requires a DPoP proof (RFC 9449) in the DPoP header",
-            ));
+            )));
         }
         None => {}
     }
@@ -195,17 +228,17 @@ async fn proofs(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Bindi
             binding.attested_client_id = Some(client.client_id);
         }
         (None, None) if state.behaviour.require_client_attestation => {
-            return Err(ApiError::new(
+            return Err(ProofRefusal::from(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::InvalidClient,
                 "this server requires client attestation: send OAuth-Client-Attestation and OAuth-Client-Attestation-PoP",
-            ));
+            )));
         }
         (None, None) => {}
         _ => {
-            return Err(attestation_error(
+            return Err(ProofRefusal::from(attestation_error(
                 "OAuth-Client-Attestation and OAuth-Client-Attestation-PoP must be sent together",
-            ));
+            )));
         }
     }
     Ok(binding)
@@ -231,7 +264,7 @@ fn proof_error(e: ProofError) -> ApiError {
         ProofError::InvalidDpopProof(m) => {
             ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidDpopProof, m)
         }
-        ProofError::UseDpopNonce => ApiError::new(
+        ProofError::UseDpopNonce { .. } => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::UseDpopNonce,
             "use the server nonce from the DPoP-Nonce header in the DPoP proof",

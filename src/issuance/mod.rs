@@ -118,6 +118,7 @@ pub struct Notary {
     policy: std::sync::Arc<Policy>,
     keys: keys::SharedKeyRing,
     nonces: std::sync::Arc<proofs::NonceCache>,
+    revocations: std::sync::Arc<redeem::RevocationsInFlight>,
 }
 
 impl Notary {
@@ -131,6 +132,7 @@ impl Notary {
             policy: std::sync::Arc::new(policy),
             keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
             nonces: std::sync::Arc::default(),
+            revocations: std::sync::Arc::default(),
         })
     }
 

@@ -35,7 +35,11 @@ pub enum ProofError {
     InvalidDpopProof(String),
     /// RFC 9449 `use_dpop_nonce`: retry with the nonce in `DPoP-Nonce`.
     #[error("a DPoP proof with the server's nonce is required")]
-    UseDpopNonce,
+    UseDpopNonce {
+        /// Whether the proof carried a nonce (a wrong or stale one), rather
+        /// than none at all (a wallet's first contact).
+        presented: bool,
+    },
     /// The attestation or its PoP does not verify.
     #[error("{0}")]
     InvalidClientAttestation(String),
@@ -44,10 +48,11 @@ pub enum ProofError {
     Internal(#[from] InternalError),
 }
 
-/// The current nonce, computed once per window (it is the same on every
-/// instance, so there is nothing to share).
+/// The nonces of the current and the previous window, each computed once
+/// (they are the same on every instance, so there is nothing to share). A
+/// proof with a wrong nonce is judged against these without an HSM call.
 #[derive(Debug, Default)]
-pub struct NonceCache(Mutex<Option<(i64, String)>>);
+pub struct NonceCache(Mutex<Vec<(i64, String)>>);
 
 /// A check of a DPoP proof for one request.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +85,8 @@ impl Notary {
         if self.policy.require_dpop_nonce {
             match &proof.nonce {
                 Some(nonce) if self.nonce_is_valid(nonce, request.now).await? => {}
-                _ => return Err(ProofError::UseDpopNonce),
+                Some(_) => return Err(ProofError::UseDpopNonce { presented: true }),
+                None => return Err(ProofError::UseDpopNonce { presented: false }),
             }
         }
         let key = replay_key(DPOP_REPLAY_DOMAIN, &proof.jkt, &proof.jti);
@@ -123,17 +129,28 @@ impl Notary {
 
     /// The DPoP nonce to send in `DPoP-Nonce` now.
     pub async fn dpop_nonce(&self, now: i64) -> Result<String, InternalError> {
-        let window = now.div_euclid(NONCE_WINDOW_SECS);
-        if let Ok(guard) = self.nonces.0.lock() {
-            if let Some((w, nonce)) = guard.as_ref() {
-                if *w == window {
-                    return Ok(nonce.clone());
-                }
+        self.nonce_of(now.div_euclid(NONCE_WINDOW_SECS)).await
+    }
+
+    /// The nonce of `window`, from the cache when it is there.
+    async fn nonce_of(&self, window: i64) -> Result<String, InternalError> {
+        if let Ok(cached) = self.nonces.0.lock() {
+            if let Some((_, nonce)) = cached.iter().find(|(w, _)| *w == window) {
+                return Ok(nonce.clone());
             }
         }
         let nonce = self.nonce_for(window).await?;
-        if let Ok(mut guard) = self.nonces.0.lock() {
-            *guard = Some((window, nonce.clone()));
+        if let Ok(mut cached) = self.nonces.0.lock() {
+            let newest = cached
+                .iter()
+                .map(|(w, _)| *w)
+                .max()
+                .unwrap_or(window)
+                .max(window);
+            cached.retain(|(w, _)| *w >= newest - 1 && *w != window);
+            if window >= newest - 1 {
+                cached.push((window, nonce.clone()));
+            }
         }
         Ok(nonce)
     }
@@ -150,11 +167,7 @@ impl Notary {
     async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, InternalError> {
         let current = now.div_euclid(NONCE_WINDOW_SECS);
         for window in [current, current - 1] {
-            let expected = if window == current {
-                self.dpop_nonce(now).await?
-            } else {
-                self.nonce_for(window).await?
-            };
+            let expected = self.nonce_of(window).await?;
             if bool::from(expected.as_bytes().ct_eq(nonce.as_bytes())) {
                 return Ok(true);
             }

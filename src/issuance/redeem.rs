@@ -1,20 +1,24 @@
 //! Redeeming a pre-authorized code (and PIN) for an access token, exactly once.
 //!
 //! Order of work: hash the code in the HSM and look the offer up; check its
-//! state and expiry; check the PIN (a wrong one is counted by one atomic
-//! statement that also locks at the limit); sign the token; then consume the
-//! offer with one conditional update. The token is returned only if that
-//! update changed a row, so of any number of concurrent redemptions exactly
-//! one wins, and a PIN that was right cannot win after the offer locked.
+//! state and expiry; count the PIN attempt (one conditional update that
+//! never passes the limit, committed before the PIN is hashed); compare the
+//! PIN (a wrong one is recorded, and locks the offer if it was the last);
+//! sign the token; then consume the offer with one conditional update,
+//! unexpired at that moment. The token is returned only if that update
+//! changed a row, so of any number of concurrent redemptions exactly one
+//! wins, and a PIN that was right cannot win after the offer locked.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
 use subtle::ConstantTimeEq;
 
 use super::{InternalError, Notary, hashing, now, random, token};
 use crate::oid4vci::PRE_AUTHORIZED_GRANT;
 use crate::oid4vci::token::{CredentialAuthorization, TokenRequest, TokenResponse};
-use crate::store::{OfferState, WrongPinOutcome};
+use crate::store::{OfferRecord, OfferState, PinAttempt, WrongPinOutcome};
 
 /// Why a redemption was refused.
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +93,25 @@ impl Notary {
             .map_err(internal)?
             .ok_or(RedeemError::InvalidGrant { unknown_code: true })?;
 
+        // Whether a PIN is expected is answered the same for a live offer
+        // and a spent one: a leaked link without its PIN learns nothing.
+        match (&offer.pin_hash, &request.tx_code) {
+            (Some(_), None) => {
+                return Err(RedeemError::InvalidRequest(
+                    "tx_code is required for this offer".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(RedeemError::InvalidRequest(
+                    "this offer has no tx_code; do not send tx_code or user_pin".into(),
+                ));
+            }
+            _ => {}
+        }
+
         match offer.state {
             OfferState::Redeemed => {
-                // RFC 6749 §4.1.2 spirit: a replayed code revokes what it
-                // gave. Done off the response path, so a replayed code
-                // answers as fast as an unknown one.
-                let store = self.store.clone();
-                let id = offer.id.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.revoke_token_of_replayed_offer(&id, now).await {
-                        tracing::error!(error = %e, offer = %id, "could not revoke the token of a replayed code");
-                    }
-                });
+                self.revoke_replayed_token(&offer, now);
                 return Err(RedeemError::InvalidGrant {
                     unknown_code: false,
                 });
@@ -116,6 +127,13 @@ impl Notary {
                     unknown_code: false,
                 });
             }
+            OfferState::Pending
+                if offer.pin_hash.is_some() && offer.attempts >= offer.max_attempts =>
+            {
+                // Every attempt is used (the last one's verdict may not have
+                // been recorded yet): as good as locked.
+                return Err(RedeemError::Locked);
+            }
             OfferState::Pending => {}
         }
 
@@ -124,28 +142,30 @@ impl Notary {
             .map(|details| granted_details(details, &offer.credential_ids))
             .transpose()?;
 
-        match (&offer.pin_hash, request.tx_code) {
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(RedeemError::InvalidRequest(
-                    "tx_code is required for this offer".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(RedeemError::InvalidRequest(
-                    "this offer has no tx_code; do not send tx_code or user_pin".into(),
-                ));
-            }
+        // The attempt is counted durably before the PIN is even hashed: if
+        // counting fails, the PIN is never judged, so no verdict, right or
+        // wrong, can escape uncounted.
+        let reserved_attempt = match (&offer.pin_hash, request.tx_code) {
             (Some(stored), Some(pin)) => {
+                let Some(attempt) = self
+                    .store
+                    .reserve_pin_attempt(&offer.id, now)
+                    .await
+                    .map_err(internal)?
+                else {
+                    return Err(self.refusal_after_race(&offer.id).await);
+                };
                 let presented = hashing::pin_hash(&self.hsm, &offer.id, &pin)
                     .await
                     .map_err(internal)?;
                 drop(pin);
                 if !bool::from(presented.ct_eq(stored.as_slice())) {
-                    return Err(self.count_wrong_pin(&offer.id, now).await);
+                    return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
                 }
+                true
             }
-        }
+            _ => false,
+        };
 
         let minted = token::mint(
             &self.hsm,
@@ -166,20 +186,17 @@ impl Notary {
         )
         .await
         .map_err(RedeemError::Internal)?;
+        // A right PIN gives its reserved attempt back as the offer is
+        // consumed. Should this write fail, the attempt stays counted.
         let consumed = self
             .store
-            .consume_offer(&offer.id, &minted.issued, now)
+            .consume_offer(&offer.id, &minted.issued, reserved_attempt, super::now())
             .await
             .map_err(internal)?;
         if !consumed {
             // Another request redeemed it, or it locked, expired or was
             // revoked since we read it. The token we signed is discarded.
-            return Err(match self.store.get_offer(&offer.id).await {
-                Ok(Some(o)) if o.state == OfferState::Locked => RedeemError::Locked,
-                _ => RedeemError::InvalidGrant {
-                    unknown_code: false,
-                },
-            });
+            return Err(self.refusal_after_race(&offer.id).await);
         }
         Ok(TokenResponse {
             access_token: minted.access_token,
@@ -195,20 +212,74 @@ impl Notary {
         })
     }
 
-    async fn count_wrong_pin(&self, offer_id: &str, now: i64) -> RedeemError {
-        match self.store.record_wrong_pin(offer_id, now).await {
-            Ok(WrongPinOutcome::Counted { remaining }) => RedeemError::WrongTxCode { remaining },
-            Ok(WrongPinOutcome::LockedNow) => RedeemError::WrongTxCode { remaining: 0 },
-            // Locked (or consumed) by a concurrent request meanwhile.
-            Ok(WrongPinOutcome::NotPending) => match self.store.get_offer(offer_id).await {
-                Ok(Some(o)) if o.state == OfferState::Locked => RedeemError::Locked,
-                Ok(_) => RedeemError::InvalidGrant {
-                    unknown_code: false,
-                },
-                Err(e) => internal(e),
+    /// The answer for an offer that changed under a request: locked (also
+    /// when all its attempts are used), else spent, expired or revoked.
+    async fn refusal_after_race(&self, offer_id: &str) -> RedeemError {
+        match self.store.get_offer(offer_id).await {
+            Ok(Some(o))
+                if o.state == OfferState::Locked
+                    || (o.state == OfferState::Pending
+                        && o.pin_hash.is_some()
+                        && o.attempts >= o.max_attempts) =>
+            {
+                RedeemError::Locked
+            }
+            Ok(_) => RedeemError::InvalidGrant {
+                unknown_code: false,
             },
             Err(e) => internal(e),
         }
+    }
+
+    /// Records a wrong PIN whose attempt is already counted.
+    async fn record_wrong_pin(&self, offer_id: &str, attempt: PinAttempt, now: i64) -> RedeemError {
+        match self.store.record_wrong_pin(offer_id, attempt, now).await {
+            Ok(WrongPinOutcome::Counted { remaining }) => RedeemError::WrongTxCode { remaining },
+            Ok(WrongPinOutcome::LockedNow) => RedeemError::WrongTxCode { remaining: 0 },
+            // The attempt is counted; only its audit entry is missing.
+            Err(e) => internal(e),
+        }
+    }
+
+    /// RFC 6749 §4.1.2 spirit: a replayed code revokes the token it gave.
+    /// Done off the response path, so a replayed code answers as fast as an
+    /// unknown one; and once per offer: a token already revoked, or being
+    /// revoked by another request now, costs no further write.
+    fn revoke_replayed_token(&self, offer: &OfferRecord, now: i64) {
+        if offer.token_revoked_at.is_some() || !self.revocations.start(&offer.id) {
+            return;
+        }
+        let store = self.store.clone();
+        let revocations = std::sync::Arc::clone(&self.revocations);
+        let id = offer.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.revoke_token_of_replayed_offer(&id, now).await {
+                tracing::error!(error = %e, offer = %id, "could not revoke the token of a replayed code");
+            }
+            revocations.finish(&id);
+        });
+    }
+}
+
+/// Offers whose replayed code's token is being revoked right now, so that a
+/// burst of replays starts one revocation write, not one each.
+#[derive(Debug, Default)]
+pub(super) struct RevocationsInFlight(Mutex<HashSet<String>>);
+
+impl RevocationsInFlight {
+    /// False if a revocation for this offer is already under way.
+    fn start(&self, offer_id: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(offer_id.to_owned())
+    }
+
+    fn finish(&self, offer_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(offer_id);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Group commit for SQLite: the hot writes (offer created, offer redeemed)
-//! of many requests share one transaction and so one fsync.
+//! Group commit for SQLite: the hot writes (offer created, PIN attempt
+//! reserved, offer redeemed) of many requests share one transaction and so
+//! one fsync.
 //!
 //! With `synchronous = FULL` every commit waits for the disk, and SQLite has
 //! one writer, so committing each redemption alone caps throughput at one
@@ -16,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{
     WriteTx, append_audit_entries, consume_offers, insert_offers, redemption_events,
+    reserve_pin_attempt,
 };
-use super::{IssuedToken, NewOffer, StoreError};
+use super::{IssuedToken, NewOffer, PinAttempt, StoreError, unix_now};
 use crate::audit::AuditEvent;
 
 /// Most writes in one transaction; bounds how long one commit holds others.
@@ -36,20 +38,42 @@ pub enum BatchedWrite {
         /// Its `offer.created` entry.
         event: AuditEvent,
     },
+    /// Counting a PIN attempt before its PIN is compared.
+    ReservePinAttempt {
+        /// Offer id.
+        id: String,
+        /// Now, unix seconds.
+        now: i64,
+    },
     /// Redeeming a pending offer; answers whether it was still pending.
     ConsumeOffer {
         /// Offer id.
         id: String,
         /// The token issued for it.
         token: IssuedToken,
+        /// Whether the redeeming request reserved a PIN attempt, which it
+        /// now gives back (the PIN was right).
+        release_attempt: bool,
         /// Now, unix seconds.
         now: i64,
     },
 }
 
+/// What a batched write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The offer was inserted.
+    Inserted,
+    /// The attempt counted, or none: the offer is not pending, has expired
+    /// or has used all its attempts.
+    Reserved(Option<PinAttempt>),
+    /// Whether the offer was still pending and is now redeemed.
+    Consumed(bool),
+}
+
 struct Job {
     write: BatchedWrite,
-    reply: oneshot::Sender<Result<bool, StoreError>>,
+    reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 /// The queue in front of the write connection. Cheap to clone.
@@ -68,7 +92,7 @@ impl GroupCommit {
     }
 
     /// Queues a write and waits until the transaction holding it committed.
-    pub async fn submit(&self, write: BatchedWrite) -> Result<bool, StoreError> {
+    pub async fn submit(&self, write: BatchedWrite) -> Result<Applied, StoreError> {
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -102,15 +126,16 @@ async fn commit_loop(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
 }
 
 /// Commits `writes` in one transaction with a handful of statements: one
-/// multi-row INSERT of the new offers, one UPDATE of every offer redeemed,
-/// one multi-row INSERT of all their audit entries (chained here, from the
-/// head read once). If that fails (a duplicate id, say), nothing of it is
+/// multi-row INSERT of the new offers, one UPDATE per PIN attempt reserved
+/// (several may hit one offer, so each needs its own), one UPDATE of every
+/// offer redeemed, one multi-row INSERT of all their audit entries (chained
+/// here, from the head read once). If that fails (a duplicate id, say), nothing of it is
 /// kept and each write is retried alone, so every writer gets its own
 /// answer and one bad write cannot fail the others.
 async fn commit(
     writer: &SqlitePool,
     writes: &[&BatchedWrite],
-) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     match commit_together(writer, writes).await {
         Ok(results) => Ok(results),
         Err(_) if writes.len() > 1 => {
@@ -130,9 +155,9 @@ async fn commit(
 async fn commit_together(
     writer: &SqlitePool,
     writes: &[&BatchedWrite],
-) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     let mut tx = WriteTx::begin(writer).await?;
-    let mut results: Vec<Option<bool>> = vec![None; writes.len()];
+    let mut results: Vec<Option<Applied>> = vec![None; writes.len()];
     let mut events: Vec<(i64, AuditEvent)> = Vec::new();
 
     let inserts: Vec<(usize, &NewOffer, &AuditEvent)> = writes
@@ -140,40 +165,65 @@ async fn commit_together(
         .enumerate()
         .filter_map(|(i, w)| match w {
             BatchedWrite::InsertOffer { offer, event } => Some((i, &**offer, event)),
-            BatchedWrite::ConsumeOffer { .. } => None,
+            _ => None,
         })
         .collect();
     if !inserts.is_empty() {
         insert_offers(&mut tx, inserts.iter().map(|(_, o, _)| *o)).await?;
         for (i, offer, event) in &inserts {
-            results[*i] = Some(true);
+            results[*i] = Some(Applied::Inserted);
             events.push((offer.created_at, (*event).clone()));
+        }
+    }
+
+    for (i, write) in writes.iter().enumerate() {
+        if let BatchedWrite::ReservePinAttempt { id, now } = write {
+            let attempt = reserve_pin_attempt(&mut tx, id, *now).await?;
+            results[i] = Some(Applied::Reserved(attempt));
         }
     }
 
     // One redemption per offer per batch: a second request for the same
     // offer in the same batch lost the race, as it would have alone.
     let mut seen = std::collections::HashSet::new();
-    let consumes: Vec<(usize, &str, &IssuedToken, i64)> = writes
+    let consumes: Vec<Consume<'_>> = writes
         .iter()
         .enumerate()
-        .filter_map(|(i, w)| match w {
-            BatchedWrite::ConsumeOffer { id, token, now } => Some((i, id.as_str(), token, *now)),
-            BatchedWrite::InsertOffer { .. } => None,
+        .filter_map(|(index, w)| match w {
+            BatchedWrite::ConsumeOffer {
+                id,
+                token,
+                release_attempt,
+                now,
+            } => Some(Consume {
+                index,
+                id,
+                token,
+                release_attempt: *release_attempt,
+                now: *now,
+            }),
+            _ => None,
         })
-        .filter(|(i, id, _, _)| {
-            let first = seen.insert(*id);
+        .filter(|c| {
+            let first = seen.insert(c.id);
             if !first {
-                results[*i] = Some(false);
+                results[c.index] = Some(Applied::Consumed(false));
             }
             first
         })
         .collect();
     if !consumes.is_empty() {
-        let consumed = consume_offers(&mut tx, &consumes).await?;
-        for (i, id, token, now) in &consumes {
+        let consumed = consume_offers(&mut tx, &consumes, unix_now()).await?;
+        for Consume {
+            index: i,
+            id,
+            token,
+            now,
+            ..
+        } in &consumes
+        {
             let won = consumed.contains(*id);
-            results[*i] = Some(won);
+            results[*i] = Some(Applied::Consumed(won));
             if won {
                 events.extend(redemption_events(id, token).map(|e| (*now, e)));
             }
@@ -183,8 +233,19 @@ async fn commit_together(
     tx.commit().await?;
     Ok(results
         .into_iter()
-        .map(|r| Ok(r.unwrap_or(false)))
+        .map(|r| r.ok_or_else(|| StoreError::Internal("a batched write had no result".into())))
         .collect())
+}
+
+/// One redemption in a batch.
+pub(super) struct Consume<'a> {
+    /// Its place in the batch.
+    pub index: usize,
+    pub id: &'a str,
+    pub token: &'a IssuedToken,
+    pub release_attempt: bool,
+    /// When the request asked (the redemption's recorded time).
+    pub now: i64,
 }
 
 #[cfg(test)]
@@ -203,7 +264,8 @@ mod tests {
             claims: None,
             max_attempts: 5,
             created_at: 1_000,
-            expires_at: 10_000,
+            // Consumption checks expiry against the clock at commit.
+            expires_at: i64::MAX / 2,
             created_by: None,
             ref_hash: None,
         }
@@ -242,7 +304,7 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .consume_offer("b", &token(&format!("t{i}")), 1_500)
+                        .consume_offer("b", &token(&format!("t{i}")), false, 1_500)
                         .await
                 })
             })

@@ -197,26 +197,41 @@ impl Store {
         dispatch!(self, "revoke_offer", s => s.revoke_offer(id, now, by).await)
     }
 
-    /// Counts one wrong PIN atomically; locks the offer at its limit.
-    pub async fn record_wrong_pin(
+    /// Counts one PIN attempt before its PIN is compared: durable before
+    /// the answer. `None` when the offer is not pending, has expired or has
+    /// no attempts left.
+    pub async fn reserve_pin_attempt(
         &self,
         id: &str,
         now: i64,
-    ) -> Result<WrongPinOutcome, StoreError> {
-        dispatch!(self, "record_wrong_pin", s => s.record_wrong_pin(id, now).await)
+    ) -> Result<Option<PinAttempt>, StoreError> {
+        dispatch!(self, "reserve_pin_attempt", s => s.reserve_pin_attempt(id, now).await)
     }
 
-    /// Marks a pending, unexpired offer redeemed with the token issued for it.
-    /// Returns false when another request got there first (or it expired,
-    /// locked or was revoked meanwhile): the caller must then not hand out
-    /// the token.
+    /// Records that a reserved attempt's PIN was wrong (its audit entry),
+    /// and locks the offer when it was the last.
+    pub async fn record_wrong_pin(
+        &self,
+        id: &str,
+        attempt: PinAttempt,
+        now: i64,
+    ) -> Result<WrongPinOutcome, StoreError> {
+        dispatch!(self, "record_wrong_pin", s => s.record_wrong_pin(id, attempt, now).await)
+    }
+
+    /// Marks a pending offer redeemed with the token issued for it, if it is
+    /// unexpired at the moment of this write, giving back the PIN attempt
+    /// the request reserved (`release_attempt`). Returns false when another
+    /// request got there first (or it expired, locked or was revoked
+    /// meanwhile): the caller must then not hand out the token.
     pub async fn consume_offer(
         &self,
         id: &str,
         token: &IssuedToken,
+        release_attempt: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, "consume_offer", s => s.consume_offer(id, token, now).await)
+        dispatch!(self, "consume_offer", s => s.consume_offer(id, token, release_attempt, now).await)
     }
 
     /// A redeemed offer's code came back: revoke the token issued from it.
@@ -334,6 +349,12 @@ impl Store {
     pub async fn close(&self) {
         dispatch!(self, "close", s => s.close().await)
     }
+}
+
+/// The clock when a write is applied. Consuming an offer checks its expiry
+/// against this, not against the time its request began.
+pub(super) fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Facts about a token recorded at redemption (never the token itself).

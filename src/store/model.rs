@@ -68,7 +68,9 @@ pub struct OfferRecord {
     pub claims: Option<String>,
     /// Stored state.
     pub state: OfferState,
-    /// Wrong PINs so far.
+    /// PIN attempts counted so far: wrong ones, and any still being judged
+    /// (an attempt is reserved before its PIN is compared; a right PIN gives
+    /// its reservation back when it redeems).
     pub attempts: u32,
     /// Wrong PINs allowed.
     pub max_attempts: u32,
@@ -82,6 +84,8 @@ pub struct OfferRecord {
     pub locked_at: Option<i64>,
     /// Unix seconds.
     pub revoked_at: Option<i64>,
+    /// When the token issued for it was revoked (its code came back).
+    pub token_revoked_at: Option<i64>,
 }
 
 /// A new offer to insert.
@@ -122,19 +126,32 @@ pub struct TokenStatus {
     pub revoked_at: Option<i64>,
 }
 
-/// Result of counting one wrong PIN.
+/// A PIN attempt reserved (durably counted) before its PIN is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinAttempt {
+    /// This attempt's number, 1-based.
+    pub number: u32,
+    /// Attempts the offer allows.
+    pub max: u32,
+}
+
+impl PinAttempt {
+    /// Attempts left if this one turns out wrong.
+    pub fn remaining_if_wrong(self) -> u32 {
+        self.max.saturating_sub(self.number)
+    }
+}
+
+/// Result of recording a wrong PIN's verdict (its attempt already counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WrongPinOutcome {
-    /// Counted; this many attempts remain.
+    /// Recorded; this many attempts remain.
     Counted {
         /// Attempts left before the lock.
         remaining: u32,
     },
-    /// Counted, and this attempt locked the offer.
+    /// This attempt was the last: the offer is locked.
     LockedNow,
-    /// Not counted: the offer was no longer pending (locked or consumed by a
-    /// concurrent request).
-    NotPending,
 }
 
 /// Role of an admin API key.

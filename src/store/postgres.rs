@@ -13,10 +13,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
+use super::sqlite::{locked_event, pin_attempt, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
-    OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
-    StoreError, TokenStatus, WrongPinOutcome,
+    OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
+    SigningKeyRecord, StoreError, TokenStatus, WrongPinOutcome, unix_now,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -39,7 +40,8 @@ pub struct PgStore {
 }
 
 const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
-     attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at";
+     attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
+     token_revoked_at";
 
 /// Appends one audit entry inside the caller's transaction. The caller holds
 /// the writer lock (see `begin_write`), so reading the head and appending
@@ -379,70 +381,69 @@ impl PgStore {
         Ok(RevokeOutcome::Revoked)
     }
 
-    pub(super) async fn record_wrong_pin(
+    /// One conditional statement on its own (no audit entry, so no writer
+    /// lock): concurrent attempts can never pass `max_attempts`.
+    pub(super) async fn reserve_pin_attempt(
         &self,
         id: &str,
         now: i64,
+    ) -> Result<Option<PinAttempt>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE offers SET attempts = attempts + 1 \
+             WHERE id = $1 AND state = 'pending' AND expires_at > $2 AND attempts < max_attempts \
+             RETURNING attempts, max_attempts",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|row| pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?))
+            .transpose()
+    }
+
+    pub(super) async fn record_wrong_pin(
+        &self,
+        id: &str,
+        attempt: PinAttempt,
+        now: i64,
     ) -> Result<WrongPinOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        // One conditional statement: concurrent wrong guesses can never push
-        // `attempts` past `max_attempts`, and the last one locks the offer.
-        let row = sqlx::query(
-            "UPDATE offers SET attempts = attempts + 1, \
-               state = CASE WHEN attempts + 1 >= max_attempts THEN 'locked' ELSE state END, \
-               locked_at = CASE WHEN attempts + 1 >= max_attempts THEN $1 ELSE locked_at END \
-             WHERE id = $2 AND state = 'pending' AND attempts < max_attempts \
-             RETURNING attempts, max_attempts, state",
-        )
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(WrongPinOutcome::NotPending);
-        };
-        let attempts: i64 = row.try_get("attempts")?;
-        let max: i64 = row.try_get("max_attempts")?;
-        let state: String = row.try_get("state")?;
-        let failed = AuditEvent::new(
-            "offer.tx_code_failed",
-            id,
-            serde_json::json!({ "attempts": attempts, "max_attempts": max }),
-        );
-        append_audit(&mut tx, &failed, now).await?;
-        let outcome = if state == "locked" {
-            let locked = AuditEvent::new(
-                "offer.locked",
-                id,
-                serde_json::json!({ "attempts": attempts }),
-            );
-            append_audit(&mut tx, &locked, now).await?;
-            WrongPinOutcome::LockedNow
-        } else {
-            WrongPinOutcome::Counted {
-                remaining: u32::try_from(max - attempts).unwrap_or(0),
-            }
-        };
+        append_audit(&mut tx, &wrong_pin_event(id, attempt), now).await?;
+        if attempt.number >= attempt.max {
+            sqlx::query(
+                "UPDATE offers SET state = 'locked', locked_at = $1 WHERE id = $2 AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            append_audit(&mut tx, &locked_event(id, attempt), now).await?;
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(wrong_pin_outcome(attempt))
     }
 
     pub(super) async fn consume_offer(
         &self,
         id: &str,
         token: &IssuedToken,
+        release_attempt: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
+        // Expiry is judged now that the write can happen, not when the
+        // request began: the writer lock may have been a long wait.
         let changed = sqlx::query(
-            "UPDATE offers SET state = 'redeemed', redeemed_at = $1, token_jti = $2, token_expires_at = $3 \
-             WHERE id = $4 AND state = 'pending' AND expires_at > $5",
+            "UPDATE offers SET state = 'redeemed', redeemed_at = $1, token_jti = $2, token_expires_at = $3, \
+               attempts = GREATEST(attempts - $4, 0) \
+             WHERE id = $5 AND state = 'pending' AND expires_at > $6",
         )
         .bind(now)
         .bind(&token.jti)
         .bind(token.expires_at)
+        .bind(i64::from(release_attempt))
         .bind(id)
-        .bind(now)
+        .bind(unix_now().max(now))
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -27,6 +27,7 @@ macro_rules! row_mappers {
                 redeemed_at: row.try_get("redeemed_at")?,
                 locked_at: row.try_get("locked_at")?,
                 revoked_at: row.try_get("revoked_at")?,
+                token_revoked_at: row.try_get("token_revoked_at")?,
             })
         }
 

@@ -15,11 +15,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::group_commit::{BatchedWrite, GroupCommit};
+use super::group_commit::{Applied, BatchedWrite, Consume, GroupCommit};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
-    OfferFilter, OfferPage, OfferRecord, OfferState, RevokeOutcome, Role, SigningKeyRecord,
-    StoreError, TokenStatus, WrongPinOutcome,
+    OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
+    SigningKeyRecord, StoreError, TokenStatus, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -34,7 +34,8 @@ pub struct SqliteStore {
 }
 
 const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
-     attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at";
+     attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
+     token_revoked_at";
 
 /// Appends one audit entry inside the caller's transaction. The caller holds
 /// the write lock (`BEGIN IMMEDIATE`), so reading the head and appending
@@ -136,32 +137,67 @@ pub(super) async fn insert_offers<'a>(
     Ok(())
 }
 
-/// Redeems the given pending, unexpired offers with one statement (each id
-/// at most once); returns the ids it changed. Offers no longer pending or
-/// already expired are left alone: their requests lost.
+/// Redeems the given pending offers that are unexpired at `commit_now`
+/// with one statement (each id at most once); returns the ids it changed.
+/// A redemption that reserved a PIN attempt gives it back. Offers no longer
+/// pending or already expired are left alone: their requests lost.
 pub(super) async fn consume_offers(
     conn: &mut SqliteConnection,
-    consumes: &[(usize, &str, &IssuedToken, i64)],
+    consumes: &[Consume<'_>],
+    commit_now: i64,
 ) -> Result<std::collections::HashSet<String>, StoreError> {
-    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH v(id, jti, exp, now) AS (");
-    update.push_values(consumes, |mut row, (_, id, token, now)| {
-        row.push_bind(id.to_string())
-            .push_bind(token.jti.clone())
-            .push_bind(token.expires_at)
-            .push_bind(*now);
+    let mut update =
+        sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH v(id, jti, exp, now, released) AS (");
+    update.push_values(consumes, |mut row, c| {
+        row.push_bind(c.id.to_owned())
+            .push_bind(c.token.jti.clone())
+            .push_bind(c.token.expires_at)
+            .push_bind(c.now)
+            .push_bind(i64::from(c.release_attempt));
     });
     update.push(
         ") UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
-         token_expires_at = v.exp FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > v.now \
-         RETURNING offers.id",
+         token_expires_at = v.exp, attempts = MAX(offers.attempts - v.released, 0) FROM v \
+         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > ",
     );
+    update.push_bind(commit_now);
+    update.push(" RETURNING offers.id");
     let ids: Vec<String> = update
         .build_query_scalar()
         .persistent(false)
         .fetch_all(&mut *conn)
         .await?;
     Ok(ids.into_iter().collect())
+}
+
+/// Counts one PIN attempt on a pending, unexpired offer that has attempts
+/// left, inside the caller's write transaction. One conditional statement,
+/// so concurrent attempts can never pass `max_attempts`.
+pub(super) async fn reserve_pin_attempt(
+    conn: &mut SqliteConnection,
+    id: &str,
+    now: i64,
+) -> Result<Option<PinAttempt>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE offers SET attempts = attempts + 1 \
+         WHERE id = ? AND state = 'pending' AND expires_at > ? AND attempts < max_attempts \
+         RETURNING attempts, max_attempts",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?))
+        .transpose()
+}
+
+/// A reserved attempt from its stored counters.
+pub(super) fn pin_attempt(number: i64, max: i64) -> Result<PinAttempt, StoreError> {
+    let number = u32::try_from(number)
+        .map_err(|_| StoreError::Internal(format!("attempt number {number} out of range")))?;
+    let max = u32::try_from(max)
+        .map_err(|_| StoreError::Internal(format!("attempt limit {max} out of range")))?;
+    Ok(PinAttempt { number, max })
 }
 
 /// The audit entries of one redemption.
@@ -233,6 +269,40 @@ pub(super) async fn append_audit_entries(
     });
     insert.build().persistent(false).execute(&mut *conn).await?;
     Ok(())
+}
+
+/// The group commit answered a write with another write's kind of result.
+fn unexpected(applied: Applied) -> StoreError {
+    StoreError::Internal(format!("unexpected batched write result {applied:?}"))
+}
+
+/// The audit entry of a wrong PIN (its count, never the PIN).
+pub(super) fn wrong_pin_event(id: &str, attempt: PinAttempt) -> AuditEvent {
+    AuditEvent::new(
+        "offer.tx_code_failed",
+        id,
+        serde_json::json!({ "attempts": attempt.number, "max_attempts": attempt.max }),
+    )
+}
+
+/// The audit entry of the wrong PIN that locked the offer.
+pub(super) fn locked_event(id: &str, attempt: PinAttempt) -> AuditEvent {
+    AuditEvent::new(
+        "offer.locked",
+        id,
+        serde_json::json!({ "attempts": attempt.number }),
+    )
+}
+
+/// What a recorded wrong PIN means for the offer.
+pub(super) fn wrong_pin_outcome(attempt: PinAttempt) -> WrongPinOutcome {
+    if attempt.number >= attempt.max {
+        WrongPinOutcome::LockedNow
+    } else {
+        WrongPinOutcome::Counted {
+            remaining: attempt.remaining_if_wrong(),
+        }
+    }
 }
 
 /// Page cache of each reader connection: `cache_size` in KiB (negative).
@@ -329,7 +399,10 @@ impl SqliteStore {
                 event,
             })
             .await
-            .map(|_| ())
+            .and_then(|applied| match applied {
+                Applied::Inserted => Ok(()),
+                other => Err(unexpected(other)),
+            })
     }
 
     pub(super) async fn find_offer_by_code_hash(
@@ -475,67 +548,69 @@ impl SqliteStore {
         Ok(RevokeOutcome::Revoked)
     }
 
-    pub(super) async fn record_wrong_pin(
+    pub(super) async fn reserve_pin_attempt(
         &self,
         id: &str,
         now: i64,
+    ) -> Result<Option<PinAttempt>, StoreError> {
+        match self
+            .batch
+            .submit(BatchedWrite::ReservePinAttempt {
+                id: id.to_owned(),
+                now,
+            })
+            .await?
+        {
+            Applied::Reserved(attempt) => Ok(attempt),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) async fn record_wrong_pin(
+        &self,
+        id: &str,
+        attempt: PinAttempt,
+        now: i64,
     ) -> Result<WrongPinOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        // One conditional statement: concurrent wrong guesses can never push
-        // `attempts` past `max_attempts`, and the last one locks the offer.
-        let row = sqlx::query(
-            "UPDATE offers SET attempts = attempts + 1, \
-               state = CASE WHEN attempts + 1 >= max_attempts THEN 'locked' ELSE state END, \
-               locked_at = CASE WHEN attempts + 1 >= max_attempts THEN ? ELSE locked_at END \
-             WHERE id = ? AND state = 'pending' AND attempts < max_attempts \
-             RETURNING attempts, max_attempts, state",
-        )
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(WrongPinOutcome::NotPending);
-        };
-        let attempts: i64 = row.try_get("attempts")?;
-        let max: i64 = row.try_get("max_attempts")?;
-        let state: String = row.try_get("state")?;
-        let failed = AuditEvent::new(
-            "offer.tx_code_failed",
-            id,
-            serde_json::json!({ "attempts": attempts, "max_attempts": max }),
-        );
-        append_audit(&mut tx, &failed, now).await?;
-        let outcome = if state == "locked" {
-            let locked = AuditEvent::new(
-                "offer.locked",
-                id,
-                serde_json::json!({ "attempts": attempts }),
-            );
-            append_audit(&mut tx, &locked, now).await?;
-            WrongPinOutcome::LockedNow
-        } else {
-            WrongPinOutcome::Counted {
-                remaining: u32::try_from(max - attempts).unwrap_or(0),
-            }
-        };
+        let mut events = vec![(now, wrong_pin_event(id, attempt))];
+        if attempt.number >= attempt.max {
+            // The last attempt was wrong. The offer already refuses further
+            // reservations (its attempts are used up); this makes it say so.
+            sqlx::query(
+                "UPDATE offers SET state = 'locked', locked_at = ? WHERE id = ? AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            events.push((now, locked_event(id, attempt)));
+        }
+        append_audit_entries(&mut tx, &events).await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(wrong_pin_outcome(attempt))
     }
 
     pub(super) async fn consume_offer(
         &self,
         id: &str,
         token: &IssuedToken,
+        release_attempt: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.batch
+        match self
+            .batch
             .submit(BatchedWrite::ConsumeOffer {
                 id: id.to_owned(),
                 token: token.clone(),
+                release_attempt,
                 now,
             })
-            .await
+            .await?
+        {
+            Applied::Consumed(won) => Ok(won),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub(super) async fn revoke_token_of_replayed_offer(

@@ -190,7 +190,7 @@ async fn the_offer_page_shows_a_scannable_qr_code_and_never_the_pin() {
 async fn references_stay_out_of_logs_and_guessing_them_is_flood_limited() {
     let app = app::builder()
         .log_level("trace")
-        .set("flood", "max_unknown_codes", 3)
+        .set("flood", "max_failures", 3)
         .start()
         .await;
     let offer = app

@@ -81,7 +81,7 @@ async fn measure(app: &TestApp, classes: &[(&'static str, String)]) -> Vec<Durat
 #[tokio::test]
 async fn refused_codes_are_indistinguishable() {
     let app = app::builder()
-        .set("flood", "max_unknown_codes", 100_000)
+        .set("flood", "max_failures", 100_000)
         .start()
         .await;
     let classes = classes(&app).await;

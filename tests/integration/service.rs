@@ -186,10 +186,7 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
 
 #[tokio::test]
 async fn metrics_count_outcomes_on_a_loopback_listener() {
-    let app = app::builder()
-        .set("flood", "max_unknown_codes", 1)
-        .start()
-        .await;
+    let app = app::builder().set("flood", "max_failures", 1).start().await;
     let (_, code, pin) = app.offer_with_pin().await;
     let wrong = if pin == "000000" { "111111" } else { "000000" };
     app.redeem_form(&[

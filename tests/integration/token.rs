@@ -435,7 +435,7 @@ async fn error_dialects_follow_the_config() {
 #[tokio::test]
 async fn flood_of_unknown_codes_is_limited_per_address() {
     let app = app::builder()
-        .set("flood", "max_unknown_codes", 3)
+        .set("flood", "max_failures", 3)
         .set("flood", "window_secs", 60)
         .start()
         .await;
