@@ -26,4 +26,5 @@ mod proofs;
 mod secrets_at_rest;
 mod service;
 mod token;
+mod under_attack;
 mod wallet;

@@ -186,7 +186,9 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
 
 #[tokio::test]
 async fn metrics_count_outcomes_on_a_loopback_listener() {
-    let app = app::builder().set("flood", "max_failures", 1).start().await;
+    // A budget of two failures: the wrong PIN spends one, the issued token
+    // spends none, the first unknown code the other, the second is limited.
+    let app = app::builder().set("flood", "max_failures", 2).start().await;
     let (_, code, pin) = app.offer_with_pin().await;
     let wrong = if pin == "000000" { "111111" } else { "000000" };
     app.redeem_form(&[
