@@ -48,7 +48,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(|ConnectInfo(peer)| peer.ip())
             .ok_or_else(ApiError::unauthorized)?;
         let admission = state
-            .flood
+            .admin_flood
             .admit(peer, Instant::now())
             .map_err(|retry_after| {
                 ApiError::slow_down(

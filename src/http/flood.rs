@@ -119,6 +119,15 @@ impl FloodGuard {
         }
     }
 
+    /// The budget `[flood]` configures.
+    pub fn from_config(config: &crate::config::FloodConfig) -> Self {
+        FloodGuard::new(
+            config.max_failures,
+            Duration::from_secs(config.window_secs),
+            config.max_addresses,
+        )
+    }
+
     /// Takes one unit of `addr`'s budget, or says how many seconds it must
     /// wait because the budget is spent.
     pub fn admit(&self, addr: IpAddr, now: Instant) -> Result<Admission<'_>, u64> {

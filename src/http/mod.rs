@@ -35,8 +35,12 @@ use flood::FloodGuard;
 pub struct AppState {
     /// The use cases.
     pub notary: Notary,
-    /// Per-address budget for failing requests that cost HSM or database work.
+    /// Per-address budget for failing wallet-facing requests that cost HSM
+    /// or database work (token requests, offer references).
     pub flood: Arc<FloodGuard>,
+    /// The same for admin API keys, kept apart so that strangers failing at
+    /// the wallet endpoints cannot lock out a back office on their address.
+    pub admin_flood: Arc<FloodGuard>,
     /// The last readiness verdict, reused briefly.
     pub readiness: Arc<discovery::ReadinessCache>,
     /// Documents computed once at start.
@@ -117,11 +121,8 @@ impl AppState {
         };
         Ok(AppState {
             notary,
-            flood: Arc::new(FloodGuard::new(
-                config.flood.max_failures,
-                Duration::from_secs(config.flood.window_secs),
-                config.flood.max_addresses,
-            )),
+            flood: Arc::new(FloodGuard::from_config(&config.flood)),
+            admin_flood: Arc::new(FloodGuard::from_config(&config.flood)),
             documents: Arc::new(documents),
             readiness: Arc::default(),
             behaviour: Behaviour {

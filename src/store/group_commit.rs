@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{
     WriteTx, append_audit_entries, consume_offers, insert_offers, redemption_events,
-    reserve_pin_attempt,
+    reserve_pin_attempt, reserve_pin_attempts,
 };
 use super::{IssuedToken, NewOffer, PinAttempt, StoreError, unix_now};
 use crate::audit::AuditEvent;
@@ -176,11 +176,27 @@ async fn commit_together(
         }
     }
 
-    for (i, write) in writes.iter().enumerate() {
-        if let BatchedWrite::ReservePinAttempt { id, now } = write {
-            let attempt = reserve_pin_attempt(&mut tx, id, *now).await?;
-            results[i] = Some(Applied::Reserved(attempt));
+    // The first reservation of each offer goes into one statement; further
+    // ones for the same offer (concurrent guesses) each need their own, as
+    // one UPDATE changes a row once.
+    let mut first_for_offer = std::collections::HashSet::new();
+    let (firsts, repeats): (Vec<_>, Vec<_>) = writes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match w {
+            BatchedWrite::ReservePinAttempt { id, now } => Some((i, id.as_str(), *now)),
+            _ => None,
+        })
+        .partition(|(_, id, _)| first_for_offer.insert(*id));
+    if !firsts.is_empty() {
+        let reserved = reserve_pin_attempts(&mut tx, &firsts).await?;
+        for (i, id, _) in &firsts {
+            results[*i] = Some(Applied::Reserved(reserved.get(*id).copied()));
         }
+    }
+    for (i, id, now) in repeats {
+        let attempt = reserve_pin_attempt(&mut tx, id, now).await?;
+        results[i] = Some(Applied::Reserved(attempt));
     }
 
     // One redemption per offer per batch: a second request for the same

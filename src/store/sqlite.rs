@@ -191,6 +191,39 @@ pub(super) async fn reserve_pin_attempt(
         .transpose()
 }
 
+/// Counts one PIN attempt on each of several distinct offers with one
+/// statement (same conditions as [`reserve_pin_attempt`]); returns the
+/// attempts reserved, by offer id. Offers left out were refused.
+pub(super) async fn reserve_pin_attempts(
+    conn: &mut SqliteConnection,
+    reservations: &[(usize, &str, i64)],
+) -> Result<std::collections::HashMap<String, PinAttempt>, StoreError> {
+    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH v(id, now) AS (");
+    update.push_values(reservations, |mut row, (_, id, now)| {
+        row.push_bind(id.to_string()).push_bind(*now);
+    });
+    update.push(
+        ") UPDATE offers SET attempts = offers.attempts + 1 FROM v \
+         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > v.now \
+           AND offers.attempts < offers.max_attempts \
+         RETURNING offers.id, offers.attempts, offers.max_attempts",
+    );
+    let rows = update
+        .build()
+        .persistent(false)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("id")?;
+            Ok((
+                id,
+                pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?)?,
+            ))
+        })
+        .collect()
+}
+
 /// A reserved attempt from its stored counters.
 pub(super) fn pin_attempt(number: i64, max: i64) -> Result<PinAttempt, StoreError> {
     let number = u32::try_from(number)
