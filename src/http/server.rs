@@ -115,6 +115,23 @@ fn loggable_path(path: &str) -> &str {
 const MAX_HEADERS: usize = 64;
 /// Most bytes of request head (HTTP/1.1 read buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// HTTP/2 requests one connection may have open at once (hyper: 200). A
+/// wallet needs one or two; more connections are the way to more.
+const H2_MAX_STREAMS: u32 = 16;
+/// HTTP/2 flow-control credit a client gets per stream and per connection
+/// (hyper: 1 MiB each): what it may send before notary has read it. Request
+/// bodies are small, so these bound buffered bytes without slowing anyone.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Response bytes queued per stream for a client that does not read
+/// (hyper: 400 KiB); notary's responses are a few KiB.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+/// Streams a client may open and reset before notary accepted them (the
+/// "rapid reset" attack); beyond it the connection is closed.
+const H2_PENDING_RESETS: usize = 16;
+/// Streams notary may reset for a client's protocol errors before it closes
+/// the connection (hyper: 1,024).
+const H2_LOCAL_RESETS: usize = 64;
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight
 /// requests finish (up to a grace period).
@@ -140,7 +157,13 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_LOCAL_RESETS);
     let per_address = PerAddress::new(limits.max_connections_per_address);
     tokio::pin!(shutdown);
     loop {
