@@ -135,6 +135,14 @@ async fn run(args: &Args) -> Value {
         .as_table_mut()
         .unwrap()
         .insert("max_failures".into(), 1_000_000.into());
+    // Every connection comes from 127.0.0.1: lift the per-address cap too.
+    let server = table
+        .entry("server")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    server
+        .as_table_mut()
+        .unwrap()
+        .insert("max_connections_per_address".into(), 100_000.into());
     std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
 
     // (1) Raw HSM throughput, in a child process that loads the module with

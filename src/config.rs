@@ -104,6 +104,13 @@ pub struct ServerConfig {
     /// Open connections served at once; further ones wait in the kernel's backlog.
     #[serde(default = "default_max_connections_server")]
     pub max_connections: usize,
+    /// Connections open at once from one IPv4 address or IPv6 /64; more are
+    /// closed at once, so that one host cannot take every connection slot.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Seconds a client gets, from connecting, to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
     /// Seconds requests in flight get to finish after SIGTERM.
     #[serde(default = "default_read_timeout")]
     pub shutdown_grace_secs: u64,
@@ -115,6 +122,14 @@ fn default_read_timeout() -> u64 {
 
 fn default_max_connections_server() -> usize {
     1024
+}
+
+fn default_max_connections_per_address() -> usize {
+    32
+}
+
+fn default_handshake_timeout() -> u64 {
+    5
 }
 
 /// `[tls]`
@@ -560,9 +575,11 @@ impl Config {
         if sv.header_read_timeout_secs == 0
             || sv.body_read_timeout_secs == 0
             || sv.max_connections == 0
+            || sv.max_connections_per_address == 0
+            || sv.handshake_timeout_secs == 0
         {
             return invalid(
-                "server.header_read_timeout_secs, body_read_timeout_secs and max_connections must be positive"
+                "server.header_read_timeout_secs, body_read_timeout_secs, max_connections, max_connections_per_address and handshake_timeout_secs must be positive"
                     .to_owned(),
             );
         }

@@ -98,6 +98,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let limits = http::server::Limits {
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
         max_connections: config.server.max_connections,
+        max_connections_per_address: config.server.max_connections_per_address,
+        handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
     };
     http::server::serve(

@@ -2,10 +2,12 @@
 //!
 //! `serve` takes a bound listener and a shutdown future, so tests can bind
 //! `127.0.0.1:0` and stop the server when they like. Each connection is
-//! driven here rather than by a library helper, because three things must
-//! happen per connection: it holds one of `max_connections` slots, it is
-//! closed when idle (HTTP/1.1 and HTTP/2 alike: an idle connection's buffers
-//! still hold its last request), and it drains gracefully at shutdown.
+//! driven here rather than by a library helper, because four things must
+//! happen per connection: it holds one of its address's
+//! `max_connections_per_address` slots and one of `max_connections`, it
+//! must finish the TLS handshake quickly, it is closed when idle (HTTP/1.1
+//! and HTTP/2 alike: an idle connection's buffers still hold its last
+//! request), and it drains gracefully at shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,8 +26,10 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-/// Time a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+mod per_address;
+
+use per_address::PerAddress;
+
 /// How often a connection checks whether it has been idle too long.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -38,6 +42,11 @@ pub struct Limits {
     /// Connections served at once. At the cap the server stops accepting;
     /// new connections wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections open at once from one IPv4 address or IPv6 /64; more are
+    /// closed at accept, so that one host cannot hold `max_connections`.
+    pub max_connections_per_address: usize,
+    /// Time a client gets, from accept, to finish the TLS handshake.
+    pub handshake_timeout: Duration,
     /// Time in-flight requests get to finish after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -106,6 +115,23 @@ fn loggable_path(path: &str) -> &str {
 const MAX_HEADERS: usize = 64;
 /// Most bytes of request head (HTTP/1.1 read buffer, HTTP/2 header list).
 const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// HTTP/2 requests one connection may have open at once (hyper: 200). A
+/// wallet needs one or two; more connections are the way to more.
+const H2_MAX_STREAMS: u32 = 16;
+/// HTTP/2 flow-control credit a client gets per stream and per connection
+/// (hyper: 1 MiB each): what it may send before notary has read it. Request
+/// bodies are small, so these bound buffered bytes without slowing anyone.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Response bytes queued per stream for a client that does not read
+/// (hyper: 400 KiB); notary's responses are a few KiB.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+/// Streams a client may open and reset before notary accepted them (the
+/// "rapid reset" attack); beyond it the connection is closed.
+const H2_PENDING_RESETS: usize = 16;
+/// Streams notary may reset for a client's protocol errors before it closes
+/// the connection (hyper: 1,024).
+const H2_LOCAL_RESETS: usize = 64;
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight
 /// requests finish (up to a grace period).
@@ -131,16 +157,16 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_LOCAL_RESETS);
+    let per_address = PerAddress::new(limits.max_connections_per_address);
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -153,15 +179,33 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // The address's slot is checked before a global one is waited for:
+        // a connection over its address's cap is closed at once and never
+        // holds a global slot, so one host holds at most its cap of them.
+        let Some(address_slot) = per_address.try_take(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            // A reset, not a FIN: the kernel keeps no closing state for it.
+            let _ = tcp.set_zero_linger();
+            drop(tcp);
+            continue;
+        };
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let connection = Connection {
             tls: tls.clone(),
             app: app.clone(),
             builder: builder.clone(),
+            handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.header_read_timeout,
             stop: stop_rx.clone(),
         };
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, address_slot);
             connection.run(tcp, peer).await;
         });
     }
@@ -179,13 +223,20 @@ struct Connection {
     tls: TlsAcceptor,
     app: Router,
     builder: Builder<TokioExecutor>,
+    handshake_timeout: Duration,
     idle_timeout: Duration,
     stop: watch::Receiver<bool>,
 }
 
 impl Connection {
     async fn run(mut self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(tcp)).await {
+        // No TLS state (rustls allocates a 4 KiB read buffer on its first
+        // read) exists until the client has sent its first byte.
+        let handshake = async {
+            tcp.readable().await?;
+            self.tls.accept(tcp).await
+        };
+        let stream = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

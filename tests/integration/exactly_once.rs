@@ -7,6 +7,16 @@ use serde_json::Value;
 
 use crate::app::{self, GRANT, TestApp};
 
+/// An app that lets these bursts' wallets, all on 127.0.0.1, open more
+/// connections and fail more often than one address may by default.
+async fn many_wallets() -> TestApp {
+    app::builder()
+        .set("server", "max_connections_per_address", 128)
+        .set("flood", "max_failures", 1_000_000)
+        .start()
+        .await
+}
+
 /// Sends every (code, PIN) at once, each on its own connection; returns
 /// (status, body) per request.
 async fn burst(app: &Arc<TestApp>, requests: Vec<(String, String)>) -> Vec<(u16, Value)> {
@@ -38,15 +48,6 @@ async fn burst(app: &Arc<TestApp>, requests: Vec<(String, String)>) -> Vec<(u16,
     results
 }
 
-/// An app whose per-address failure budget does not get in the way: these
-/// tests send every request from one address on purpose.
-async fn unlimited() -> TestApp {
-    app::builder()
-        .set("flood", "max_failures", 1_000_000)
-        .start()
-        .await
-}
-
 fn wrong_pin(pin: &str) -> String {
     if pin == "000000" {
         "111111".into()
@@ -57,7 +58,7 @@ fn wrong_pin(pin: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_redemptions_give_exactly_one_token() {
-    let app = Arc::new(unlimited().await);
+    let app = Arc::new(many_wallets().await);
     let (offer, code, pin) = app.offer_with_pin().await;
     let results = burst(&app, vec![(code, pin); 64]).await;
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
@@ -71,7 +72,7 @@ async fn sixty_four_concurrent_redemptions_give_exactly_one_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_wrong_pins_never_pass_the_limit() {
-    let app = Arc::new(unlimited().await);
+    let app = Arc::new(many_wallets().await);
     let (offer, code, pin) = app.offer_with_pin().await;
     let results = burst(&app, vec![(code.clone(), wrong_pin(&pin)); 50]).await;
     let counted = results
@@ -98,7 +99,7 @@ async fn fifty_concurrent_wrong_pins_never_pass_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_right_pin_in_a_burst_of_wrong_ones_cannot_win_after_the_lock() {
-    let app = Arc::new(unlimited().await);
+    let app = Arc::new(many_wallets().await);
     for _ in 0..3 {
         let (offer, code, pin) = app.offer_with_pin().await;
         let mut requests = vec![(code.clone(), wrong_pin(&pin)); 49];

@@ -9,6 +9,7 @@ mod app;
 mod audit_log;
 mod by_reference;
 mod cli;
+mod connection_flood;
 mod crash;
 mod discovery;
 mod exactly_once;

@@ -17,8 +17,10 @@ async fn two_instances() -> Option<(Arc<TestApp>, Arc<Instance>)> {
         );
         return None;
     }
+    // The bursts' wallets all connect from 127.0.0.1.
     let a = app::builder()
         .postgres()
+        .set("server", "max_connections_per_address", 128)
         .set("keys", "refresh_secs", 1)
         .set("retention", "sweep_interval_secs", 1)
         // Every request comes from one address on purpose.
