@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use axum::http::HeaderValue;
+use tracing::Instrument as _;
 
 use super::AppState;
 use super::error::{ApiError, DPOP_NONCE};
 use crate::config::{LockedResponse, WrongPinError};
 use crate::issuance::proofs::{DpopRequest, ProofError};
-use crate::issuance::{Binding, RedeemError, check_shape, now};
+use crate::issuance::{Binding, InternalError, RedeemError, check_shape, now};
 use crate::oid4vci::ErrorCode;
 use crate::oid4vci::attestation::{ATTESTATION_HEADER, POP_HEADER};
 use crate::oid4vci::token::{BodyFormat, SECRET_PARAMETERS, TokenRequest};
@@ -136,7 +137,17 @@ async fn handle(
         }
     }
 
-    match state.notary.redeem(request, binding).await {
+    // The redemption runs to its end even if the client hangs up: an
+    // attempt counted is then also judged and recorded, and a consumed
+    // offer's audit entries are written.
+    let notary = state.notary.clone();
+    let redemption = tokio::spawn(
+        async move { notary.redeem(request, binding).await }.instrument(tracing::Span::current()),
+    );
+    let outcome = redemption
+        .await
+        .unwrap_or_else(|e| Err(RedeemError::Internal(InternalError::Task(e.to_string()))));
+    match outcome {
         Ok(response) => {
             admission.succeeded();
             count("issued");

@@ -43,6 +43,9 @@ pub enum InternalError {
     /// No key is active (a set-up before its first `keys rotate`).
     #[error("no active signing key: run `notary keys rotate`")]
     NoSigningKey,
+    /// A task running a use case ended without an answer (it panicked).
+    #[error("a task ended without an answer: {0}")]
+    Task(String),
 }
 
 /// The offer and token policy, taken from the config once at start.

@@ -20,6 +20,14 @@ use crate::oid4vci::PRE_AUTHORIZED_GRANT;
 use crate::oid4vci::token::{CredentialAuthorization, TokenRequest, TokenResponse};
 use crate::store::{OfferRecord, OfferState, PinAttempt, WrongPinOutcome};
 
+/// Longest a request waits for the requests holding an offer's last
+/// attempts to be judged.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// First pause between looks; it doubles up to [`IN_FLIGHT_POLL_MAX`], so a
+/// crowd of waiters does not starve the requests it waits for.
+const IN_FLIGHT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+const IN_FLIGHT_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(160);
+
 /// Why a redemption was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RedeemError {
@@ -212,22 +220,37 @@ impl Notary {
         })
     }
 
-    /// The answer for an offer that changed under a request: locked (also
-    /// when all its attempts are used), else spent, expired or revoked.
+    /// The answer for an offer that changed under a request: locked, else
+    /// spent, expired or revoked. While every attempt is held by requests
+    /// still being judged, it waits (briefly) for them, so that it can say
+    /// what became of the offer rather than guess: a burst of right PINs
+    /// answers "used", a burst of wrong ones "locked".
     async fn refusal_after_race(&self, offer_id: &str) -> RedeemError {
-        match self.store.get_offer(offer_id).await {
-            Ok(Some(o))
-                if o.state == OfferState::Locked
-                    || (o.state == OfferState::Pending
+        let deadline = std::time::Instant::now() + IN_FLIGHT_WAIT;
+        let mut pause = IN_FLIGHT_POLL;
+        loop {
+            match self.store.get_offer(offer_id).await {
+                Ok(Some(o)) if o.state == OfferState::Locked => return RedeemError::Locked,
+                Ok(Some(o))
+                    if o.state == OfferState::Pending
                         && o.pin_hash.is_some()
-                        && o.attempts >= o.max_attempts) =>
-            {
-                RedeemError::Locked
+                        && o.attempts >= o.max_attempts =>
+                {
+                    // Still held after the wait: a verdict that could not
+                    // be recorded. The attempts are spent either way.
+                    if std::time::Instant::now() >= deadline {
+                        return RedeemError::Locked;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(IN_FLIGHT_POLL_MAX);
+                }
+                Ok(_) => {
+                    return RedeemError::InvalidGrant {
+                        unknown_code: false,
+                    };
+                }
+                Err(e) => return internal(e),
             }
-            Ok(_) => RedeemError::InvalidGrant {
-                unknown_code: false,
-            },
-            Err(e) => internal(e),
         }
     }
 
