@@ -5,12 +5,12 @@
 //! a repeated parameter is an error.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::secret::{PreAuthorizedCode, TxCode};
+
+mod json;
 
 /// Body encodings the token endpoint accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +114,11 @@ impl TokenRequest {
     }
 }
 
-/// The fields before the `tx_code`/`user_pin` alias is resolved.
-#[derive(Default, Deserialize)]
+/// The fields before the `tx_code`/`user_pin` alias is resolved. Read from
+/// JSON by `json.rs`, whose errors never quote a value.
+#[derive(Default)]
 struct RawRequest {
     grant_type: Option<String>,
-    #[serde(rename = "pre-authorized_code")]
     code: Option<SecretField>,
     tx_code: Option<SecretField>,
     user_pin: Option<SecretField>,
@@ -161,7 +161,8 @@ impl RawRequest {
 
     fn from_json(body: &[u8]) -> Result<Self, ParseError> {
         serde_json::from_slice(body).map_err(|e| {
-            // serde_json's messages name fields and positions, never values.
+            // Syntax errors name a position; type errors are json.rs's own
+            // and name the field and the type. Neither quotes a value.
             err(format!("the JSON body is not a valid token request: {e}"))
         })
     }
@@ -197,36 +198,14 @@ impl RawRequest {
     }
 }
 
-/// A secret string field that also accepts a JSON number, taken as its
-/// digits (a PIN is a string; some wallets send it as a number).
+/// A secret string field (`pre-authorized_code`, `tx_code`, `user_pin`),
+/// wiped when dropped.
 #[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct SecretField(String);
 
 impl SecretField {
     fn take(mut self) -> String {
         std::mem::take(&mut self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretField {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SecretVisitor;
-        impl Visitor<'_> for SecretVisitor {
-            type Value = SecretField;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a non-negative integer")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretField, E> {
-                Ok(SecretField(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<SecretField, E> {
-                Ok(SecretField(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SecretField, E> {
-                Ok(SecretField(v.to_string()))
-            }
-        }
-        deserializer.deserialize_any(SecretVisitor)
     }
 }
 
