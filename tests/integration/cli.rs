@@ -258,6 +258,31 @@ fn print_default_is_the_commented_reference_config() {
     );
 }
 
+/// Offers deleted before the tokens issued from them expire are refused by
+/// `check` and `serve` alike, with one line naming both settings.
+#[test]
+fn offer_retention_shorter_than_the_token_lifetime_is_refused() {
+    let out = run_cli(&["config", "print-default"]);
+    let reference = String::from_utf8(out.stdout).unwrap();
+    let text = reference.replace("offers_secs = 604800", "offers_secs = 60");
+    assert_ne!(text, reference);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notary.toml");
+    std::fs::write(&config, text).unwrap();
+    for command in ["check", "serve"] {
+        let out = run_cli(&[command, "--config", config.to_str().unwrap()]);
+        assert!(!out.status.success(), "{command} must refuse");
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "retention.offers_secs (60) must be at least issuance.access_token_ttl_secs (300)"
+            ),
+            "{command}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{command}: {err}");
+    }
+}
+
 /// The PIN from a systemd credential (`LoadCredential[Encrypted]=`).
 #[tokio::test]
 async fn the_pin_comes_from_the_credentials_directory() {
