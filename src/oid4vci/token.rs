@@ -100,6 +100,16 @@ fn err(message: impl Into<Cow<'static, str>>) -> ParseError {
     ParseError(message.into())
 }
 
+/// The parameters notary reads; any other is ignored.
+const PARAMETERS: [&str; 6] = [
+    "grant_type",
+    "pre-authorized_code",
+    "tx_code",
+    "user_pin",
+    "client_id",
+    "authorization_details",
+];
+
 /// Parameter names whose values are secrets and must never travel in a URL.
 pub const SECRET_PARAMETERS: [&str; 3] = ["pre-authorized_code", "tx_code", "user_pin"];
 
@@ -132,7 +142,13 @@ impl RawRequest {
         let mut seen: Vec<Cow<'_, str>> = Vec::new();
         for (name, value) in form_urlencoded::parse(body) {
             if seen.contains(&name) {
-                return Err(err(format!("parameter {name:?} is repeated")));
+                // Only a name notary reads is quoted: any other could be a
+                // PIN sent without its `tx_code=`.
+                return Err(if PARAMETERS.contains(&name.as_ref()) {
+                    err(format!("parameter {name:?} is repeated"))
+                } else {
+                    err("a parameter is repeated")
+                });
             }
             let value = value.into_owned();
             match name.as_ref() {
@@ -273,7 +289,14 @@ mod tests {
     #[test]
     fn repeated_form_parameter_is_rejected() {
         let e = TokenRequest::parse(BodyFormat::Form, b"tx_code=1&tx_code=1").unwrap_err();
-        assert!(e.0.contains("repeated"));
+        assert!(e.0.contains("\"tx_code\" is repeated"), "{}", e.0);
+        // A bare PIN (`&493517&493517`, its `tx_code=` lost) is not quoted.
+        let e = TokenRequest::parse(BodyFormat::Form, b"tx_code=1&493517&493517").unwrap_err();
+        assert!(
+            e.0.contains("repeated") && !e.0.contains("493517"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]

@@ -236,6 +236,21 @@ async fn a_mistyped_secret_is_never_echoed() {
         assert!(!text.contains(digits), "{body} echoed: {text}");
         assert!(text.contains("the body must be a JSON object"), "{text}");
     }
+    // A form body with the PIN as a bare, repeated name.
+    let form = format!("grant_type={GRANT}&pre-authorized_code={code}&{digits}&{digits}");
+    let r = c
+        .post(app.url("/oid4vci/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("repeated") && !text.contains(digits),
+        "{text}"
+    );
     // The offer is untouched: none of this counted as a PIN attempt.
     let view = app.offer_view(&offer).await;
     assert_eq!(view["state"], "pending", "{view}");
