@@ -544,6 +544,14 @@ impl Config {
                 i.access_token_ttl_secs
             ));
         }
+        // An offer deleted while its token lives could no longer have that
+        // token revoked when the code is replayed.
+        if self.retention.offers_secs < i.access_token_ttl_secs {
+            return invalid(format!(
+                "retention.offers_secs ({}) must be at least issuance.access_token_ttl_secs ({})",
+                self.retention.offers_secs, i.access_token_ttl_secs
+            ));
+        }
         if i.max_tx_code_attempts == 0 || i.max_tx_code_attempts > 100 {
             return invalid("issuance.max_tx_code_attempts must be 1..=100".to_owned());
         }
@@ -702,5 +710,20 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.hsm.pin_credential.as_deref(), Some("notary-hsm-pin"));
         assert_eq!(config.audit_origin(), "notary.example.org/notary-audit");
+    }
+
+    #[test]
+    fn offers_kept_shorter_than_a_token_lives_are_refused() {
+        let text = REFERENCE.replace("offers_secs = 604800", "offers_secs = 299");
+        assert_ne!(text, REFERENCE);
+        let e = Config::parse(&text, Path::new("/etc/notary/notary.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "retention.offers_secs (299) must be at least issuance.access_token_ttl_secs (300)"
+            ),
+            "{e}"
+        );
+        let text = REFERENCE.replace("offers_secs = 604800", "offers_secs = 300");
+        Config::parse(&text, Path::new("/etc/notary/notary.toml")).unwrap();
     }
 }

@@ -4,11 +4,16 @@
 //! generated inside it, a self-signed TLS certificate, the SQLite database,
 //! one admin API key, and `notary.toml` last (its presence marks a finished
 //! set-up; `init` refuses to touch a directory that has one).
+//!
+//! Everything it creates is private to the owner whatever the umask:
+//! directories 0700, files 0600 (`run` also sets the process umask to 077,
+//! which covers the files SQLite and SoftHSM2 create), and an existing
+//! `--dir` that others can enter or read is refused.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -100,13 +105,14 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    refuse_shared_dir(&dir)?;
     make_dir(&dir)?;
     let tokens = dir.join("tokens");
     make_dir(&tokens)?;
     let softhsm_conf = dir.join("softhsm2.conf");
-    fs::write(
+    write_private(
         &softhsm_conf,
-        format!(
+        &format!(
             "# SoftHSM2 configuration written by `notary init`.\n\
              directories.tokendir = {}\n\
              objectstore.backend = file\n\
@@ -114,8 +120,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
              slots.removable = false\n",
             tokens.display()
         ),
-    )
-    .with_context(|| format!("writing {}", softhsm_conf.display()))?;
+    )?;
     let env = [(
         "SOFTHSM2_CONF".to_owned(),
         softhsm_conf.display().to_string(),
@@ -140,9 +145,14 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         .database
         .clone()
         .unwrap_or_else(|| "sqlite:notary.db".to_owned());
+    if args.database.is_none() {
+        // An empty file is an empty SQLite database; made here it is 0600
+        // whatever creates it later.
+        write_private(&dir.join("notary.db"), "")?;
+    }
     let config_text = config_file(&args, &public_url, &module, &database);
     let staged = dir.join("notary.toml.new");
-    fs::write(&staged, &config_text).with_context(|| format!("writing {}", staged.display()))?;
+    write_private(&staged, &config_text)?;
     let config = Config::load(&staged)?;
 
     let runtime = crate::memory::runtime().context("starting the async runtime")?;
@@ -154,11 +164,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             crate::issuance::keys::create_first_key(&hsm, &store, args.alg, SIGNING_LABEL).await?;
         let notary = Notary::open(hsm, store, Policy::from_config(&config)?).await?;
         let verifier = notary.note_verifier().await?;
-        fs::write(
-            config.resolve(&config.audit.verifier_key_file),
-            verifier.encode() + "\n",
-        )
-        .context("writing the audit verifier key")?;
+        write_private(
+            &config.resolve(&config.audit.verifier_key_file),
+            &(verifier.encode() + "\n"),
+        )?;
         let created = notary.create_api_key(Role::Admin, "initial admin").await?;
         notary.store().close().await;
         notary.hsm().close();
@@ -200,12 +209,49 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Refuses an existing `dir` that its group or others may read, write or
+/// enter: the PIN files and keys would be exposed through it.
+fn refuse_shared_dir(dir: &Path) -> anyhow::Result<()> {
+    let mode = match fs::metadata(dir) {
+        Ok(meta) => meta.permissions().mode() & 0o777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is open to other users (mode {mode:03o}); run `chmod 700 {}` or name a directory that does not exist yet",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates `path` (and missing parents) as 0700, and makes an existing one
+/// 0700 too.
 fn make_dir(path: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o700)))
         .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Writes (or rewrites) a file readable only by its owner. The mode is set
+/// again after opening: a file that already existed keeps its old mode
+/// otherwise.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes a file readable only by its owner; fails if it exists.
@@ -310,7 +356,7 @@ fn write_tls(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
         .self_signed(&key)
         .context("signing the TLS certificate")?;
     make_dir(&dir.join("tls"))?;
-    fs::write(dir.join("tls/cert.pem"), cert.pem()).context("writing tls/cert.pem")?;
+    write_private(&dir.join("tls/cert.pem"), &cert.pem())?;
     write_secret(&dir.join("tls/key.pem"), key.serialize_pem().trim_end())
 }
 

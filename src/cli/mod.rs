@@ -101,6 +101,7 @@ See /usr/share/doc/notary/ (README.md, docs/) for the full documentation.";
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    private_files();
     let serving = matches!(cli.command, Command::Serve);
     let default_level = if serving { "info" } else { "warn" };
     match cli.command {
@@ -141,6 +142,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Makes every file and directory notary creates private to its user,
+/// whatever umask it was started with: the database and the WAL and shared
+/// memory files SQLite adds beside it, keys, PINs, checkpoint files. The
+/// systemd unit sets `UMask=0077` too; this covers `notary init`, `serve`
+/// and the other commands run from a shell.
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 fn unreachable_init() -> anyhow::Result<()> {

@@ -17,10 +17,16 @@ pub struct Minted {
     pub issued: IssuedToken,
 }
 
+/// The `client_id` claim of a token for a wallet that neither presented a
+/// client attestation nor sent a `client_id`. RFC 9068 §2.2 requires the
+/// claim in every access token; this value says no client was identified.
+pub const ANONYMOUS_CLIENT_ID: &str = "anonymous-wallet";
+
 /// Who the token is for, beyond the offer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Binding<'a> {
-    /// The wallet's `client_id` (attested, or as sent).
+    /// The wallet's `client_id` (attested, or as sent); without one (or
+    /// with an empty one) the token says [`ANONYMOUS_CLIENT_ID`].
     pub client_id: Option<&'a str>,
     /// DPoP key thumbprint (`cnf.jkt`).
     pub jkt: Option<&'a str>,
@@ -39,6 +45,10 @@ pub fn claims(
 ) -> Value {
     let exp = now.saturating_add(i64::try_from(policy.access_token_ttl).unwrap_or(300));
     let credential_ids: Value = serde_json::from_str(&offer.credential_ids).unwrap_or(json!([]));
+    let client_id = binding
+        .client_id
+        .filter(|c| !c.is_empty())
+        .unwrap_or(ANONYMOUS_CLIENT_ID);
     let mut claims = json!({
         "iss": policy.public_url,
         "sub": offer.subject.as_deref().unwrap_or(&offer.id),
@@ -46,11 +56,9 @@ pub fn claims(
         "iat": now,
         "exp": exp,
         "jti": jti,
+        "client_id": client_id,
         "credential_configuration_ids": credential_ids,
     });
-    if let Some(client_id) = binding.client_id {
-        claims["client_id"] = json!(client_id);
-    }
     if let Some(jkt) = binding.jkt {
         claims["cnf"] = json!({ "jkt": jkt });
     }

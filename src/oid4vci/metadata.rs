@@ -55,7 +55,9 @@ pub fn authorization_server(m: &MetadataInputs<'_>) -> Value {
         "grant_types_supported": grants,
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
-        "pre-authorized_grant_anonymous_access_supported": true,
+        // OID4VCI §12.3: false when the token endpoint needs client
+        // authentication, as a required attestation is.
+        "pre-authorized_grant_anonymous_access_supported": !m.attestation_required,
         "access_token_signing_alg_values_supported": [m.signing_alg],
         "dpop_signing_alg_values_supported": jwt::ACCEPTED_ALGS,
         "authorization_details_types_supported": [OPENID_CREDENTIAL],
@@ -112,6 +114,23 @@ mod tests {
             as_meta["token_endpoint"],
             "https://notary.example/oid4vci/token"
         );
+    }
+
+    #[test]
+    fn anonymous_access_is_advertised_only_when_attestation_is_optional() {
+        let configs = serde_json::Map::new();
+        let mut m = inputs(&configs, true);
+        m.attestation_enabled = true;
+        let key = "pre-authorized_grant_anonymous_access_supported";
+        assert_eq!(authorization_server(&m)[key], json!(true));
+        m.attestation_required = true;
+        let as_meta = authorization_server(&m);
+        assert_eq!(as_meta[key], json!(false));
+        assert_eq!(
+            as_meta["token_endpoint_auth_methods_supported"],
+            json!([ATTESTATION_AUTH_METHOD])
+        );
+        assert!(credential_issuer(&m).get(key).is_none());
     }
 
     #[test]

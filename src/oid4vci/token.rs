@@ -5,12 +5,12 @@
 //! a repeated parameter is an error.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::secret::{PreAuthorizedCode, TxCode};
+
+mod json;
 
 /// Body encodings the token endpoint accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,16 @@ fn err(message: impl Into<Cow<'static, str>>) -> ParseError {
     ParseError(message.into())
 }
 
+/// The parameters notary reads; any other is ignored.
+const PARAMETERS: [&str; 6] = [
+    "grant_type",
+    "pre-authorized_code",
+    "tx_code",
+    "user_pin",
+    "client_id",
+    "authorization_details",
+];
+
 /// Parameter names whose values are secrets and must never travel in a URL.
 pub const SECRET_PARAMETERS: [&str; 3] = ["pre-authorized_code", "tx_code", "user_pin"];
 
@@ -114,11 +124,11 @@ impl TokenRequest {
     }
 }
 
-/// The fields before the `tx_code`/`user_pin` alias is resolved.
-#[derive(Default, Deserialize)]
+/// The fields before the `tx_code`/`user_pin` alias is resolved. Read from
+/// JSON by `json.rs`, whose errors never quote a value.
+#[derive(Default)]
 struct RawRequest {
     grant_type: Option<String>,
-    #[serde(rename = "pre-authorized_code")]
     code: Option<SecretField>,
     tx_code: Option<SecretField>,
     user_pin: Option<SecretField>,
@@ -132,7 +142,13 @@ impl RawRequest {
         let mut seen: Vec<Cow<'_, str>> = Vec::new();
         for (name, value) in form_urlencoded::parse(body) {
             if seen.contains(&name) {
-                return Err(err(format!("parameter {name:?} is repeated")));
+                // Only a name notary reads is quoted: any other could be a
+                // PIN sent without its `tx_code=`.
+                return Err(if PARAMETERS.contains(&name.as_ref()) {
+                    err(format!("parameter {name:?} is repeated"))
+                } else {
+                    err("a parameter is repeated")
+                });
             }
             let value = value.into_owned();
             match name.as_ref() {
@@ -161,7 +177,8 @@ impl RawRequest {
 
     fn from_json(body: &[u8]) -> Result<Self, ParseError> {
         serde_json::from_slice(body).map_err(|e| {
-            // serde_json's messages name fields and positions, never values.
+            // Syntax errors name a position; type errors are json.rs's own
+            // and name the field and the type. Neither quotes a value.
             err(format!("the JSON body is not a valid token request: {e}"))
         })
     }
@@ -197,36 +214,14 @@ impl RawRequest {
     }
 }
 
-/// A secret string field that also accepts a JSON number, taken as its
-/// digits (a PIN is a string; some wallets send it as a number).
+/// A secret string field (`pre-authorized_code`, `tx_code`, `user_pin`),
+/// wiped when dropped.
 #[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct SecretField(String);
 
 impl SecretField {
     fn take(mut self) -> String {
         std::mem::take(&mut self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretField {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SecretVisitor;
-        impl Visitor<'_> for SecretVisitor {
-            type Value = SecretField;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a non-negative integer")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretField, E> {
-                Ok(SecretField(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<SecretField, E> {
-                Ok(SecretField(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SecretField, E> {
-                Ok(SecretField(v.to_string()))
-            }
-        }
-        deserializer.deserialize_any(SecretVisitor)
     }
 }
 
@@ -294,7 +289,14 @@ mod tests {
     #[test]
     fn repeated_form_parameter_is_rejected() {
         let e = TokenRequest::parse(BodyFormat::Form, b"tx_code=1&tx_code=1").unwrap_err();
-        assert!(e.0.contains("repeated"));
+        assert!(e.0.contains("\"tx_code\" is repeated"), "{}", e.0);
+        // A bare PIN (`&493517&493517`, its `tx_code=` lost) is not quoted.
+        let e = TokenRequest::parse(BodyFormat::Form, b"tx_code=1&493517&493517").unwrap_err();
+        assert!(
+            e.0.contains("repeated") && !e.0.contains("493517"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]

@@ -298,6 +298,8 @@ async fn the_sweeper_records_expiry_once_and_deletes_finished_offers_after_reten
     let app = app::builder()
         .set("retention", "sweep_interval_secs", 1)
         .set("retention", "offers_secs", 1)
+        // Retention may not be shorter than a token's lifetime.
+        .set("issuance", "access_token_ttl_secs", 1)
         .start()
         .await;
     let offer = app

@@ -258,6 +258,31 @@ fn print_default_is_the_commented_reference_config() {
     );
 }
 
+/// Offers deleted before the tokens issued from them expire are refused by
+/// `check` and `serve` alike, with one line naming both settings.
+#[test]
+fn offer_retention_shorter_than_the_token_lifetime_is_refused() {
+    let out = run_cli(&["config", "print-default"]);
+    let reference = String::from_utf8(out.stdout).unwrap();
+    let text = reference.replace("offers_secs = 604800", "offers_secs = 60");
+    assert_ne!(text, reference);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notary.toml");
+    std::fs::write(&config, text).unwrap();
+    for command in ["check", "serve"] {
+        let out = run_cli(&[command, "--config", config.to_str().unwrap()]);
+        assert!(!out.status.success(), "{command} must refuse");
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "retention.offers_secs (60) must be at least issuance.access_token_ttl_secs (300)"
+            ),
+            "{command}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{command}: {err}");
+    }
+}
+
 /// The PIN from a systemd credential (`LoadCredential[Encrypted]=`).
 #[tokio::test]
 async fn the_pin_comes_from_the_credentials_directory() {
@@ -286,4 +311,146 @@ async fn the_pin_comes_from_the_credentials_directory() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Runs `notary ARGS` from a shell whose umask is 022, the usual default
+/// that would leave new files readable by everyone.
+fn notary_with_umask_022(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "umask 022; exec \"$0\" \"$@\"", app::BIN])
+        .args(args);
+    command
+}
+
+/// Every file and directory under `dir`, with its permission bits.
+fn modes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        found.push((path.clone(), meta.permissions().mode() & 0o7777));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        }
+    }
+    found
+}
+
+fn assert_private(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let found = modes_under(dir);
+    for (path, mode) in &found {
+        let wanted = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(
+            *mode,
+            wanted,
+            "{} has mode {mode:o}, wanted {wanted:o}",
+            path.display()
+        );
+    }
+    found.into_iter().map(|(path, _)| path).collect()
+}
+
+/// Under `umask 022`, `notary init` still makes every directory 0700 and
+/// every file 0600 (config, database, PINs, keys, SoftHSM2 token files),
+/// and `serve` keeps the SQLite side files it creates private too.
+#[test]
+fn init_and_serve_create_only_private_files_whatever_the_umask() {
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("a/notary");
+    let out = notary_with_umask_022(&[
+        "init",
+        "--dir",
+        home.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created = assert_private(&work.path().join("a"));
+    for name in [
+        "notary.toml",
+        "notary.db",
+        "softhsm2.conf",
+        "admin-key",
+        "audit-key.pub",
+        "hsm/user-pin",
+        "hsm/so-pin",
+        "tls/key.pem",
+        "tls/cert.pem",
+        "tokens",
+    ] {
+        assert!(created.contains(&home.join(name)), "{name} was not created");
+    }
+    assert!(
+        created.iter().any(|p| p.starts_with(home.join("tokens/"))),
+        "the SoftHSM2 token files are walked too: {created:?}"
+    );
+
+    // SQLite creates notary.db-wal and notary.db-shm when serve opens it.
+    let config = home.join("notary.toml");
+    let mut serve = notary_with_umask_022(&["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(home.join("notary.db-wal").exists() && home.join("notary.db-shm").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not open the database"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let during = modes_under(&home);
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    for (path, mode) in during {
+        let wanted = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, wanted, "{} has mode {mode:o}", path.display());
+    }
+}
+
+/// `init` refuses an existing `--dir` that other users can enter, and says
+/// how to fix it; a private one is used.
+#[test]
+fn init_refuses_an_existing_dir_open_to_others() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("shared");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = [
+        "init",
+        "--dir",
+        home.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let out = notary_with_umask_022(&args).output().unwrap();
+    assert!(!out.status.success(), "init must refuse a 0755 directory");
+    let err = stderr(&out);
+    assert!(
+        err.contains("open to other users (mode 755)") && err.contains("chmod 700"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    assert_eq!(
+        std::fs::read_dir(&home).unwrap().count(),
+        0,
+        "nothing is written into the refused directory"
+    );
+
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = notary_with_umask_022(&args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_private(&home);
 }

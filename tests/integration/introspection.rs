@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::app::{self, GRANT, TestApp};
 use crate::proofs::redeem_with;
-use crate::wallet::WalletKey;
+use crate::token::verify;
+use crate::wallet::{Provider, WalletKey, attestation_pop};
 
 async fn introspect(app: &TestApp, key: Option<&str>, token: &str) -> (u16, Value) {
     let mut request = app
@@ -78,4 +79,66 @@ async fn introspection_reports_live_tokens_and_forgets_replayed_ones() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(inactive, "a replayed code's token must become inactive");
+}
+
+/// Every access token carries `client_id` (RFC 9068 §2.2): the attested
+/// client's, else the one sent, else `anonymous-wallet` (also for an empty
+/// one); introspection reports the same.
+#[tokio::test]
+async fn every_token_names_its_client() {
+    let provider = Provider::new();
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("wallet-providers.jwks");
+    std::fs::write(&trusted, provider.jwks().to_string()).unwrap();
+    let app = app::builder()
+        .set(
+            "client_attestation",
+            "trusted_keys_file",
+            trusted.to_str().unwrap(),
+        )
+        .start()
+        .await;
+    let resource = app.new_api_key("introspect");
+    let instance = WalletKey::ed25519();
+    let attestation = provider.attest("wallet-app-7", &instance);
+    let pop = attestation_pop(&instance, &app.base);
+
+    let mut tokens = Vec::new();
+    for sent in [None, Some(""), Some("wallet-sent-1")] {
+        let (_, code, pin) = app.offer_with_pin().await;
+        let mut form = vec![
+            ("grant_type", GRANT),
+            ("pre-authorized_code", code.as_str()),
+            ("tx_code", pin.as_str()),
+        ];
+        form.extend(sent.map(|id| ("client_id", id)));
+        let (status, body) = app.redeem_form(&form).await;
+        assert_eq!(status, 200, "{body}");
+        tokens.push((
+            body,
+            sent.filter(|s| !s.is_empty()).unwrap_or("anonymous-wallet"),
+        ));
+    }
+    let (_, code, pin) = app.offer_with_pin().await;
+    let (status, _, body) = redeem_with(
+        &app,
+        &code,
+        &pin,
+        &[
+            ("OAuth-Client-Attestation", &attestation),
+            ("OAuth-Client-Attestation-PoP", &pop),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    tokens.push((body, "wallet-app-7"));
+
+    for (body, client_id) in tokens {
+        let token = body["access_token"].as_str().unwrap();
+        let claims = verify(&app, token, jsonwebtoken::Algorithm::EdDSA).await;
+        assert_eq!(claims["client_id"], client_id, "{claims}");
+        let (status, answer) = introspect(&app, Some(&resource), token).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["client_id"], client_id, "{answer}");
+    }
 }

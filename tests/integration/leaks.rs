@@ -169,3 +169,90 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
         }
     }
 }
+
+/// A code or PIN sent as the wrong JSON type (a negative or fractional
+/// number, a boolean, an array, an object), or a body that is not an
+/// object, gets a 400 naming the field and the type wanted, but neither the
+/// body nor the log quotes the digits sent.
+#[tokio::test]
+async fn a_mistyped_secret_is_never_echoed() {
+    let app = app::builder().log_level("trace").start().await;
+    let (offer, code, _pin) = app.offer_with_pin().await;
+    let c = app.http();
+    let send = |body: String| {
+        let c = c.clone();
+        let url = app.url("/oid4vci/token");
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let digits = "4935170286";
+    let wrong = [
+        format!("-{digits}"),
+        format!("{digits}.0"),
+        format!("{digits}e0"),
+        "true".to_owned(),
+        format!("[{digits}]"),
+        format!(r#"{{"value":"{digits}"}}"#),
+    ];
+    for field in ["pre-authorized_code", "tx_code", "user_pin"] {
+        for value in &wrong {
+            let body = if field == "pre-authorized_code" {
+                format!(r#"{{"grant_type":"{GRANT}","pre-authorized_code":{value}}}"#)
+            } else {
+                format!(
+                    r#"{{"grant_type":"{GRANT}","pre-authorized_code":"{code}","{field}":{value}}}"#
+                )
+            };
+            let (status, text) = send(body.clone()).await;
+            assert_eq!(status, 400, "{body}: {text}");
+            assert!(!text.contains(digits), "{body} echoed: {text}");
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(answer["error"], "invalid_request");
+            let description = answer["error_description"].as_str().unwrap();
+            assert!(
+                description.contains(&format!(
+                    "{field} must be a string or a non-negative integer"
+                )),
+                "{body}: {description}"
+            );
+        }
+    }
+    for body in [
+        digits.to_owned(),
+        format!("-{digits}"),
+        format!(r#""{digits}""#),
+        format!("[{digits}]"),
+    ] {
+        let (status, text) = send(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(!text.contains(digits), "{body} echoed: {text}");
+        assert!(text.contains("the body must be a JSON object"), "{text}");
+    }
+    // A form body with the PIN as a bare, repeated name.
+    let form = format!("grant_type={GRANT}&pre-authorized_code={code}&{digits}&{digits}");
+    let r = c
+        .post(app.url("/oid4vci/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("repeated") && !text.contains(digits),
+        "{text}"
+    );
+    // The offer is untouched: none of this counted as a PIN attempt.
+    let view = app.offer_view(&offer).await;
+    assert_eq!(view["state"], "pending", "{view}");
+    assert!(!app.log().contains(digits), "the digits reached the log");
+}

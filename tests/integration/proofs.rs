@@ -240,6 +240,10 @@ async fn attested_wallets_get_their_client_id_in_the_token() {
         meta["token_endpoint_auth_methods_supported"],
         json!(["attest_jwt_client_auth"])
     );
+    assert_eq!(
+        meta["pre-authorized_grant_anonymous_access_supported"],
+        false
+    );
     let instance = WalletKey::ed25519();
     let attestation = provider.attest("wallet-app-1", &instance);
     let (_, code, pin) = app.offer_with_pin().await;
