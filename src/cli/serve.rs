@@ -9,6 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditEvent;
 use crate::config::Config;
+use crate::hsm::HsmError;
 use crate::http::{self, AppState};
 use crate::issuance::{Notary, now};
 
@@ -100,14 +101,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_connections: config.server.max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
     };
-    http::server::serve(
-        listener,
-        TlsAcceptor::from(tls),
-        app,
-        limits,
-        shutdown_signal(),
-    )
-    .await;
+    let refused = hsm.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {},
+            () = refused.pin_refusal() => {
+                tracing::error!("stopping: the HSM refused the PIN");
+                crate::service::stopping();
+            },
+        }
+    };
+    http::server::serve(listener, TlsAcceptor::from(tls), app, limits, stop).await;
 
     for task in background {
         task.abort();
@@ -134,6 +138,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await;
     hsm.close();
     tracing::info!("notary stopped");
+    if hsm.pin_refused() {
+        // Exit status 78: systemd does not restart it (the unit's
+        // RestartPreventExitStatus=), so the PIN is not presented again.
+        return Err(anyhow::Error::new(HsmError::Auth(
+            "the token refused the PIN while serving".to_owned(),
+        )));
+    }
     Ok(())
 }
 
