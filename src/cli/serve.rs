@@ -134,7 +134,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .checkpoint_file
         .as_ref()
         .map(|f| config.resolve(f));
-    write_checkpoint(&notary, sink.as_deref()).await;
+    let _ = write_checkpoint(&notary, sink.as_deref()).await;
     store.close().await;
     hsm.close();
     tracing::info!("notary stopped");
@@ -214,12 +214,17 @@ async fn checkpoints(notary: Notary, every_secs: u64, sink: Option<PathBuf>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        write_checkpoint(&notary, sink.as_deref()).await;
+        // Failures are logged (and alerted) inside; try again next time.
+        let _ = write_checkpoint(&notary, sink.as_deref()).await;
     }
 }
 
 /// Makes a checkpoint if the head moved, and appends it to the sink file.
-pub(super) async fn write_checkpoint(notary: &Notary, sink: Option<&std::path::Path>) {
+/// Failures are logged here; the error is returned for `audit checkpoint`.
+pub(super) async fn write_checkpoint(
+    notary: &Notary,
+    sink: Option<&std::path::Path>,
+) -> Result<(), crate::issuance::audit_log::CheckpointError> {
     match notary.checkpoint().await {
         Ok(Some(checkpoint)) => {
             tracing::info!(size = checkpoint.size, "audit checkpoint signed");
@@ -239,8 +244,12 @@ pub(super) async fn write_checkpoint(notary: &Notary, sink: Option<&std::path::P
             }
         }
         Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, "could not sign an audit checkpoint"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not sign an audit checkpoint");
+            return Err(e);
+        }
     }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -118,6 +118,9 @@ pub struct Notary {
     policy: std::sync::Arc<Policy>,
     keys: keys::SharedKeyRing,
     nonces: std::sync::Arc<proofs::NonceCache>,
+    /// The largest checkpoint this process signed or verified: a new one
+    /// must extend it even if checkpoint rows vanish from the database.
+    last_checkpoint: audit_log::LastCheckpoint,
 }
 
 impl Notary {
@@ -131,6 +134,7 @@ impl Notary {
             policy: std::sync::Arc::new(policy),
             keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
             nonces: std::sync::Arc::default(),
+            last_checkpoint: audit_log::LastCheckpoint::default(),
         })
     }
 
