@@ -327,22 +327,17 @@ fn hsm_child(config: &Path, ops: usize) -> Value {
 fn hsm_bare_session(loaded: &notary::config::Config, label: &str, alg: &str, ops: usize) -> Value {
     use cryptoki::mechanism::Mechanism;
     use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-    use cryptoki::object::ObjectClass;
     use cryptoki::session::UserType;
-    use notary::hsm::{auth_pin, find_token, keys::find_one, load_module};
+    use notary::hsm::{KeyRole, auth_pin, find_token, keys::find_key, load_module};
 
     let pkcs11 = load_module(&loaded.resolve(&loaded.hsm.module)).expect("module");
     let slot = find_token(&pkcs11, &loaded.hsm.token_label()).expect("token");
     let session = pkcs11.open_rw_session(slot).expect("session");
     let pin = auth_pin(&loaded.hsm_pin().expect("PIN"));
     session.login(UserType::User, Some(&pin)).expect("login");
-    let key = find_one(&session, ObjectClass::PRIVATE_KEY, label).expect("signing key");
-    let hmac = find_one(
-        &session,
-        ObjectClass::SECRET_KEY,
-        &loaded.hsm.hashing_key_label(),
-    )
-    .expect("hashing key");
+    let key = find_key(&session, KeyRole::Signing, label).expect("signing key");
+    let hmac =
+        find_key(&session, KeyRole::Hashing, &loaded.hsm.hashing_key_label()).expect("hashing key");
     let message = vec![7u8; 200];
     let digest = vec![7u8; 32];
     let start = Instant::now();

@@ -256,6 +256,14 @@ pub enum AuditError {
     /// The verifier key is unusable.
     #[error("{0}")]
     Key(String),
+    /// An export file line is not what `notary audit export` writes.
+    #[error("line {line}: {reason}")]
+    Export {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Verifies a signed checkpoint note against `verifier`.
@@ -344,7 +352,7 @@ pub fn verify(
     whole_chain: bool,
 ) -> Result<ChainReport, AuditError> {
     let first = entries.first().map_or(0, |e| e.seq);
-    if whole_chain && first > 1 {
+    if whole_chain && !entries.is_empty() && first != 1 {
         return Err(AuditError::Entry {
             seq: first,
             reason: "the chain does not start at entry 1: earlier entries were removed".into(),
@@ -361,11 +369,13 @@ pub fn verify(
                 ));
             }
             None => {}
-            Some((seq, _)) if e.seq != seq + 1 => {
-                return Err(fail(format!(
-                    "expected entry {} next: entries are missing or reordered",
-                    seq + 1
-                )));
+            Some((seq, _)) if Some(e.seq) != seq.checked_add(1) => {
+                return Err(fail(match seq.checked_add(1) {
+                    Some(next) => {
+                        format!("expected entry {next} next: entries are missing or reordered")
+                    }
+                    None => "an entry follows the largest possible sequence number".into(),
+                }));
             }
             Some((_, hash)) if e.prev_hash != hash.as_slice() => {
                 return Err(fail(
@@ -403,7 +413,13 @@ pub fn verify(
                 });
             }
             // Before the start of a partial export: nothing to compare.
-            None => {}
+            None if !whole_chain && cp.size < first => {}
+            None => {
+                return Err(AuditError::Checkpoint {
+                    size: cp.size,
+                    reason: "the chain has no entry at this size".into(),
+                });
+            }
         }
     }
     Ok(ChainReport {

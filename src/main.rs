@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, the whole cause chain, no backtrace.
             eprintln!("notary: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(notary::cli::exit_status(&e))
         }
     }
 }

@@ -22,6 +22,9 @@ pub const DB_SECONDS: &str = "notary_db_operation_seconds";
 pub const DB_BATCH_SIZE: &str = "notary_db_group_commit_writes";
 /// Requests being handled now.
 pub const IN_FLIGHT: &str = "notary_http_requests_in_flight";
+/// Audit checkpoints refused because the stored log no longer extends the
+/// last signed checkpoint (history rewritten or removed): alert on any.
+pub const AUDIT_CHECKPOINTS_REFUSED: &str = "notary_audit_checkpoints_refused_total";
 /// Constant 1, labelled with the version.
 pub const BUILD_INFO: &str = "notary_build_info";
 

@@ -4,16 +4,15 @@
 //! (a public key): an auditor can run them without the HSM, and `verify`
 //! also checks an export file offline.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use serde::{Deserialize, Serialize};
 
 use crate::audit::NoteVerifier;
 use crate::config::Config;
-use crate::issuance::audit_log::{all_entries, verify_records};
+use crate::issuance::audit_log::{ExportLine, all_entries, hex, parse_export, verify_records};
 use crate::store::{AuditRecord, Store};
 
 /// Audit log commands.
@@ -46,38 +45,6 @@ pub enum AuditCommand {
     Checkpoint,
 }
 
-/// One line of an export.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum ExportLine {
-    Entry {
-        seq: i64,
-        at: i64,
-        event: String,
-        subject: Option<String>,
-        details: String,
-        prev_hash: String,
-        hash: String,
-    },
-    Checkpoint {
-        note: String,
-    },
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        anyhow::bail!("odd-length hex");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("invalid hex"))
-        .collect()
-}
-
 fn parse_time(s: &str) -> anyhow::Result<i64> {
     if let Ok(secs) = s.parse() {
         return Ok(secs);
@@ -98,10 +65,11 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|f| config.resolve(f));
             let before = notary.store().list_checkpoints().await?.len();
-            super::serve::write_checkpoint(&notary, sink.as_deref()).await;
+            let written = super::serve::write_checkpoint(&notary, sink.as_deref()).await;
             let after = notary.store().list_checkpoints().await?;
             notary.store().close().await;
             notary.hsm().close();
+            written?;
             match after.last() {
                 Some(c) if after.len() > before => println!("checkpoint signed at size {}", c.size),
                 Some(c) => println!("the head (size {}) is already checkpointed", c.size),
@@ -196,42 +164,6 @@ pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
 
 fn read_export(path: &std::path::Path) -> anyhow::Result<(Vec<AuditRecord>, Vec<String>)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut entries = Vec::new();
-    let mut checkpoints = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: ExportLine = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "{} line {}: not an audit export line",
-                path.display(),
-                n + 1
-            )
-        })?;
-        match parsed {
-            ExportLine::Entry {
-                seq,
-                at,
-                event,
-                subject,
-                details,
-                prev_hash,
-                hash,
-            } => {
-                entries.push(AuditRecord {
-                    seq,
-                    at,
-                    event,
-                    subject,
-                    details,
-                    prev_hash: unhex(&prev_hash)?,
-                    hash: unhex(&hash)?,
-                });
-            }
-            ExportLine::Checkpoint { note } => checkpoints.push(note),
-        }
-    }
-    Ok((entries, checkpoints))
+    parse_export(std::io::BufReader::new(file))
+        .with_context(|| format!("reading {}", path.display()))
 }

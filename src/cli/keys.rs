@@ -135,6 +135,10 @@ fn print_report(report: &crate::issuance::keys::CustodyReport) {
             println!("  public key SHA-256     {sha}");
         }
         println!(
+            "  key type and size      {}",
+            c.key.as_deref().unwrap_or("(not returned by the token)")
+        );
+        println!(
             "  CKA_KEY_GEN_MECHANISM  {}",
             c.key_gen_mechanism
                 .as_deref()

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::hsm::{Hsm, HsmSettings, KeyRole};
+use crate::hsm::{Hsm, HsmError, HsmSettings, KeyRole};
 use crate::issuance::{Notary, Policy};
 use crate::store::Store;
 
@@ -87,7 +87,9 @@ ENVIRONMENT
     CREDENTIALS_DIRECTORY  set by systemd; holds the PIN credential
 
 EXIT STATUS
-    0 on success; 1 with a one-line message on any error.
+    0 on success; 78 when the HSM refused the PIN (the PIN is never
+    presented again: fix the PIN source, then start again); 1 with a
+    one-line message on any other error.
 
 EXAMPLES
     notary init --dir ./dev                   a complete development set-up
@@ -98,6 +100,20 @@ EXAMPLES
     notary probe --url https://notary.example.org --admin-key-file key
 
 See /usr/share/doc/notary/ (README.md, docs/) for the full documentation.";
+
+/// Exit status when the HSM refused the PIN: `EX_CONFIG` of sysexits.h.
+/// `systemd/notary.service` lists it in `RestartPreventExitStatus=`, so a
+/// wrong PIN is presented once, not once per restart until a real HSM
+/// locks the user.
+pub const EXIT_PIN_REFUSED: u8 = 78;
+
+/// The process exit status for an error `run` returned.
+pub fn exit_status(error: &anyhow::Error) -> u8 {
+    let refused = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<HsmError>(), Some(HsmError::Auth(_))));
+    if refused { EXIT_PIN_REFUSED } else { 1 }
+}
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

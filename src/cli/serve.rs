@@ -9,6 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditEvent;
 use crate::config::Config;
+use crate::hsm::HsmError;
 use crate::http::{self, AppState};
 use crate::issuance::{Notary, now};
 
@@ -102,14 +103,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
     };
-    http::server::serve(
-        listener,
-        TlsAcceptor::from(tls),
-        app,
-        limits,
-        shutdown_signal(),
-    )
-    .await;
+    let refused = hsm.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {},
+            () = refused.pin_refusal() => {
+                tracing::error!("stopping: the HSM refused the PIN");
+                crate::service::stopping();
+            },
+        }
+    };
+    http::server::serve(listener, TlsAcceptor::from(tls), app, limits, stop).await;
 
     for task in background {
         task.abort();
@@ -132,10 +136,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .checkpoint_file
         .as_ref()
         .map(|f| config.resolve(f));
-    write_checkpoint(&notary, sink.as_deref()).await;
+    let _ = write_checkpoint(&notary, sink.as_deref()).await;
     store.close().await;
     hsm.close();
     tracing::info!("notary stopped");
+    if hsm.pin_refused() {
+        // Exit status 78: systemd does not restart it (the unit's
+        // RestartPreventExitStatus=), so the PIN is not presented again.
+        return Err(anyhow::Error::new(HsmError::Auth(
+            "the token refused the PIN while serving".to_owned(),
+        )));
+    }
     Ok(())
 }
 
@@ -205,12 +216,17 @@ async fn checkpoints(notary: Notary, every_secs: u64, sink: Option<PathBuf>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        write_checkpoint(&notary, sink.as_deref()).await;
+        // Failures are logged (and alerted) inside; try again next time.
+        let _ = write_checkpoint(&notary, sink.as_deref()).await;
     }
 }
 
 /// Makes a checkpoint if the head moved, and appends it to the sink file.
-pub(super) async fn write_checkpoint(notary: &Notary, sink: Option<&std::path::Path>) {
+/// Failures are logged here; the error is returned for `audit checkpoint`.
+pub(super) async fn write_checkpoint(
+    notary: &Notary,
+    sink: Option<&std::path::Path>,
+) -> Result<(), crate::issuance::audit_log::CheckpointError> {
     match notary.checkpoint().await {
         Ok(Some(checkpoint)) => {
             tracing::info!(size = checkpoint.size, "audit checkpoint signed");
@@ -230,8 +246,12 @@ pub(super) async fn write_checkpoint(notary: &Notary, sink: Option<&std::path::P
             }
         }
         Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, "could not sign an audit checkpoint"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not sign an audit checkpoint");
+            return Err(e);
+        }
     }
+    Ok(())
 }
 
 async fn shutdown_signal() {

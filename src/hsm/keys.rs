@@ -8,7 +8,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::HsmError;
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use sha2::{Digest, Sha256};
+
+use super::{HsmError, KeyRole};
 use crate::jose::{Algorithm, PublicKey};
 
 /// DER OID 1.3.101.112 (id-Ed25519), the `CKA_EC_PARAMS` of an Ed25519 key.
@@ -81,26 +84,50 @@ pub fn generate_hashing_key(session: &Session, label: &str, id: &[u8]) -> Result
     Ok(())
 }
 
-/// Finds exactly one object of `class` labelled `label`.
-pub fn find_one(
-    session: &Session,
-    class: ObjectClass,
-    label: &str,
-) -> Result<ObjectHandle, HsmError> {
-    let found = session
-        .find_objects(&[
-            Attribute::Class(class),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(|e| HsmError::from_pkcs11("finding a key", e))?;
+/// The key types a role's key may have, and the object class it is.
+fn kinds(role: KeyRole) -> (ObjectClass, &'static [KeyType]) {
+    match role {
+        KeyRole::Hashing => (
+            ObjectClass::SECRET_KEY,
+            &[KeyType::GENERIC_SECRET, KeyType::SHA256_HMAC],
+        ),
+        KeyRole::Signing => (
+            ObjectClass::PRIVATE_KEY,
+            &[KeyType::EC_EDWARDS, KeyType::EC],
+        ),
+        KeyRole::Audit => (ObjectClass::PRIVATE_KEY, &[KeyType::EC_EDWARDS]),
+    }
+}
+
+/// Finds the one secret or private key of `role` labelled `label`.
+///
+/// The template names the class, the key type, the label and
+/// `CKA_PRIVATE=true`: anyone may create public objects on a token without
+/// logging in, so an object that is not private is never a notary key, and
+/// one planted with a key's label must not make the lookup ambiguous.
+pub fn find_key(session: &Session, role: KeyRole, label: &str) -> Result<ObjectHandle, HsmError> {
+    let (class, key_types) = kinds(role);
+    let mut found = Vec::new();
+    for key_type in key_types {
+        found.extend(
+            session
+                .find_objects(&[
+                    Attribute::Class(class),
+                    Attribute::KeyType(*key_type),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Private(true),
+                ])
+                .map_err(|e| HsmError::from_pkcs11("finding a key", e))?,
+        );
+    }
     match found.as_slice() {
         [one] => Ok(*one),
         [] => Err(HsmError::KeyNotFound(format!(
-            "no {} labelled {label:?} on the token",
+            "no private {} labelled {label:?} on the token",
             class_name(class)
         ))),
         _ => Err(HsmError::KeyNotFound(format!(
-            "{} objects of class {} labelled {label:?}: labels must be unique",
+            "{} private objects of class {} labelled {label:?}: labels must be unique",
             found.len(),
             class_name(class)
         ))),
@@ -117,9 +144,82 @@ fn class_name(class: ObjectClass) -> &'static str {
     }
 }
 
-/// Reads the public half of the signing key labelled `label`.
-pub fn read_public_key(session: &Session, label: &str) -> Result<PublicKey, HsmError> {
-    let handle = find_one(session, ObjectClass::PUBLIC_KEY, label)?;
+/// Reads the public half of the key pair of `role` labelled `label`.
+///
+/// Public key objects are public: anyone can plant one with the same label
+/// without logging in. When more than one distinct key carries the label,
+/// the one that verifies a signature made by the private key (found with
+/// `CKA_PRIVATE=true`) is the key pair's.
+pub fn read_public_key(
+    session: &Session,
+    role: KeyRole,
+    label: &str,
+) -> Result<PublicKey, HsmError> {
+    let (_, key_types) = kinds(role);
+    let mut candidates: Vec<PublicKey> = Vec::new();
+    for key_type in key_types {
+        let handles = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(*key_type),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(|e| HsmError::from_pkcs11("finding a public key", e))?;
+        for handle in handles {
+            // A planted object that does not parse is simply not a candidate.
+            if let Ok(key) = public_key_of(session, handle, label) {
+                if !candidates.contains(&key) {
+                    candidates.push(key);
+                }
+            }
+        }
+    }
+    if candidates.len() > 1 {
+        let private = find_key(session, role, label)?;
+        candidates.retain(|key| pairs_with(session, private, key));
+    }
+    match candidates.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(HsmError::KeyNotFound(format!(
+            "no usable public key labelled {label:?} on the token"
+        ))),
+        _ => Err(HsmError::KeyNotFound(format!(
+            "{} public keys labelled {label:?} match its private key",
+            candidates.len()
+        ))),
+    }
+}
+
+/// Whether `public` verifies a signature made now by `private`.
+fn pairs_with(session: &Session, private: ObjectHandle, public: &PublicKey) -> bool {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+    const CHALLENGE: &[u8] = b"notary/key-pair-check";
+    let signed = match public.algorithm() {
+        Algorithm::EdDSA => session.sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            private,
+            CHALLENGE,
+        ),
+        Algorithm::ES256 => session.sign(&Mechanism::Ecdsa, private, &Sha256::digest(CHALLENGE)),
+    };
+    let Ok(signature) = signed else {
+        return false;
+    };
+    let raw = public.raw_bytes();
+    let verified = match public.algorithm() {
+        Algorithm::EdDSA => UnparsedPublicKey::new(&ED25519, &raw).verify(CHALLENGE, &signature),
+        Algorithm::ES256 => {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &raw).verify(CHALLENGE, &signature)
+        }
+    };
+    verified.is_ok()
+}
+
+fn public_key_of(
+    session: &Session,
+    handle: ObjectHandle,
+    label: &str,
+) -> Result<PublicKey, HsmError> {
     let attrs = session
         .get_attributes(handle, &[AttributeType::KeyType, AttributeType::EcPoint])
         .map_err(|e| HsmError::from_pkcs11("reading the public key", e))?;
@@ -173,14 +273,24 @@ pub struct Custody {
     pub id: Option<String>,
     /// `CKA_KEY_GEN_MECHANISM`, e.g. `CKM_EC_EDWARDS_KEY_PAIR_GEN`.
     pub key_gen_mechanism: Option<String>,
+    /// Key type and size as read from the token, e.g. `HMAC 256-bit`,
+    /// `Ed25519`, `P-256`; `None` if the token would not say.
+    pub key: Option<String>,
+    /// Why the key type or size does not fit the key's role, if it does not.
+    #[serde(skip)]
+    key_problem: Option<String>,
     /// Boolean attributes, the custody rule's first.
     pub attributes: Vec<CustodyAttribute>,
 }
 
 impl Custody {
-    /// The first attribute that breaks the custody rule (made on the token,
-    /// never extractable, always sensitive), described for an operator.
+    /// The first thing that breaks the custody rule (made on the token,
+    /// never extractable, always sensitive, usable for its one purpose only,
+    /// of the right type and size), described for an operator.
     pub fn violation(&self) -> Option<String> {
+        if let Some(problem) = &self.key_problem {
+            return Some(format!("key {:?}: {problem}", self.label));
+        }
         for attr in &self.attributes {
             let Some(required) = attr.required else {
                 continue;
@@ -206,20 +316,22 @@ impl Custody {
 
     /// A one-line summary for logs and `check`.
     pub fn summary(&self) -> String {
-        self.attributes
-            .iter()
-            .map(|a| match a.value {
+        let key = format!("key={}", self.key.as_deref().unwrap_or("unavailable"));
+        std::iter::once(key)
+            .chain(self.attributes.iter().map(|a| match a.value {
                 Some(v) => format!("{}={v}", a.name),
                 None => format!("{}=unavailable", a.name),
-            })
+            }))
             .collect::<Vec<_>>()
             .join(" ")
     }
 }
 
 /// Boolean attributes read for a custody report: name, type, value the
-/// custody rule requires (if any).
-const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 7] = [
+/// custody rule requires (if any). A notary key signs (or MACs) and does
+/// nothing else: a key that may also derive, decrypt or unwrap could be used
+/// to move secrets in or out of the token.
+const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 10] = [
     ("CKA_LOCAL", AttributeType::Local, Some(true)),
     (
         "CKA_NEVER_EXTRACTABLE",
@@ -234,8 +346,21 @@ const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 7] = [
     ("CKA_EXTRACTABLE", AttributeType::Extractable, Some(false)),
     ("CKA_SENSITIVE", AttributeType::Sensitive, Some(true)),
     ("CKA_PRIVATE", AttributeType::Private, Some(true)),
+    ("CKA_DERIVE", AttributeType::Derive, Some(false)),
+    ("CKA_DECRYPT", AttributeType::Decrypt, Some(false)),
+    ("CKA_UNWRAP", AttributeType::Unwrap, Some(false)),
     ("CKA_MODIFIABLE", AttributeType::Modifiable, None),
 ];
+
+/// Attributes only secret keys have (a private key cannot encrypt or wrap).
+const SECRET_KEY_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 2] = [
+    ("CKA_ENCRYPT", AttributeType::Encrypt, Some(false)),
+    ("CKA_WRAP", AttributeType::Wrap, Some(false)),
+];
+
+/// The shortest HMAC key accepted, in bytes (256 bits, the output size of
+/// HMAC-SHA256).
+const MIN_HMAC_KEY_BYTES: usize = 32;
 
 fn boolean_of(attrs: &[Attribute], wanted: AttributeType) -> Option<bool> {
     attrs.iter().find_map(|a| match (wanted, a) {
@@ -245,21 +370,110 @@ fn boolean_of(attrs: &[Attribute], wanted: AttributeType) -> Option<bool> {
         | (AttributeType::Extractable, Attribute::Extractable(v))
         | (AttributeType::Sensitive, Attribute::Sensitive(v))
         | (AttributeType::Private, Attribute::Private(v))
+        | (AttributeType::Derive, Attribute::Derive(v))
+        | (AttributeType::Decrypt, Attribute::Decrypt(v))
+        | (AttributeType::Unwrap, Attribute::Unwrap(v))
+        | (AttributeType::Encrypt, Attribute::Encrypt(v))
+        | (AttributeType::Wrap, Attribute::Wrap(v))
         | (AttributeType::Modifiable, Attribute::Modifiable(v)) => Some(*v),
         _ => None,
     })
 }
 
-/// Reads the custody evidence of `handle`, reporting what the token omits
-/// instead of assuming it (`get_attributes` silently skips attributes the
-/// token will not return).
+/// Describes the key's type and size, and says what is wrong with it for
+/// `role`: (description, problem).
+fn key_description(attrs: &[Attribute], role: KeyRole) -> (Option<String>, Option<String>) {
+    let key_type = attrs.iter().find_map(|a| match a {
+        Attribute::KeyType(t) => Some(*t),
+        _ => None,
+    });
+    let Some(key_type) = key_type else {
+        return (
+            None,
+            Some("the token does not report CKA_KEY_TYPE".to_owned()),
+        );
+    };
+    if role == KeyRole::Hashing {
+        let bytes = attrs.iter().find_map(|a| match a {
+            Attribute::ValueLen(n) => Some(usize::from(*n)),
+            _ => None,
+        });
+        if key_type != KeyType::GENERIC_SECRET && key_type != KeyType::SHA256_HMAC {
+            return (
+                Some(key_type.to_string()),
+                Some(format!("{key_type} is not an HMAC key")),
+            );
+        }
+        return match bytes {
+            Some(n) if n >= MIN_HMAC_KEY_BYTES => (Some(format!("HMAC-{}", n * 8)), None),
+            Some(n) => (
+                Some(format!("HMAC-{}", n * 8)),
+                Some(format!(
+                    "an HMAC key of {} bits is too short (at least {} bits)",
+                    n * 8,
+                    MIN_HMAC_KEY_BYTES * 8
+                )),
+            ),
+            None => (
+                Some("HMAC".to_owned()),
+                Some("the token does not report CKA_VALUE_LEN".to_owned()),
+            ),
+        };
+    }
+    let params = attrs.iter().find_map(|a| match a {
+        Attribute::EcParams(p) => Some(p.as_slice()),
+        _ => None,
+    });
+    let curve = match (key_type, params) {
+        (t, Some(p)) if t == KeyType::EC_EDWARDS && is_ed25519(p) => "Ed25519",
+        (t, Some(P256_PARAMS)) if t == KeyType::EC => "P-256",
+        (t, _) => {
+            return (
+                Some(t.to_string()),
+                Some(format!("{t} is neither an Ed25519 nor a P-256 key")),
+            );
+        }
+    };
+    if role == KeyRole::Audit && curve != "Ed25519" {
+        return (
+            Some(curve.to_owned()),
+            Some("the audit key must be Ed25519".to_owned()),
+        );
+    }
+    (Some(curve.to_owned()), None)
+}
+
+/// `CKA_EC_PARAMS` of Ed25519: the OID, or the curve name some modules use.
+fn is_ed25519(params: &[u8]) -> bool {
+    const NAMED: &[u8] = b"\x13\x0cedwards25519";
+    params == ED25519_PARAMS || params == NAMED
+}
+
+/// Reads the custody evidence of `handle`, the key of `role`, reporting what
+/// the token omits instead of assuming it (`get_attributes` silently skips
+/// attributes the token will not return).
 pub fn read_custody(
     session: &Session,
     handle: ObjectHandle,
+    role: KeyRole,
     label: &str,
 ) -> Result<Custody, HsmError> {
-    let mut wanted: Vec<AttributeType> = BOOLEAN_ATTRIBUTES.iter().map(|(_, t, _)| *t).collect();
-    wanted.push(AttributeType::Id);
+    let rule: Vec<(&'static str, AttributeType, Option<bool>)> = if role == KeyRole::Hashing {
+        BOOLEAN_ATTRIBUTES
+            .iter()
+            .chain(SECRET_KEY_ATTRIBUTES.iter())
+            .copied()
+            .collect()
+    } else {
+        BOOLEAN_ATTRIBUTES.to_vec()
+    };
+    let mut wanted: Vec<AttributeType> = rule.iter().map(|(_, t, _)| *t).collect();
+    wanted.extend([AttributeType::Id, AttributeType::KeyType]);
+    wanted.push(if role == KeyRole::Hashing {
+        AttributeType::ValueLen
+    } else {
+        AttributeType::EcParams
+    });
     let attrs = session
         .get_attributes(handle, &wanted)
         .map_err(|e| HsmError::from_pkcs11("reading custody attributes", e))?;
@@ -267,6 +481,7 @@ pub fn read_custody(
         Attribute::Id(bytes) => Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
         _ => None,
     });
+    let (key, key_problem) = key_description(&attrs, role);
     // Read on its own: a key made outside the token reports
     // CK_UNAVAILABLE_INFORMATION here, which cryptoki cannot decode.
     let key_gen_mechanism = session
@@ -278,7 +493,7 @@ pub fn read_custody(
                 _ => None,
             })
         });
-    let attributes = BOOLEAN_ATTRIBUTES
+    let attributes = rule
         .iter()
         .map(|(name, t, required)| CustodyAttribute {
             name,
@@ -290,8 +505,26 @@ pub fn read_custody(
         label: label.to_owned(),
         id,
         key_gen_mechanism,
+        key,
+        key_problem,
         attributes,
     })
+}
+
+/// Finds the key of `role` labelled `label` and refuses it unless it
+/// satisfies the custody rule.
+pub fn find_custodied_key(
+    session: &Session,
+    role: KeyRole,
+    label: &str,
+) -> Result<ObjectHandle, HsmError> {
+    let handle = find_key(session, role, label)?;
+    if let Some(violation) = read_custody(session, handle, role, label)?.violation() {
+        return Err(HsmError::Unsupported(format!(
+            "refusing to use the HSM keys: {violation}"
+        )));
+    }
+    Ok(handle)
 }
 
 fn mechanism_name(m: cryptoki::mechanism::MechanismType) -> String {
@@ -308,4 +541,98 @@ fn mechanism_name(m: cryptoki::mechanism::MechanismType) -> String {
         .find(|(k, _)| *k == m)
         .map(|(_, name)| (*name).to_owned())
         .unwrap_or_else(|| m.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(values: &[(AttributeType, bool)]) -> Vec<Attribute> {
+        values
+            .iter()
+            .map(|(t, v)| match t {
+                AttributeType::Local => Attribute::Local(*v),
+                AttributeType::NeverExtractable => Attribute::NeverExtractable(*v),
+                AttributeType::AlwaysSensitive => Attribute::AlwaysSensitive(*v),
+                AttributeType::Extractable => Attribute::Extractable(*v),
+                AttributeType::Sensitive => Attribute::Sensitive(*v),
+                AttributeType::Private => Attribute::Private(*v),
+                AttributeType::Derive => Attribute::Derive(*v),
+                AttributeType::Decrypt => Attribute::Decrypt(*v),
+                AttributeType::Unwrap => Attribute::Unwrap(*v),
+                AttributeType::Encrypt => Attribute::Encrypt(*v),
+                AttributeType::Wrap => Attribute::Wrap(*v),
+                _ => Attribute::Modifiable(*v),
+            })
+            .collect()
+    }
+
+    /// The custody of an HMAC key as `read_custody` builds it from `read`.
+    fn hmac_custody(read: &[Attribute]) -> Custody {
+        let (key, key_problem) = key_description(read, KeyRole::Hashing);
+        Custody {
+            label: "k".to_owned(),
+            id: None,
+            key_gen_mechanism: None,
+            key,
+            key_problem,
+            attributes: BOOLEAN_ATTRIBUTES
+                .iter()
+                .chain(SECRET_KEY_ATTRIBUTES.iter())
+                .map(|(name, t, required)| CustodyAttribute {
+                    name,
+                    value: boolean_of(read, *t),
+                    required: *required,
+                })
+                .collect(),
+        }
+    }
+
+    fn sound_hmac(derive: bool, bytes: u64) -> Vec<Attribute> {
+        use AttributeType as T;
+        let mut read = attrs(&[
+            (T::Local, true),
+            (T::NeverExtractable, true),
+            (T::AlwaysSensitive, true),
+            (T::Extractable, false),
+            (T::Sensitive, true),
+            (T::Private, true),
+            (T::Derive, derive),
+            (T::Decrypt, false),
+            (T::Unwrap, false),
+            (T::Encrypt, false),
+            (T::Wrap, false),
+        ]);
+        read.push(Attribute::KeyType(KeyType::GENERIC_SECRET));
+        read.push(Attribute::ValueLen(bytes.into()));
+        read
+    }
+
+    #[test]
+    fn an_hmac_key_must_not_derive_and_must_have_256_bits() {
+        assert_eq!(hmac_custody(&sound_hmac(false, 32)).violation(), None);
+        assert_eq!(
+            hmac_custody(&sound_hmac(true, 32)).violation().as_deref(),
+            Some("key \"k\": CKA_DERIVE is true but must be false")
+        );
+        let short = hmac_custody(&sound_hmac(false, 16)).violation();
+        assert!(
+            short
+                .as_deref()
+                .is_some_and(|v| v.contains("128 bits is too short")),
+            "{short:?}"
+        );
+        let mut aes = sound_hmac(false, 32);
+        aes.retain(|a| !matches!(a, Attribute::KeyType(_)));
+        aes.push(Attribute::KeyType(KeyType::AES));
+        assert!(hmac_custody(&aes).violation().is_some());
+        // An attribute the token does not return breaks the rule too.
+        let mut silent = sound_hmac(false, 32);
+        silent.retain(|a| !matches!(a, Attribute::Wrap(_)));
+        assert!(
+            hmac_custody(&silent)
+                .violation()
+                .is_some_and(|v| v.contains("does not report CKA_WRAP"))
+        );
+    }
 }

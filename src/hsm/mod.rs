@@ -30,7 +30,6 @@ use zeroize::Zeroizing;
 
 use crate::jose::{Algorithm, PublicKey};
 use crate::secret::HsmPin;
-use cryptoki::object::ObjectClass;
 pub use keys::Custody;
 use pool::{KeyRef, Pool};
 
@@ -71,9 +70,11 @@ impl HsmError {
         match &err {
             CkError::LibraryLoading(_) => HsmError::Unavailable { context, detail },
             CkError::Pkcs11(rv, _) => match rv {
-                RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired => {
-                    HsmError::Auth(detail)
-                }
+                RvError::PinIncorrect
+                | RvError::PinLocked
+                | RvError::PinExpired
+                | RvError::PinInvalid
+                | RvError::PinLenRange => HsmError::Auth(detail),
                 rv if is_stale(rv) => HsmError::Unavailable { context, detail },
                 RvError::DeviceError | RvError::DeviceMemory | RvError::TokenNotRecognized => {
                     HsmError::Unavailable { context, detail }
@@ -237,7 +238,7 @@ impl Hsm {
             model: info.model().trim_end().to_owned(),
             serial: info.serial_number().trim_end().to_owned(),
         };
-        let pool = Pool::open(pkcs11, slot, auth_pin(pin), settings)?;
+        let pool = Pool::open(pkcs11, slot, auth_pin(pin), &token.serial, settings)?;
         Ok(Hsm {
             inner: Arc::new(pool),
             token: Arc::new(token),
@@ -268,7 +269,7 @@ impl Hsm {
     pub async fn signing_key(&self, label: &str) -> Result<SigningKeyInfo, HsmError> {
         let label = label.to_owned();
         self.with_keeper("reading a public key", move |_, s| {
-            let public_key = keys::read_public_key(s, &label)?;
+            let public_key = keys::read_public_key(s, KeyRole::Signing, &label)?;
             Ok(SigningKeyInfo {
                 kid: public_key.thumbprint(),
                 label,
@@ -281,7 +282,7 @@ impl Hsm {
     /// The audit key's public half.
     pub async fn audit_public_key(&self) -> Result<PublicKey, HsmError> {
         self.with_keeper("reading the audit public key", |pool, s| {
-            keys::read_public_key(s, pool.fixed_labels().1)
+            keys::read_public_key(s, KeyRole::Audit, pool.fixed_labels().1)
         })
         .await
     }
@@ -296,7 +297,7 @@ impl Hsm {
         let label = label.to_owned();
         self.with_keeper("generating a signing key", move |_, s| {
             keys::generate_signing_key(s, alg, &label, &id)?;
-            let public_key = keys::read_public_key(s, &label)?;
+            let public_key = keys::read_public_key(s, KeyRole::Signing, &label)?;
             Ok(SigningKeyInfo {
                 kid: public_key.thumbprint(),
                 label,
@@ -311,13 +312,13 @@ impl Hsm {
         let label = label.map(str::to_owned);
         self.with_keeper("reading custody attributes", move |pool, s| {
             let (hashing, audit) = pool.fixed_labels();
-            let (class, label) = match role {
-                KeyRole::Hashing => (ObjectClass::SECRET_KEY, hashing.to_owned()),
-                KeyRole::Audit => (ObjectClass::PRIVATE_KEY, audit.to_owned()),
-                KeyRole::Signing => (ObjectClass::PRIVATE_KEY, label.unwrap_or_default()),
+            let label = match role {
+                KeyRole::Hashing => hashing.to_owned(),
+                KeyRole::Audit => audit.to_owned(),
+                KeyRole::Signing => label.unwrap_or_default(),
             };
-            let handle = keys::find_one(s, class, &label)?;
-            keys::read_custody(s, handle, &label)
+            let handle = keys::find_key(s, role, &label)?;
+            keys::read_custody(s, handle, role, &label)
         })
         .await
     }
@@ -397,6 +398,17 @@ impl Hsm {
                     .map(|_| ())
             })
             .await
+    }
+
+    /// Whether the token refused the PIN. The process never presents it
+    /// again; `serve` stops with exit status 78 so systemd does not restart it.
+    pub fn pin_refused(&self) -> bool {
+        self.inner.pin_refused()
+    }
+
+    /// Returns once the token has refused the PIN.
+    pub async fn pin_refusal(&self) {
+        self.inner.refusal().await;
     }
 
     /// Logs out and finalises the module, for every clone. Call at shutdown.

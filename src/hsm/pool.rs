@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::object::{ObjectClass, ObjectHandle};
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use tokio::sync::Semaphore;
 
 use super::workers::Workers;
-use super::{HsmError, HsmSettings, find_token, is_stale_error, keys, load_module};
+use super::{HsmError, HsmSettings, KeyRole, find_token, is_stale_error, keys, load_module};
 
 /// Which key an operation needs.
 #[derive(Debug, Clone)]
@@ -59,10 +59,15 @@ pub(super) struct Pool {
     workers: Workers,
     max_idle: usize,
     closed: AtomicBool,
-    /// Set when the token refused the PIN during a recovery: logging in
-    /// again with the same PIN could lock the user on a real HSM, so no
-    /// further attempt is made until the process restarts.
+    /// Set when the token refused the PIN: logging in again with the same
+    /// PIN could lock the user on a real HSM, so no further attempt is made
+    /// by this process, on any path.
     pin_refused: AtomicBool,
+    /// Woken once when the PIN is refused, so `serve` can stop.
+    refused: tokio::sync::Notify,
+    /// `CK_TOKEN_INFO.serialNumber` at start-up: after a recovery the slot
+    /// must hold this very token, not another one with the same label.
+    serial: String,
     /// Longest wait for one operation, queueing for a session included.
     op_timeout: std::time::Duration,
 }
@@ -78,8 +83,10 @@ impl Pool {
         pkcs11: Pkcs11,
         slot: Slot,
         pin: AuthPin,
+        serial: &str,
         settings: &HsmSettings,
     ) -> Result<Self, HsmError> {
+        // A refusal here ends the process (exit status 78): one attempt.
         let keeper = login(&pkcs11, slot, &pin)?;
         let (hashing, audit) = find_fixed(&keeper, &settings.hashing_key, &settings.audit_key)?;
         let sessions = settings.sessions.max(1);
@@ -109,7 +116,62 @@ impl Pool {
             max_idle: sessions,
             closed: AtomicBool::new(false),
             pin_refused: AtomicBool::new(false),
+            refused: tokio::sync::Notify::new(),
+            serial: serial.to_owned(),
         })
+    }
+
+    /// Whether the token refused the PIN (this process will not log in again).
+    pub(super) fn pin_refused(&self) -> bool {
+        self.pin_refused.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the token has refused the PIN.
+    pub(super) async fn refusal(&self) {
+        if !self.pin_refused() {
+            self.refused.notified().await;
+        }
+    }
+
+    /// Logs in, unless the token refused the PIN before: then it fails
+    /// at once without presenting the PIN again. A refusal is remembered.
+    /// The slot must still hold the token notary started with (same
+    /// serial), so the PIN is never presented to another token.
+    fn log_in(&self, pkcs11: &Pkcs11, slot: Slot) -> Result<Session, HsmError> {
+        if self.pin_refused() {
+            return Err(refused_earlier());
+        }
+        let serial = pkcs11
+            .get_token_info(slot)
+            .map_err(|e| HsmError::from_pkcs11("reading token info", e))?
+            .serial_number()
+            .trim_end()
+            .to_owned();
+        if serial != self.serial {
+            tracing::error!(
+                expected = %self.serial,
+                found = %serial,
+                "the slot holds another token than the one notary started with; not logging in"
+            );
+            return Err(HsmError::Unavailable {
+                context: "checking the token's identity",
+                detail: format!(
+                    "the token's serial is {serial:?}, not {:?} as at start-up",
+                    self.serial
+                ),
+            });
+        }
+        match login(pkcs11, slot, &self.pin) {
+            Err(HsmError::Auth(e)) => {
+                self.pin_refused.store(true, Ordering::SeqCst);
+                self.refused.notify_one();
+                tracing::error!(
+                    "the token refused the PIN; no further login attempts by this process"
+                );
+                Err(HsmError::Auth(e))
+            }
+            other => other,
+        }
     }
 
     /// Runs `op` with the keeper session (start-up, key management and
@@ -274,7 +336,9 @@ impl Pool {
                 if let Some(handle) = state.signing.get(label) {
                     return Ok(*handle);
                 }
-                let handle = keys::find_one(session, ObjectClass::PRIVATE_KEY, label)
+                // First use since start-up or a recovery: the custody rule
+                // is checked again before the key signs anything.
+                let handle = keys::find_custodied_key(session, KeyRole::Signing, label)
                     .map_err(Failure::from_hsm)?;
                 state.signing.insert(label.clone(), handle);
                 Ok(handle)
@@ -309,10 +373,8 @@ impl Pool {
                 detail: "the HSM connection is closed".to_owned(),
             });
         }
-        if self.pin_refused.load(Ordering::SeqCst) {
-            return Err(HsmError::Auth(
-                "the token refused the PIN earlier; fix the PIN source and restart".to_owned(),
-            ));
+        if self.pin_refused() {
+            return Err(refused_earlier());
         }
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut state = lock(&self.state);
@@ -322,19 +384,15 @@ impl Pool {
         lock(&self.idle).clear();
         state.keeper = None;
         state.signing.clear();
-        let relogin = login(&state.pkcs11, state.slot, &self.pin).and_then(|keeper| {
+        // Both paths check the token's serial before logging in, and the
+        // custody of the fixed keys after (signing keys: on first use).
+        let relogin = self.log_in(&state.pkcs11, state.slot).and_then(|keeper| {
             let fixed = find_fixed(&keeper, &self.hashing_label, &self.audit_label)?;
             Ok((keeper, fixed))
         });
         let (keeper, (hashing, audit)) = match relogin {
             Ok(found) => found,
-            Err(HsmError::Auth(e)) => {
-                self.pin_refused.store(true, Ordering::SeqCst);
-                tracing::error!(
-                    "the token refused the PIN; no further login attempts until restart"
-                );
-                return Err(HsmError::Auth(e));
-            }
+            Err(e @ HsmError::Auth(_)) => return Err(e),
             Err(first) => {
                 tracing::warn!(error = %first, "logging in again failed; re-initialising the PKCS#11 module");
                 if let Err(e) = state.pkcs11.clone().finalize() {
@@ -344,7 +402,7 @@ impl Pool {
                 let slot = find_token(&pkcs11, &self.token_label)?;
                 state.pkcs11 = pkcs11;
                 state.slot = slot;
-                let keeper = login(&state.pkcs11, slot, &self.pin)?;
+                let keeper = self.log_in(&state.pkcs11, slot)?;
                 let fixed = find_fixed(&keeper, &self.hashing_label, &self.audit_label)?;
                 (keeper, fixed)
             }
@@ -408,8 +466,10 @@ impl From<(CkError, &'static str)> for Failure {
 }
 
 /// Opens a read-write session and logs the user in. A token that says the
-/// user is already logged in (another session did it) is fine.
-pub(super) fn login(pkcs11: &Pkcs11, slot: Slot, pin: &AuthPin) -> Result<Session, HsmError> {
+/// user is already logged in (another session did it) is fine. Only
+/// `Pool::open` (once) and `Pool::log_in` call it.
+fn login(pkcs11: &Pkcs11, slot: Slot, pin: &AuthPin) -> Result<Session, HsmError> {
+    tracing::info!("logging in to the HSM token");
     let session = pkcs11
         .open_rw_session(slot)
         .map_err(|e| HsmError::from_pkcs11("opening a session", e))?;
@@ -425,7 +485,11 @@ fn find_fixed(
     audit_label: &str,
 ) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
     Ok((
-        keys::find_one(session, ObjectClass::SECRET_KEY, hashing_label)?,
-        keys::find_one(session, ObjectClass::PRIVATE_KEY, audit_label)?,
+        keys::find_custodied_key(session, KeyRole::Hashing, hashing_label)?,
+        keys::find_custodied_key(session, KeyRole::Audit, audit_label)?,
     ))
+}
+
+fn refused_earlier() -> HsmError {
+    HsmError::Auth("the token refused the PIN earlier; fix the PIN source and restart".to_owned())
 }

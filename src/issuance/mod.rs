@@ -122,6 +122,9 @@ pub struct Notary {
     keys: keys::SharedKeyRing,
     nonces: std::sync::Arc<proofs::NonceCache>,
     revocations: std::sync::Arc<redeem::RevocationsInFlight>,
+    /// The largest checkpoint this process signed or verified: a new one
+    /// must extend it even if checkpoint rows vanish from the database.
+    last_checkpoint: audit_log::LastCheckpoint,
 }
 
 impl Notary {
@@ -136,6 +139,7 @@ impl Notary {
             keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
             nonces: std::sync::Arc::default(),
             revocations: std::sync::Arc::default(),
+            last_checkpoint: audit_log::LastCheckpoint::default(),
         })
     }
 

@@ -250,3 +250,119 @@ async fn exports_verify_offline_and_edits_to_them_are_detected() {
     let (ok, out) = verify(&app.config_path(), &["--export", edited.to_str().unwrap()]);
     assert!(!ok && out.contains("does not match its hash"), "{out}");
 }
+
+/// Someone with write access to the database rewrites an entry that a
+/// signed checkpoint covers and recomputes every hash after it, so the
+/// chain itself is consistent again. The server must not sign a checkpoint
+/// over the rewritten history: it refuses, logs an alert and counts it; so
+/// does `notary audit checkpoint`.
+#[tokio::test]
+async fn a_rewritten_history_is_never_signed() {
+    let app = app::builder()
+        .set("audit", "checkpoint_interval_secs", 1)
+        .start()
+        .await;
+    app.create_offer(json!({"credentials": ["UniversityDegree_jwt"]}))
+        .await;
+    let count = || async {
+        app::db_text(
+            &app.config_path(),
+            "SELECT CAST(COUNT(*) AS TEXT) FROM audit_checkpoints",
+        )
+        .await
+    };
+    let mut signed = String::new();
+    for _ in 0..50 {
+        signed = count().await;
+        if signed != "0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(signed, "0", "a checkpoint was signed: {}", app.log());
+
+    rewrite_entry(&app, 2).await;
+    app.create_offer(json!({"credentials": ["UniversityDegree_jwt"]}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(count().await, signed, "no checkpoint over the rewrite");
+    let log = app.log();
+    assert!(
+        log.contains("ALERT: the audit log no longer extends its last signed checkpoint"),
+        "{log}"
+    );
+    let metrics = reqwest::get(&app.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("notary_audit_checkpoints_refused_total "))
+        .unwrap_or_else(|| panic!("no refusal metric: {metrics}"));
+    assert!(refused.parse::<f64>().unwrap() >= 1.0, "{refused}");
+
+    let out = app.cli(&["audit", "checkpoint"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refusing to sign an audit checkpoint")
+            && err.contains("no longer reproduces the hash signed"),
+        "{err}"
+    );
+    assert_eq!(count().await, signed);
+}
+
+/// Changes entry `seq`'s details and recomputes the hash chain from it.
+async fn rewrite_entry(app: &TestApp, seq: i64) {
+    let out = app.cli(&["audit", "export"]);
+    assert!(out.status.success());
+    let postgres = !app::database_url(&app.config_path()).starts_with("sqlite:");
+    let blob = |bytes: &[u8]| {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        if postgres {
+            format!("decode('{hex}', 'hex')")
+        } else {
+            format!("X'{hex}'")
+        }
+    };
+    let mut prev: Option<Vec<u8>> = None;
+    let mut statements = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["type"] != "entry" || e["seq"].as_i64().unwrap() < seq {
+            continue;
+        }
+        let n = e["seq"].as_i64().unwrap();
+        let details = if n == seq {
+            "{\"rewritten\":true}".to_owned()
+        } else {
+            e["details"].as_str().unwrap().to_owned()
+        };
+        let prev_hash = prev.clone().unwrap_or_else(|| {
+            let hex = e["prev_hash"].as_str().unwrap();
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        });
+        let hash = notary::audit::chain_hash(
+            &prev_hash,
+            n,
+            e["at"].as_i64().unwrap(),
+            e["event"].as_str().unwrap(),
+            e["subject"].as_str(),
+            &details,
+        );
+        statements.push(format!(
+            "UPDATE audit_log SET details = '{}', prev_hash = {}, hash = {} WHERE seq = {n}",
+            details.replace('\'', "''"),
+            blob(&prev_hash),
+            blob(&hash)
+        ));
+        prev = Some(hash.to_vec());
+    }
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    app.sql(&statements).await;
+}

@@ -92,6 +92,44 @@ async fn serve_refuses_a_wrong_pin_with_a_clear_message() {
     );
 }
 
+/// A refused PIN is presented once: `serve` and `check` exit with status 78
+/// (`RestartPreventExitStatus=78` in the unit), so systemd does not restart
+/// the service into another login that would bring a real HSM closer to
+/// locking its user. SoftHSM has no lockout: the log counts the attempts.
+#[tokio::test]
+async fn a_refused_pin_is_presented_once_and_exits_with_status_78() {
+    let mut app = app::builder().start().await;
+    app.stop();
+    std::fs::write(app.home.join("hsm/user-pin"), "not-the-pin\n").unwrap();
+    for command in ["serve", "check"] {
+        let out = std::process::Command::new(app::BIN)
+            .args([command, "--config", app.config_path().to_str().unwrap()])
+            .env("NOTARY_LOG", "info")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{command}: {err}");
+        assert_eq!(
+            err.matches("logging in to the HSM token").count(),
+            1,
+            "{command} presented the PIN exactly once: {err}"
+        );
+        assert!(err.contains("login refused"), "{err}");
+        assert!(
+            !err.contains("not-the-pin"),
+            "the PIN is never echoed: {err}"
+        );
+    }
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/notary.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.lines().any(|l| l == "RestartPreventExitStatus=78"),
+        "systemd must not restart after a refused PIN"
+    );
+}
+
 /// A key imported into the token (made outside it, so `CKA_LOCAL` is false)
 /// is refused by `check` and `serve`, naming the attribute.
 #[tokio::test]
@@ -162,9 +200,9 @@ async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
             "-c",
             "m=/usr/lib/softhsm/libsofthsm2.so; pin=$(cat \"$PIN_FILE\")
              pkcs11-tool --module $m --token-label notary --login --pin \"$pin\" \
-               --keypairgen --key-type EC:prime256v1 --label weak-gen --id 77 --extractable >/dev/null
+               --keypairgen --key-type EC:prime256v1 --label weak-gen --id 77 --extractable --private >/dev/null
              pkcs11-tool --module $m --token-label notary --login --pin \"$pin\" \
-               --keygen --key-type GENERIC:32 --label weak-hmac --id 78 --extractable >/dev/null",
+               --keygen --key-type GENERIC:32 --label weak-hmac --id 78 --extractable --private >/dev/null",
         ])
         .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
         .env("PIN_FILE", app.home.join("hsm/user-pin"))
@@ -453,4 +491,64 @@ fn init_refuses_an_existing_dir_open_to_others() {
     let out = notary_with_umask_022(&args).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_private(&home);
+}
+
+/// The custody rule covers what a key may do, not only how it was made: a
+/// key that may also derive, decrypt or unwrap could move secrets in or out
+/// of the token. Keys made with `pkcs11-tool` that are otherwise sound
+/// (generated on the token, sensitive, never extractable, private, may
+/// sign): an HMAC key with its broad default usage (encrypt, decrypt, wrap,
+/// unwrap; pkcs11-tool cannot allow derive on a secret key) and a signing
+/// key allowed to derive. `check` and `serve` refuse both.
+#[tokio::test]
+async fn keys_allowed_to_derive_or_decrypt_are_refused() {
+    let mut app = app::builder().start().await;
+    app.stop();
+    let out = std::process::Command::new("bash")
+        .args([
+            "-euo",
+            "pipefail",
+            "-c",
+            "m=/usr/lib/softhsm/libsofthsm2.so; pin=$(cat \"$PIN_FILE\")
+             pkcs11-tool --module $m --token-label notary --login --pin \"$pin\" --keygen \
+               --key-type GENERIC:32 --label broad-hmac --sensitive --private --usage-sign \
+               --usage-derive >/dev/null
+             pkcs11-tool --module $m --token-label notary --login --pin \"$pin\" --keypairgen \
+               --key-type EC:prime256v1 --label deriving-sig --sensitive --private --usage-sign \
+               --usage-derive >/dev/null",
+        ])
+        .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
+        .env("PIN_FILE", app.home.join("hsm/user-pin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = app.config_path();
+    let original = std::fs::read_to_string(&config).unwrap();
+    let broad = original.replace(
+        "hashing_key = \"notary-hmac-1\"",
+        "hashing_key = \"broad-hmac\"",
+    );
+    assert_ne!(broad, original);
+    std::fs::write(&config, broad).unwrap();
+    for command in ["check", "serve"] {
+        let out = run_cli(&[command, "--config", config.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{command} must refuse: {err}");
+        assert!(
+            err.contains("key \"broad-hmac\": CKA_DECRYPT is true but must be false"),
+            "{command}: {err}"
+        );
+    }
+    std::fs::write(&config, original).unwrap();
+    app.sql(&["UPDATE signing_keys SET label = 'deriving-sig' WHERE state = 'active'"])
+        .await;
+    for command in ["check", "serve"] {
+        let out = run_cli(&[command, "--config", config.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{command} must refuse: {err}");
+        assert!(
+            err.contains("key \"deriving-sig\": CKA_DERIVE is true but must be false"),
+            "{command}: {err}"
+        );
+    }
 }

@@ -310,3 +310,78 @@ async fn kids_starting_with_a_hyphen_are_taken_as_kids() {
         assert!(err.contains("kid -3xyz"), "{args:?}: {err}");
     }
 }
+
+/// Runs a shell script against the app's token (`SOFTHSM2_CONF` set, the
+/// user PIN in `$PIN_FILE`) in a scratch directory; fails the test if it fails.
+fn on_token(app: &TestApp, script: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(work.path())
+        .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
+        .env("PIN_FILE", app.home.join("hsm/user-pin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Anyone who can reach the token may create public objects on it without
+/// logging in. Objects planted with the labels of the signing, hashing and
+/// audit keys (a public key of another key pair, a public AES key, a data
+/// object) must not stop a start-up, a key reload or a checkpoint: keys are
+/// found by class, key type, label and `CKA_PRIVATE=true`, and a public key
+/// shared by a label is the one that verifies the private key's signature.
+#[tokio::test]
+async fn objects_planted_without_login_stop_neither_start_up_nor_reload() {
+    let mut app = app::builder().set("keys", "refresh_secs", 1).start().await;
+    let before = token(&app).await;
+    on_token(
+        &app,
+        "m=/usr/lib/softhsm/libsofthsm2.so
+         openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out k.pem 2>/dev/null
+         openssl pkey -in k.pem -pubout -outform DER -out pub.der
+         head -c 32 /dev/urandom > secret.bin
+         for label in notary-signing-1 notary-hmac-1 notary-audit-1; do
+           pkcs11-tool --module $m --token-label notary --write-object pub.der --type pubkey \
+             --label $label >/dev/null
+           pkcs11-tool --module $m --token-label notary --write-object secret.bin --type secrkey \
+             --key-type AES:32 --label $label >/dev/null
+           pkcs11-tool --module $m --token-label notary --write-object secret.bin --type data \
+             --label $label >/dev/null
+         done
+         test $(pkcs11-tool --module $m --token-label notary --list-objects 2>/dev/null \
+           | grep -c 'label: *notary-signing-1') -ge 3",
+    );
+
+    // Start-up: `check`, and the server itself after a restart.
+    ok(app.cli(&["check"]));
+    app.kill_and_restart().await;
+    let after = token(&app).await;
+    assert!(verifies(&app, &before).await && verifies(&app, &after).await);
+    assert_eq!(
+        decode_header(&before).unwrap().kid,
+        decode_header(&after).unwrap().kid,
+        "still the real key"
+    );
+
+    // A reload: the ring is rebuilt, the planted twin of the retiring key included.
+    let out = ok(app.cli(&["keys", "rotate", "--alg", "ES256"]));
+    let new_kid = out.split_whitespace().nth(1).unwrap().to_owned();
+    wait_for("the rotated key in the JWKS", async || {
+        kids(&app).await.contains(&new_kid)
+    })
+    .await;
+    assert!(
+        verifies(&app, &before).await,
+        "the old key is still published"
+    );
+    assert!(!app.log().contains("could not reload signing keys"));
+
+    // A checkpoint reads the audit public key.
+    let out = ok(app.cli(&["audit", "checkpoint"]));
+    assert!(out.contains("checkpoint signed"), "{out}");
+}
