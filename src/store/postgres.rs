@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::sqlite::{locked_event, pin_attempt, wrong_pin_event, wrong_pin_outcome};
+use super::sqlite::{locked_event, next_seq, pin_attempt, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
     OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
@@ -56,7 +56,7 @@ async fn append_audit(
         .await?;
     let (seq, prev_hash) = match head {
         Some(row) => (
-            row.try_get::<i64, _>("seq")? + 1,
+            next_seq(row.try_get::<i64, _>("seq")?)?,
             row.try_get::<Vec<u8>, _>("hash")?,
         ),
         None => (1, audit::GENESIS.to_vec()),

@@ -268,7 +268,7 @@ pub(super) async fn append_audit_entries(
     };
     let mut rows = Vec::with_capacity(events.len());
     for (at, event) in events {
-        seq += 1;
+        seq = next_seq(seq)?;
         let details = event.details.to_string();
         let hash = audit::chain_hash(
             &prev_hash,
@@ -302,6 +302,14 @@ pub(super) async fn append_audit_entries(
     });
     insert.build().persistent(false).execute(&mut *conn).await?;
     Ok(())
+}
+
+/// The sequence number after `seq`; a chain at `i64::MAX` takes no more
+/// entries (an error, not an overflow).
+pub(super) fn next_seq(seq: i64) -> Result<i64, StoreError> {
+    seq.checked_add(1).ok_or_else(|| {
+        StoreError::Internal("the audit log's sequence numbers are exhausted".into())
+    })
 }
 
 /// The group commit answered a write with another write's kind of result.
