@@ -138,9 +138,9 @@ impl Notary {
             OfferState::Pending
                 if offer.pin_hash.is_some() && offer.attempts >= offer.max_attempts =>
             {
-                // Every attempt is used (the last one's verdict may not have
-                // been recorded yet): as good as locked.
-                return Err(RedeemError::Locked);
+                // Every attempt is taken, by requests being judged now or
+                // by a verdict that could not be recorded.
+                return Err(self.refusal_after_race(&offer.id).await);
             }
             OfferState::Pending => {}
         }
