@@ -172,6 +172,11 @@ pub struct HsmConfig {
     /// Label of the Ed25519 key that signs audit checkpoints (not the Notary
     /// key), or a URI naming it.
     pub audit_key: String,
+    /// Label of the AES-256 key that seals offer claims, or a URI naming it.
+    /// Default `notary-claims-1`, the label `notary init` and
+    /// `notary keys generate-claims-key` give it.
+    #[serde(default = "default_claims_key")]
+    pub claims_key: String,
     /// Read the PIN from this file (mode 0600 or stricter).
     pub pin_file: Option<PathBuf>,
     /// Read the PIN from this systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
@@ -188,6 +193,13 @@ pub struct HsmConfig {
     /// request fails with 500 and `/readyz` with 503, milliseconds.
     #[serde(default = "default_hsm_timeout")]
     pub operation_timeout_ms: u64,
+}
+
+/// The claims key's label when `hsm.claims_key` is not set.
+pub const DEFAULT_CLAIMS_KEY: &str = "notary-claims-1";
+
+fn default_claims_key() -> String {
+    DEFAULT_CLAIMS_KEY.to_owned()
 }
 
 fn default_hsm_timeout() -> u64 {
@@ -209,6 +221,11 @@ impl HsmConfig {
     /// The audit key's label (plain, or a URI's `object` attribute).
     pub fn audit_key_label(&self) -> String {
         label_from(&self.audit_key, "object").unwrap_or_else(|_| self.audit_key.clone())
+    }
+
+    /// The claims key's label (plain, or a URI's `object` attribute).
+    pub fn claims_key_label(&self) -> String {
+        label_from(&self.claims_key, "object").unwrap_or_else(|_| self.claims_key.clone())
     }
 }
 
@@ -604,6 +621,7 @@ impl Config {
             ("hsm.token", &self.hsm.token, "token"),
             ("hsm.hashing_key", &self.hsm.hashing_key, "object"),
             ("hsm.audit_key", &self.hsm.audit_key, "object"),
+            ("hsm.claims_key", &self.hsm.claims_key, "object"),
         ] {
             if let Err(e) = label_from(value, attribute) {
                 return invalid(format!("{field}: {e}"));

@@ -1,7 +1,7 @@
 //! `notary init`: a complete, working single-host set-up in one directory.
 //!
-//! Creates a SoftHSM2 token with the Notary signing key and the hashing key
-//! generated inside it, a self-signed TLS certificate, the SQLite database,
+//! Creates a SoftHSM2 token with the Notary signing key, the hashing key and
+//! the claims key generated inside it, a self-signed TLS certificate, the SQLite database,
 //! one admin API key, and `notary.toml` last (its presence marks a finished
 //! set-up; `init` refuses to touch a directory that has one).
 //!
@@ -59,6 +59,7 @@ const TOKEN_LABEL: &str = "notary";
 const SIGNING_LABEL: &str = "notary-signing-1";
 const HASHING_LABEL: &str = "notary-hmac-1";
 const AUDIT_LABEL: &str = "notary-audit-1";
+const CLAIMS_LABEL: &str = crate::config::DEFAULT_CLAIMS_KEY;
 
 const SOFTHSM_CANDIDATES: [&str; 3] = [
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -267,8 +268,8 @@ fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Initialises the token, sets the user PIN and generates the hashing key
-/// and the audit key in it (the first Notary key follows through `Hsm`).
+/// Initialises the token, sets the user PIN and generates the hashing key,
+/// the audit key and the claims key in it (the first Notary key follows through `Hsm`).
 fn create_token_and_keys(module: &Path, user_pin: &HsmPin, so_pin: &HsmPin) -> anyhow::Result<()> {
     let pkcs11 = hsm::load_module(module)?;
     let free = pkcs11
@@ -304,6 +305,8 @@ fn create_token_and_keys(module: &Path, user_pin: &HsmPin, so_pin: &HsmPin) -> a
     keys::generate_hashing_key(&session, HASHING_LABEL, &id)?;
     random::fill(&mut id)?;
     keys::generate_signing_key(&session, Algorithm::EdDSA, AUDIT_LABEL, &id)?;
+    random::fill(&mut id)?;
+    keys::generate_claims_key(&session, CLAIMS_LABEL, &id)?;
     session.logout().context("logging out")?;
     drop(session);
     pkcs11.finalize().context("closing the PKCS#11 module")?;
@@ -382,6 +385,7 @@ module = "{module}"
 token = "{TOKEN_LABEL}"
 hashing_key = "{HASHING_LABEL}"
 audit_key = "{AUDIT_LABEL}"
+claims_key = "{CLAIMS_LABEL}"
 # The PIN is never in this file. Production: pin_credential = "notary-hsm-pin"
 # (systemd LoadCredentialEncrypted=). This development set-up reads a file.
 pin_file = "hsm/user-pin"

@@ -1,4 +1,4 @@
-//! `notary keys list|generate|rotate|retire|custody-report`.
+//! `notary keys list|generate|rotate|retire|custody-report|generate-claims-key`.
 
 use clap::Subcommand;
 
@@ -50,10 +50,17 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Generate the AES-256 key that seals offer claims (`hsm.claims_key`)
+    /// inside the token: once, on set-ups made before notary sealed claims
+    /// (`notary init` makes it). Refused if the token already has it.
+    GenerateClaimsKey,
 }
 
 /// Runs a keys command.
 pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    if let KeysCommand::GenerateClaimsKey = command {
+        return generate_claims_key(&config).await;
+    }
     let notary = super::open_notary(&config).await?;
     let result = run_with(&notary, command).await;
     notary.store().close().await;
@@ -98,6 +105,10 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
             notary.retire_key(&kid, force).await?;
             println!("retired {kid}");
         }
+        // Run by `run` before the key ring is opened, which needs the key.
+        KeysCommand::GenerateClaimsKey => {
+            anyhow::bail!("generate-claims-key runs before the key ring is opened")
+        }
         KeysCommand::CustodyReport { json } => {
             let report = notary.custody_report().await?;
             if json {
@@ -107,6 +118,31 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
             }
         }
     }
+    Ok(())
+}
+
+/// Makes the claims key on a token that lacks it. Needs no database and
+/// does not open the use cases, which refuse to start without the key.
+async fn generate_claims_key(config: &Config) -> anyhow::Result<()> {
+    let hsm = super::log_in_hsm(config).await?;
+    let mut id = vec![0u8; 8];
+    let made = match crate::issuance::random::fill(&mut id) {
+        Ok(()) => hsm
+            .generate_claims_key(id)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    hsm.close();
+    let custody = made?;
+    if let Some(violation) = custody.violation() {
+        anyhow::bail!("the token made the claims key against the custody rule: {violation}");
+    }
+    println!(
+        "generated the claims key {:?} ({}) inside the token",
+        custody.label,
+        custody.key.as_deref().unwrap_or("AES")
+    );
     Ok(())
 }
 

@@ -188,13 +188,36 @@ pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
         token: config.hsm.token_label(),
         hashing_key: config.hsm.hashing_key_label(),
         audit_key: config.hsm.audit_key_label(),
+        claims_key: config.hsm.claims_key_label(),
         sessions: config.hsm.sessions.unwrap_or(2 * cores),
         operation_timeout: std::time::Duration::from_millis(config.hsm.operation_timeout_ms),
     }
 }
 
-/// Logs in to the HSM (on a blocking thread) and checks key custody.
+/// Logs in to the HSM (on a blocking thread) and checks key custody, the
+/// claims key's included: a token set up before the claims key existed is
+/// refused with the command that adds it.
 pub(crate) async fn open_hsm(config: &Config) -> anyhow::Result<Hsm> {
+    let hsm = log_in_hsm(config).await?;
+    match hsm.custody(KeyRole::Claims, None).await {
+        Ok(custody) => {
+            if let Some(violation) = custody.violation() {
+                anyhow::bail!("refusing to use the HSM keys: {violation}");
+            }
+        }
+        Err(HsmError::KeyNotFound(_)) => anyhow::bail!(
+            "the token has no claims key {:?} (set-ups made before notary sealed offer claims): \
+             create it with `notary keys generate-claims-key`",
+            config.hsm.claims_key_label()
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(hsm)
+}
+
+/// Logs in to the HSM (on a blocking thread) and checks the custody of the
+/// hashing and audit keys only: what `keys generate-claims-key` needs.
+pub(crate) async fn log_in_hsm(config: &Config) -> anyhow::Result<Hsm> {
     let pin = config.hsm_pin()?;
     let settings = hsm_settings(config);
     let hsm = tokio::task::spawn_blocking(move || Hsm::open(&settings, &pin))

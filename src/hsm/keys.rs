@@ -84,9 +84,33 @@ pub fn generate_hashing_key(session: &Session, label: &str, id: &[u8]) -> Result
     Ok(())
 }
 
+/// Generates the AES-256 key that seals offer claims (AES-GCM) inside the
+/// token. It encrypts and decrypts and does nothing else: no signing, no
+/// wrapping (which would let it move other keys out), no derivation.
+pub fn generate_claims_key(session: &Session, label: &str, id: &[u8]) -> Result<(), HsmError> {
+    let mut template = custody_template(label, id);
+    // `custody_template` forbids decryption, which sealing needs: replace it.
+    template.retain(|a| !matches!(a, Attribute::Decrypt(_)));
+    template.extend([
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+    ]);
+    session
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .map_err(|e| HsmError::from_pkcs11("generating the claims key", e))?;
+    Ok(())
+}
+
 /// The key types a role's key may have, and the object class it is.
 fn kinds(role: KeyRole) -> (ObjectClass, &'static [KeyType]) {
     match role {
+        KeyRole::Claims => (ObjectClass::SECRET_KEY, &[KeyType::AES]),
         KeyRole::Hashing => (
             ObjectClass::SECRET_KEY,
             &[KeyType::GENERIC_SECRET, KeyType::SHA256_HMAC],
@@ -330,7 +354,8 @@ impl Custody {
 /// Boolean attributes read for a custody report: name, type, value the
 /// custody rule requires (if any). A notary key signs (or MACs) and does
 /// nothing else: a key that may also derive, decrypt or unwrap could be used
-/// to move secrets in or out of the token.
+/// to move secrets in or out of the token. The claims key is the one
+/// exception, for decryption only (see `rule_for`).
 const BOOLEAN_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 10] = [
     ("CKA_LOCAL", AttributeType::Local, Some(true)),
     (
@@ -358,6 +383,39 @@ const SECRET_KEY_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 2] = [
     ("CKA_WRAP", AttributeType::Wrap, Some(false)),
 ];
 
+/// The claims key's rule differs from the others': it must encrypt and
+/// decrypt (its purpose), and must not sign (one key, one purpose: a CMAC
+/// with the sealing key would be a second use of the same key material).
+const CLAIMS_KEY_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 3] = [
+    ("CKA_ENCRYPT", AttributeType::Encrypt, Some(true)),
+    ("CKA_WRAP", AttributeType::Wrap, Some(false)),
+    ("CKA_SIGN", AttributeType::Sign, Some(false)),
+];
+
+/// The custody rule of `role`: the attributes read, each with the value it
+/// must have (if the rule covers it).
+fn rule_for(role: KeyRole) -> Vec<(&'static str, AttributeType, Option<bool>)> {
+    match role {
+        KeyRole::Hashing => BOOLEAN_ATTRIBUTES
+            .iter()
+            .chain(SECRET_KEY_ATTRIBUTES.iter())
+            .copied()
+            .collect(),
+        KeyRole::Claims => BOOLEAN_ATTRIBUTES
+            .iter()
+            .map(|&(name, t, required)| match t {
+                AttributeType::Decrypt => (name, t, Some(true)),
+                _ => (name, t, required),
+            })
+            .chain(CLAIMS_KEY_ATTRIBUTES.iter().copied())
+            .collect(),
+        KeyRole::Signing | KeyRole::Audit => BOOLEAN_ATTRIBUTES.to_vec(),
+    }
+}
+
+/// The claims key's size: AES-256.
+const CLAIMS_KEY_BYTES: usize = 32;
+
 /// The shortest HMAC key accepted, in bytes (256 bits, the output size of
 /// HMAC-SHA256).
 const MIN_HMAC_KEY_BYTES: usize = 32;
@@ -375,6 +433,7 @@ fn boolean_of(attrs: &[Attribute], wanted: AttributeType) -> Option<bool> {
         | (AttributeType::Unwrap, Attribute::Unwrap(v))
         | (AttributeType::Encrypt, Attribute::Encrypt(v))
         | (AttributeType::Wrap, Attribute::Wrap(v))
+        | (AttributeType::Sign, Attribute::Sign(v))
         | (AttributeType::Modifiable, Attribute::Modifiable(v)) => Some(*v),
         _ => None,
     })
@@ -393,6 +452,9 @@ fn key_description(attrs: &[Attribute], role: KeyRole) -> (Option<String>, Optio
             Some("the token does not report CKA_KEY_TYPE".to_owned()),
         );
     };
+    if role == KeyRole::Claims {
+        return aes_description(attrs, key_type);
+    }
     if role == KeyRole::Hashing {
         let bytes = attrs.iter().find_map(|a| match a {
             Attribute::ValueLen(n) => Some(usize::from(*n)),
@@ -443,6 +505,31 @@ fn key_description(attrs: &[Attribute], role: KeyRole) -> (Option<String>, Optio
     (Some(curve.to_owned()), None)
 }
 
+/// Describes the claims key: AES of exactly 256 bits.
+fn aes_description(attrs: &[Attribute], key_type: KeyType) -> (Option<String>, Option<String>) {
+    if key_type != KeyType::AES {
+        return (
+            Some(key_type.to_string()),
+            Some(format!("{key_type} is not an AES key")),
+        );
+    }
+    let bytes = attrs.iter().find_map(|a| match a {
+        Attribute::ValueLen(n) => Some(usize::from(*n)),
+        _ => None,
+    });
+    match bytes {
+        Some(CLAIMS_KEY_BYTES) => (Some("AES-256".to_owned()), None),
+        Some(n) => (
+            Some(format!("AES-{}", n * 8)),
+            Some(format!("the claims key must be AES-256, not AES-{}", n * 8)),
+        ),
+        None => (
+            Some("AES".to_owned()),
+            Some("the token does not report CKA_VALUE_LEN".to_owned()),
+        ),
+    }
+}
+
 /// `CKA_EC_PARAMS` of Ed25519: the OID, or the curve name some modules use.
 fn is_ed25519(params: &[u8]) -> bool {
     const NAMED: &[u8] = b"\x13\x0cedwards25519";
@@ -458,21 +545,12 @@ pub fn read_custody(
     role: KeyRole,
     label: &str,
 ) -> Result<Custody, HsmError> {
-    let rule: Vec<(&'static str, AttributeType, Option<bool>)> = if role == KeyRole::Hashing {
-        BOOLEAN_ATTRIBUTES
-            .iter()
-            .chain(SECRET_KEY_ATTRIBUTES.iter())
-            .copied()
-            .collect()
-    } else {
-        BOOLEAN_ATTRIBUTES.to_vec()
-    };
+    let rule = rule_for(role);
     let mut wanted: Vec<AttributeType> = rule.iter().map(|(_, t, _)| *t).collect();
     wanted.extend([AttributeType::Id, AttributeType::KeyType]);
-    wanted.push(if role == KeyRole::Hashing {
-        AttributeType::ValueLen
-    } else {
-        AttributeType::EcParams
+    wanted.push(match role {
+        KeyRole::Hashing | KeyRole::Claims => AttributeType::ValueLen,
+        KeyRole::Signing | KeyRole::Audit => AttributeType::EcParams,
     });
     let attrs = session
         .get_attributes(handle, &wanted)
@@ -562,6 +640,7 @@ mod tests {
                 AttributeType::Unwrap => Attribute::Unwrap(*v),
                 AttributeType::Encrypt => Attribute::Encrypt(*v),
                 AttributeType::Wrap => Attribute::Wrap(*v),
+                AttributeType::Sign => Attribute::Sign(*v),
                 _ => Attribute::Modifiable(*v),
             })
             .collect()
@@ -569,16 +648,20 @@ mod tests {
 
     /// The custody of an HMAC key as `read_custody` builds it from `read`.
     fn hmac_custody(read: &[Attribute]) -> Custody {
-        let (key, key_problem) = key_description(read, KeyRole::Hashing);
+        custody_of(read, KeyRole::Hashing)
+    }
+
+    /// The custody of a key of `role` as `read_custody` builds it from `read`.
+    fn custody_of(read: &[Attribute], role: KeyRole) -> Custody {
+        let (key, key_problem) = key_description(read, role);
         Custody {
             label: "k".to_owned(),
             id: None,
             key_gen_mechanism: None,
             key,
             key_problem,
-            attributes: BOOLEAN_ATTRIBUTES
+            attributes: rule_for(role)
                 .iter()
-                .chain(SECRET_KEY_ATTRIBUTES.iter())
                 .map(|(name, t, required)| CustodyAttribute {
                     name,
                     value: boolean_of(read, *t),
@@ -633,6 +716,60 @@ mod tests {
             hmac_custody(&silent)
                 .violation()
                 .is_some_and(|v| v.contains("does not report CKA_WRAP"))
+        );
+    }
+
+    fn sound_aes(extractable: bool, sign: bool, bytes: u64) -> Vec<Attribute> {
+        use AttributeType as T;
+        let mut read = attrs(&[
+            (T::Local, true),
+            (T::NeverExtractable, !extractable),
+            (T::AlwaysSensitive, true),
+            (T::Extractable, extractable),
+            (T::Sensitive, true),
+            (T::Private, true),
+            (T::Derive, false),
+            (T::Decrypt, true),
+            (T::Unwrap, false),
+            (T::Encrypt, true),
+            (T::Wrap, false),
+            (T::Sign, sign),
+        ]);
+        read.push(Attribute::KeyType(KeyType::AES));
+        read.push(Attribute::ValueLen(bytes.into()));
+        read
+    }
+
+    #[test]
+    fn the_claims_key_encrypts_and_decrypts_and_nothing_else() {
+        let sound = custody_of(&sound_aes(false, false, 32), KeyRole::Claims);
+        assert_eq!(sound.violation(), None);
+        assert_eq!(sound.key.as_deref(), Some("AES-256"));
+        let extractable = custody_of(&sound_aes(true, false, 32), KeyRole::Claims).violation();
+        assert_eq!(
+            extractable.as_deref(),
+            Some("key \"k\": CKA_NEVER_EXTRACTABLE is false but must be true")
+        );
+        let signs = custody_of(&sound_aes(false, true, 32), KeyRole::Claims).violation();
+        assert_eq!(
+            signs.as_deref(),
+            Some("key \"k\": CKA_SIGN is true but must be false")
+        );
+        let short = custody_of(&sound_aes(false, false, 16), KeyRole::Claims).violation();
+        assert!(
+            short.as_deref().is_some_and(|v| v.contains("AES-256")),
+            "{short:?}"
+        );
+        // An HMAC key cannot stand in for the claims key, nor the reverse.
+        assert!(
+            custody_of(&sound_hmac(false, 32), KeyRole::Claims)
+                .violation()
+                .is_some()
+        );
+        assert!(
+            hmac_custody(&sound_aes(false, false, 32))
+                .violation()
+                .is_some()
         );
     }
 }

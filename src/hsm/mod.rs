@@ -13,6 +13,7 @@
 
 pub mod keys;
 mod pool;
+mod sealing;
 pub mod uri;
 mod workers;
 
@@ -115,6 +116,10 @@ pub struct HsmSettings {
     pub hashing_key: String,
     /// Label of the audit checkpoint signing key (Ed25519).
     pub audit_key: String,
+    /// Label of the AES-256 key that seals offer claims. Looked up on first
+    /// use, so that `keys generate-claims-key` can log in to a token made
+    /// before the key existed.
+    pub claims_key: String,
     /// Pooled sessions (and concurrent operations).
     pub sessions: usize,
     /// Longest wait for one operation before it fails as unavailable.
@@ -177,6 +182,8 @@ pub enum KeyRole {
     Hashing,
     /// The audit checkpoint key (private half).
     Audit,
+    /// The AES-256 key that seals offer claims.
+    Claims,
 }
 
 /// Loads and initialises a PKCS#11 module.
@@ -307,6 +314,27 @@ impl Hsm {
         .await
     }
 
+    /// Generates the claims key (`hsm.claims_key`) inside the token, unless
+    /// a key with that label is already there; returns its custody.
+    pub async fn generate_claims_key(&self, id: Vec<u8>) -> Result<Custody, HsmError> {
+        self.with_keeper("generating the claims key", move |pool, s| {
+            let label = pool.claims_label().to_owned();
+            match keys::find_key(s, KeyRole::Claims, &label) {
+                Err(HsmError::KeyNotFound(_)) => {}
+                Ok(_) => {
+                    return Err(HsmError::Unsupported(format!(
+                        "the token already holds a claims key labelled {label:?}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+            keys::generate_claims_key(s, &label, &id)?;
+            let handle = keys::find_key(s, KeyRole::Claims, &label)?;
+            keys::read_custody(s, handle, KeyRole::Claims, &label)
+        })
+        .await
+    }
+
     /// Custody evidence of a key, read now from the token.
     pub async fn custody(&self, role: KeyRole, label: Option<&str>) -> Result<Custody, HsmError> {
         let label = label.map(str::to_owned);
@@ -315,6 +343,7 @@ impl Hsm {
             let label = match role {
                 KeyRole::Hashing => hashing.to_owned(),
                 KeyRole::Audit => audit.to_owned(),
+                KeyRole::Claims => pool.claims_label().to_owned(),
                 KeyRole::Signing => label.unwrap_or_default(),
             };
             let handle = keys::find_key(s, role, &label)?;

@@ -25,6 +25,8 @@ pub(super) enum KeyRef {
     Audit,
     /// A Notary signing key, by label.
     Signing(String),
+    /// The AES key that seals offer claims.
+    Claims,
 }
 
 struct LoginState {
@@ -40,6 +42,8 @@ struct LoginState {
     audit: ObjectHandle,
     /// Signing key handles, found on first use.
     signing: HashMap<String, ObjectHandle>,
+    /// The claims key's handle, found (and its custody checked) on first use.
+    claims: Option<ObjectHandle>,
 }
 
 pub(super) struct Pool {
@@ -48,6 +52,7 @@ pub(super) struct Pool {
     pin: AuthPin,
     hashing_label: String,
     audit_label: String,
+    claims_label: String,
     state: Mutex<LoginState>,
     idle: Mutex<Vec<(u64, Session)>>,
     /// Held (shared) by every PKCS#11 call; taken exclusively only to
@@ -96,6 +101,7 @@ impl Pool {
             pin,
             hashing_label: settings.hashing_key.clone(),
             audit_label: settings.audit_key.clone(),
+            claims_label: settings.claims_key.clone(),
             state: Mutex::new(LoginState {
                 pkcs11,
                 slot,
@@ -104,6 +110,7 @@ impl Pool {
                 hashing,
                 audit,
                 signing: HashMap::new(),
+                claims: None,
             }),
             idle: Mutex::new(Vec::with_capacity(sessions)),
             gate: RwLock::new(()),
@@ -194,6 +201,11 @@ impl Pool {
     /// Labels of the fixed keys: (hashing, audit).
     pub(super) fn fixed_labels(&self) -> (&str, &str) {
         (&self.hashing_label, &self.audit_label)
+    }
+
+    /// Label of the claims key.
+    pub(super) fn claims_label(&self) -> &str {
+        &self.claims_label
     }
 
     /// Runs one PKCS#11 operation on an HSM thread with a pooled session
@@ -343,6 +355,17 @@ impl Pool {
                 state.signing.insert(label.clone(), handle);
                 Ok(handle)
             }
+            KeyRef::Claims => {
+                if let Some(handle) = state.claims {
+                    return Ok(handle);
+                }
+                // As for signing keys: custody checked again on first use
+                // since start-up or a recovery.
+                let handle = keys::find_custodied_key(session, KeyRole::Claims, &self.claims_label)
+                    .map_err(Failure::from_hsm)?;
+                state.claims = Some(handle);
+                Ok(handle)
+            }
         }
     }
 
@@ -384,6 +407,7 @@ impl Pool {
         lock(&self.idle).clear();
         state.keeper = None;
         state.signing.clear();
+        state.claims = None;
         // Both paths check the token's serial before logging in, and the
         // custody of the fixed keys after (signing keys: on first use).
         let relogin = self.log_in(&state.pkcs11, state.slot).and_then(|keeper| {

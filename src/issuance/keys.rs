@@ -123,7 +123,7 @@ pub struct KeyEvidence {
     /// JWK thumbprint (signing keys).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
-    /// `EdDSA`, `ES256`, or `HMAC-SHA256`.
+    /// `EdDSA`, `ES256`, `HMAC-SHA256` or `AES-256-GCM`.
     pub algorithm: String,
     /// Lifecycle state (signing keys).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -385,6 +385,19 @@ impl Notary {
             custody: self
                 .hsm
                 .custody(KeyRole::Hashing, None)
+                .await
+                .map_err(internal)?,
+            signatures: None,
+        });
+        keys.push(KeyEvidence {
+            role: KeyRole::Claims,
+            kid: None,
+            algorithm: "AES-256-GCM".to_owned(),
+            state: None,
+            public_key_sha256: None,
+            custody: self
+                .hsm
+                .custody(KeyRole::Claims, None)
                 .await
                 .map_err(internal)?,
             signatures: None,
