@@ -29,7 +29,10 @@ pub enum OffersCommand {
         /// Where the holder finds the PIN (shown by the wallet).
         #[arg(long)]
         tx_code_description: Option<String>,
-        /// JSON object passed into the token.
+        /// Claims per credential configuration, as JSON:
+        /// `{"UniversityDegree_jwt": {"given_name": "Alice"}}`. Stored only
+        /// sealed in the HSM. (A command line is visible to other users of
+        /// the host: prefer the admin API for real personal data.)
         #[arg(long)]
         claims: Option<String>,
     },

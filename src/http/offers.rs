@@ -40,8 +40,9 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(WRITERS)?;
     let body = super::body::read(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
-    let request: CreateOffer = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid_request(format!("invalid offer request: {e}")))?;
+    let request: CreateOffer = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid_request(format!("invalid offer request: {}", unquoted(&e)))
+    })?;
     let created = state
         .notary
         .create_offer(request, &caller.0.id)
@@ -49,6 +50,25 @@ pub(super) async fn create(
         .map_err(offer_error)?;
     metrics::counter!(crate::telemetry::OFFERS_CREATED).increment(1);
     Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// A JSON error without the value it complains about: serde quotes a
+/// member of the wrong type (`invalid type: string "Alice"`), and a claim
+/// value must never come back in an error. The expected type and position
+/// are kept.
+fn unquoted(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if !(text.starts_with("invalid type") || text.starts_with("invalid value")) {
+        return text;
+    }
+    match text.split_once(", expected ") {
+        Some((_, expected)) => format!("a member has the wrong type or value: expected {expected}"),
+        None => format!(
+            "a member has the wrong type or value at line {} column {}",
+            e.line(),
+            e.column()
+        ),
+    }
 }
 
 pub(super) async fn get(

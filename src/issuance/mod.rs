@@ -3,6 +3,7 @@
 
 mod api_keys;
 pub mod audit_log;
+pub mod claims;
 pub mod hashing;
 mod introspect;
 pub mod keys;
@@ -12,7 +13,7 @@ pub mod random;
 mod redeem;
 mod token;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use api_keys::CreatedApiKey;
 pub use offers::{
@@ -24,6 +25,7 @@ pub use redeem::{Binding, RedeemError, check_shape};
 use crate::config::{Config, ConfigError};
 use crate::hsm::{Hsm, HsmError};
 use crate::oid4vci::attestation::TrustedProviders;
+use crate::oid4vci::claims::DeclaredClaims;
 use crate::store::{Store, StoreError};
 use random::RandomError;
 
@@ -71,6 +73,9 @@ pub struct Policy {
     pub c_nonce_ttl: u64,
     /// Credential configuration ids an offer may name.
     pub known_credentials: BTreeSet<String>,
+    /// The claims each credential configuration declares (`None`: it
+    /// declares none, and an offer's claims for it are not checked).
+    pub declared_claims: BTreeMap<String, Option<DeclaredClaims>>,
     /// Origin line (and key name) of audit checkpoints.
     pub audit_origin: String,
     /// How long a running server may take to notice a rotation, seconds.
@@ -103,6 +108,12 @@ impl Policy {
                 .credential_configurations_supported
                 .keys()
                 .cloned()
+                .collect(),
+            declared_claims: config
+                .credential_issuer
+                .credential_configurations_supported
+                .iter()
+                .map(|(id, configuration)| (id.clone(), DeclaredClaims::of(configuration)))
                 .collect(),
             audit_origin: config.audit_origin(),
             key_refresh_secs: config.keys.refresh_secs,

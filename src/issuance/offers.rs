@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{InternalError, Notary, hashing, now, random, rfc3339};
+use super::{InternalError, Notary, claims, hashing, now, random, rfc3339};
 use crate::audit::AuditEvent;
 use crate::oid4vci::offer::{CredentialOffer, Grants, InputMode, PreAuthorizedGrant, TxCodeSpec};
 use crate::secret::{OfferReference, PreAuthorizedCode, TxCode};
@@ -35,7 +35,8 @@ impl Default for TransactionCodeRequest {
 }
 
 /// `POST /v1/openid/offers/pre-authorized` body (shape of the seed offer API).
-#[derive(Debug, Clone, Deserialize)]
+/// Its `Debug` shows which configurations have claims, never the claims.
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOffer {
     /// Credential configuration ids.
@@ -50,8 +51,23 @@ pub struct CreateOffer {
     /// Offer by reference (`credential_offer_uri`).
     #[serde(default)]
     pub by_reference: bool,
-    /// JSON passed through into the token.
+    /// Per credential configuration id, the claims of the credential to
+    /// issue. Checked against the configuration, then stored only sealed.
     pub claims: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl std::fmt::Debug for CreateOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let claims: Option<Vec<&String>> = self.claims.as_ref().map(|m| m.keys().collect());
+        f.debug_struct("CreateOffer")
+            .field("credentials", &self.credentials)
+            .field("user_id", &self.user_id)
+            .field("expires_in", &self.expires_in)
+            .field("transaction_code", &self.transaction_code)
+            .field("by_reference", &self.by_reference)
+            .field("claims_for", &claims)
+            .finish()
+    }
 }
 
 /// The 201 response: the only time the code (inside `uri`) and PIN exist
@@ -88,6 +104,9 @@ pub struct OfferView {
     pub state: &'static str,
     /// Whether a PIN is required.
     pub transaction_code_required: bool,
+    /// The credential configurations the offer still holds sealed claims
+    /// for (never the claims: they are read back only to issue).
+    pub claims: Vec<String>,
     /// Wrong PINs so far.
     pub attempts: u32,
     /// Wrong PINs allowed.
@@ -116,6 +135,11 @@ impl OfferView {
         OfferView {
             state,
             transaction_code_required: r.pin_hash.is_some(),
+            claims: r
+                .claims_sealed
+                .as_deref()
+                .map(claims::configurations)
+                .unwrap_or_default(),
             credentials: serde_json::from_str(&r.credential_ids).unwrap_or_default(),
             attempts: r.attempts,
             max_attempts: r.max_attempts,
@@ -155,6 +179,11 @@ impl From<crate::hsm::HsmError> for OfferError {
 impl From<crate::store::StoreError> for OfferError {
     fn from(e: crate::store::StoreError) -> Self {
         OfferError::Internal(e.into())
+    }
+}
+impl From<crate::oid4vci::claims::ClaimsError> for OfferError {
+    fn from(e: crate::oid4vci::claims::ClaimsError) -> Self {
+        OfferError::Invalid(e.to_string())
     }
 }
 impl From<random::RandomError> for OfferError {
@@ -229,20 +258,24 @@ impl Notary {
             )));
         }
         let tx_code = self.tx_code_spec(&request.transaction_code)?;
-        let claims = match &request.claims {
-            Some(map) => {
-                let json = serde_json::Value::Object(map.clone()).to_string();
-                if json.len() > MAX_CLAIMS_BYTES {
-                    return Err(OfferError::Invalid(format!(
-                        "claims must be at most {MAX_CLAIMS_BYTES} bytes of JSON"
-                    )));
-                }
-                Some(json)
+        if let Some(map) = &request.claims {
+            // Measured without a copy of the claims: the serialised length.
+            let mut counter = ByteCounter(0);
+            let _ = serde_json::to_writer(&mut counter, map);
+            if counter.0 > MAX_CLAIMS_BYTES {
+                return Err(OfferError::Invalid(format!(
+                    "claims must be at most {MAX_CLAIMS_BYTES} bytes of JSON"
+                )));
             }
-            None => None,
-        };
+            crate::oid4vci::claims::check(map, &request.credentials, &policy.declared_claims)?;
+        }
 
         let id = random::token(16)?;
+        // Sealed before anything is stored, bound to this offer's id.
+        let claims_sealed = match &request.claims {
+            Some(map) => claims::seal(&self.hsm, &id, map).await?,
+            None => None,
+        };
         // By reference, the code is derived from the URL's reference in the
         // HSM, so a later GET can rebuild the offer without storing the code.
         let reference = match request.by_reference {
@@ -278,7 +311,7 @@ impl Notary {
             tx_code: tx_code.as_ref().and_then(|t| serde_json::to_string(t).ok()),
             subject: request.user_id.clone(),
             credential_ids,
-            claims,
+            claims_sealed,
             max_attempts: policy.max_tx_code_attempts,
             created_at,
             expires_at,
@@ -451,6 +484,20 @@ impl Notary {
             RevokeOutcome::NotFound => Err(OfferError::NotFound),
             RevokeOutcome::NotPending(state) => Err(OfferError::NotPending(state.as_str())),
         }
+    }
+}
+
+/// Counts the bytes written to it and keeps none.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

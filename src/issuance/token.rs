@@ -35,7 +35,7 @@ pub struct Binding<'a> {
 }
 
 /// The claims of an access token for `offer`. Nothing here is derived from
-/// the pre-authorized code or the PIN.
+/// the pre-authorized code or the PIN, nor taken from the offer's claims.
 pub fn claims(
     policy: &Policy,
     offer: &OfferRecord,
@@ -65,13 +65,9 @@ pub fn claims(
     if let Some(details) = binding.authorization_details {
         claims["authorization_details"] = json!(details);
     }
-    if let Some(extra) = offer
-        .claims
-        .as_deref()
-        .and_then(|c| serde_json::from_str::<Value>(c).ok())
-    {
-        claims["claims"] = extra;
-    }
+    // The offer's claims are not copied in: they are personal data, kept
+    // sealed for the credential endpoint, and an access token is readable
+    // by whoever holds it.
     claims
 }
 

@@ -2,6 +2,7 @@
 //! responses, error codes and metadata documents. No HTTP, no storage.
 
 pub mod attestation;
+pub mod claims;
 pub mod dpop;
 pub mod jwt;
 pub mod metadata;

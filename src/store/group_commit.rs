@@ -277,7 +277,7 @@ mod tests {
             tx_code: None,
             subject: None,
             credential_ids: "[]".to_owned(),
-            claims: None,
+            claims_sealed: None,
             max_attempts: 5,
             created_at: 1_000,
             // Consumption checks expiry against the clock at commit.

@@ -64,8 +64,9 @@ pub struct OfferRecord {
     pub subject: Option<String>,
     /// Credential configuration ids (JSON array).
     pub credential_ids: String,
-    /// Claims to pass into the token (JSON object).
-    pub claims: Option<String>,
+    /// The offer's claims, sealed per credential configuration with the
+    /// claims key (see `issuance::claims`); `None` once deleted.
+    pub claims_sealed: Option<String>,
     /// Stored state.
     pub state: OfferState,
     /// PIN attempts counted so far: wrong ones, and any still being judged
@@ -103,8 +104,8 @@ pub struct NewOffer {
     pub subject: Option<String>,
     /// Credential configuration ids (JSON array).
     pub credential_ids: String,
-    /// Claims (JSON object).
-    pub claims: Option<String>,
+    /// Sealed claims (see `issuance::claims`).
+    pub claims_sealed: Option<String>,
     /// Wrong PINs allowed.
     pub max_attempts: u32,
     /// Unix seconds.

@@ -39,7 +39,7 @@ pub struct PgStore {
     writer: PgPool,
 }
 
-const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
+const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
      attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
      token_revoked_at";
 
@@ -214,7 +214,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
+            "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims_sealed, \
              state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $10, $11, $12)",
         )
@@ -224,7 +224,7 @@ impl PgStore {
         .bind(&offer.tx_code)
         .bind(&offer.subject)
         .bind(&offer.credential_ids)
-        .bind(&offer.claims)
+        .bind(&offer.claims_sealed)
         .bind(i64::from(offer.max_attempts))
         .bind(offer.created_at)
         .bind(offer.expires_at)
@@ -357,7 +357,7 @@ impl PgStore {
     ) -> Result<RevokeOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE offers SET state = 'revoked', revoked_at = $1 WHERE id = $2 AND state = 'pending'",
+            "UPDATE offers SET state = 'revoked', revoked_at = $1, claims_sealed = NULL WHERE id = $2 AND state = 'pending'",
         )
         .bind(now)
         .bind(id)
@@ -411,7 +411,7 @@ impl PgStore {
         append_audit(&mut tx, &wrong_pin_event(id, attempt), now).await?;
         if attempt.number >= attempt.max {
             sqlx::query(
-                "UPDATE offers SET state = 'locked', locked_at = $1 WHERE id = $2 AND state = 'pending'",
+                "UPDATE offers SET state = 'locked', locked_at = $1, claims_sealed = NULL WHERE id = $2 AND state = 'pending'",
             )
             .bind(now)
             .bind(id)
@@ -469,7 +469,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE offers SET token_revoked_at = $1 \
+            "UPDATE offers SET token_revoked_at = $1, claims_sealed = NULL \
              WHERE id = $2 AND state = 'redeemed' AND token_revoked_at IS NULL RETURNING token_jti",
         )
         .bind(now)
@@ -733,7 +733,7 @@ impl PgStore {
         // Conditional on expiry_recorded_at: whichever instance gets here
         // first records each expiry; the others find nothing to do.
         let expired: Vec<String> = sqlx::query_scalar(
-            "UPDATE offers SET expiry_recorded_at = $1 \
+            "UPDATE offers SET expiry_recorded_at = $1, claims_sealed = NULL \
              WHERE state = 'pending' AND expires_at <= $2 AND expiry_recorded_at IS NULL RETURNING id",
         )
         .bind(now)

@@ -16,7 +16,7 @@ macro_rules! row_mappers {
                 tx_code: row.try_get("tx_code")?,
                 subject: row.try_get("subject")?,
                 credential_ids: row.try_get("credential_ids")?,
-                claims: row.try_get("claims")?,
+                claims_sealed: row.try_get("claims_sealed")?,
                 state: OfferState::parse(&state).ok_or_else(|| {
                     StoreError::Internal(format!("unknown offer state {state:?}"))
                 })?,

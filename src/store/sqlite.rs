@@ -33,7 +33,7 @@ pub struct SqliteStore {
     batch: GroupCommit,
 }
 
-const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims, state, \
+const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
      attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
      token_revoked_at";
 
@@ -114,7 +114,7 @@ pub(super) async fn insert_offers<'a>(
     offers: impl IntoIterator<Item = &'a NewOffer>,
 ) -> Result<(), StoreError> {
     let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims, \
+        "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims_sealed, \
          state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) ",
     );
     insert.push_values(offers, |mut row, offer| {
@@ -124,7 +124,7 @@ pub(super) async fn insert_offers<'a>(
             .push_bind(offer.tx_code.clone())
             .push_bind(offer.subject.clone())
             .push_bind(offer.credential_ids.clone())
-            .push_bind(offer.claims.clone())
+            .push_bind(offer.claims_sealed.clone())
             .push("'pending'")
             .push("0")
             .push_bind(i64::from(offer.max_attempts))
@@ -566,7 +566,7 @@ impl SqliteStore {
     ) -> Result<RevokeOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE offers SET state = 'revoked', revoked_at = ? WHERE id = ? AND state = 'pending'",
+            "UPDATE offers SET state = 'revoked', revoked_at = ?, claims_sealed = NULL WHERE id = ? AND state = 'pending'",
         )
         .bind(now)
         .bind(id)
@@ -619,7 +619,7 @@ impl SqliteStore {
             // The last attempt was wrong. The offer already refuses further
             // reservations (its attempts are used up); this makes it say so.
             sqlx::query(
-                "UPDATE offers SET state = 'locked', locked_at = ? WHERE id = ? AND state = 'pending'",
+                "UPDATE offers SET state = 'locked', locked_at = ?, claims_sealed = NULL WHERE id = ? AND state = 'pending'",
             )
             .bind(now)
             .bind(id)
@@ -661,7 +661,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE offers SET token_revoked_at = ? \
+            "UPDATE offers SET token_revoked_at = ?, claims_sealed = NULL \
              WHERE id = ? AND state = 'redeemed' AND token_revoked_at IS NULL RETURNING token_jti",
         )
         .bind(now)
@@ -925,7 +925,7 @@ impl SqliteStore {
         // Conditional on expiry_recorded_at: whichever instance gets here
         // first records each expiry; the others find nothing to do.
         let expired: Vec<String> = sqlx::query_scalar(
-            "UPDATE offers SET expiry_recorded_at = ? \
+            "UPDATE offers SET expiry_recorded_at = ?, claims_sealed = NULL \
              WHERE state = 'pending' AND expires_at <= ? AND expiry_recorded_at IS NULL RETURNING id",
         )
         .bind(now)
