@@ -167,7 +167,7 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
     assert_eq!(report["token"]["manufacturer"], "SoftHSM project");
     assert!(!report["token"]["serial"].as_str().unwrap().is_empty());
     let keys = report["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 3, "signing, audit, hashing");
+    assert_eq!(keys.len(), 4, "signing, audit, hashing, claims");
     let signing = &keys[0];
     assert_eq!(signing["role"], "signing");
     assert_eq!(signing["signatures"], 3);
@@ -345,7 +345,7 @@ async fn objects_planted_without_login_stop_neither_start_up_nor_reload() {
          openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out k.pem 2>/dev/null
          openssl pkey -in k.pem -pubout -outform DER -out pub.der
          head -c 32 /dev/urandom > secret.bin
-         for label in notary-signing-1 notary-hmac-1 notary-audit-1; do
+         for label in notary-signing-1 notary-hmac-1 notary-audit-1 notary-claims-1; do
            pkcs11-tool --module $m --token-label notary --write-object pub.der --type pubkey \
              --label $label >/dev/null
            pkcs11-tool --module $m --token-label notary --write-object secret.bin --type secrkey \

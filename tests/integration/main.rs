@@ -8,6 +8,7 @@ mod admin;
 mod app;
 mod audit_log;
 mod by_reference;
+mod claims;
 mod cli;
 mod connection_flood;
 mod crash;

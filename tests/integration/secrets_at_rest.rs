@@ -6,7 +6,7 @@ use crate::app::{self, GRANT};
 
 /// Every byte the database holds: the SQLite files (WAL included), or a
 /// full `pg_dump` of the PostgreSQL database.
-fn database_bytes(app: &app::TestApp) -> Vec<u8> {
+pub fn database_bytes(app: &app::TestApp) -> Vec<u8> {
     let url = app::database_url(&app.config_path());
     let mut all = Vec::new();
     if url.starts_with("sqlite:") {
@@ -31,7 +31,7 @@ fn database_bytes(app: &app::TestApp) -> Vec<u8> {
     all
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
