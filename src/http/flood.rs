@@ -155,6 +155,18 @@ impl FloodGuard {
         })
     }
 
+    /// [`FloodGuard::admit`] now, with a spent budget answered as the 429
+    /// `slow_down` (and `Retry-After`) every endpoint sends for it.
+    pub fn admit_now(
+        &self,
+        addr: IpAddr,
+        description: &'static str,
+    ) -> Result<Admission<'_>, super::error::ApiError> {
+        self.admit(addr, Instant::now()).map_err(|retry_after| {
+            super::error::ApiError::slow_down(description, Some(retry_after))
+        })
+    }
+
     /// Entries in the current generation (for tests and metrics).
     pub fn tracked_addresses(&self) -> usize {
         self.table

@@ -4,7 +4,6 @@
 //! Anything that can no longer be redeemed is a 404, whatever the reason.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -31,13 +30,7 @@ pub(super) async fn credential_offer(
     // Guessing references is guessing codes: the same per-address budget.
     let admission = state
         .flood
-        .admit(peer.ip(), Instant::now())
-        .map_err(|retry_after| {
-            ApiError::slow_down(
-                "too many failed requests from this address",
-                Some(retry_after),
-            )
-        })?;
+        .admit_now(peer.ip(), "too many failed requests from this address")?;
     let reference = OfferReference::new(reference);
     let Some(offer) = state.notary.offer_by_reference(&reference).await? else {
         return Err(ApiError::not_found(

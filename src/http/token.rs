@@ -1,7 +1,6 @@
 //! `POST /oid4vci/token`: the wallet-facing token endpoint.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
@@ -85,16 +84,13 @@ async fn handle(
     }
     // One unit of the address's budget for failures, taken before any HSM
     // or database work and given back only if a token is issued.
-    let admission = match state.flood.admit(peer.ip(), Instant::now()) {
-        Ok(admission) => admission,
-        Err(retry_after) => {
-            count("flood_limited");
-            return Err(ApiError::slow_down(
-                "too many failed token requests from this address",
-                Some(retry_after),
-            ));
-        }
-    };
+    let admission = state
+        .flood
+        .admit_now(
+            peer.ip(),
+            "too many failed token requests from this address",
+        )
+        .inspect_err(|_| count("flood_limited"))?;
     let request = async {
         let format = body_format(headers)?;
         let body =
