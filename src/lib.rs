@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod formats;
 pub mod hsm;
 pub mod http;
 pub mod issuance;
