@@ -9,10 +9,13 @@
 //!
 //! - [`sd_jwt_vc`]: SD-JWT VC (`dc+sd-jwt`), top-level claims selectively
 //!   disclosable;
+//! - [`jwt_vc_json`]: a W3C VC Data Model 1.1 credential as a JWT
+//!   (OID4VCI `jwt_vc_json`), as dataspace wallets take it;
 //!
 //! Errors name claims, never their values: values are personal data and
 //! must not reach a response, a log or the audit log.
 
+pub mod jwt_vc_json;
 pub mod sd_jwt_vc;
 
 use serde_json::{Map, Value};
