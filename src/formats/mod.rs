@@ -12,11 +12,13 @@
 //! - [`jwt_vc_json`]: a W3C VC Data Model 1.1 credential as a JWT
 //!   (OID4VCI `jwt_vc_json`), as dataspace wallets take it;
 //! - [`did`]: `did:web` and `did:jwk` identifiers and the `did:web` document;
+//! - [`issuer_metadata`]: the SD-JWT VC issuer metadata document.
 //!
 //! Errors name claims, never their values: values are personal data and
 //! must not reach a response, a log or the audit log.
 
 pub mod did;
+pub mod issuer_metadata;
 pub mod jwt_vc_json;
 pub mod sd_jwt_vc;
 
