@@ -285,6 +285,15 @@ pub struct IssuanceConfig {
     pub require_client_attestation: bool,
     /// Oldest DPoP proof or attestation PoP accepted, by its `iat`, seconds.
     pub proof_max_age_secs: u64,
+    /// How long an issued credential is valid (`exp`), seconds.
+    pub credential_validity_secs: u64,
+    /// Most key proofs (and so credentials) per credential request:
+    /// `batch_credential_issuance.batch_size`.
+    pub batch_size: u32,
+    /// Whether token responses carry the `c_nonce` of earlier drafts.
+    /// Default: on when notary is the credential issuer, off when it is the
+    /// authorization server alone (the nonce would be one nobody checks).
+    pub legacy_c_nonce: Option<bool>,
 }
 
 impl Default for IssuanceConfig {
@@ -305,6 +314,9 @@ impl Default for IssuanceConfig {
             require_dpop_nonce: false,
             require_client_attestation: false,
             proof_max_age_secs: 300,
+            credential_validity_secs: 365 * 24 * 3600,
+            batch_size: 10,
+            legacy_c_nonce: None,
         }
     }
 }
@@ -348,8 +360,13 @@ impl Default for FloodConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CredentialIssuerConfig {
-    /// The credential endpoint of the credential issuer.
+    /// The credential endpoint of another credential issuer, when notary is
+    /// its authorization server only. Unset (or notary's own
+    /// `/oid4vci/credential`): notary issues the credentials itself.
     pub credential_endpoint: Option<String>,
+    /// Issuer `display` entries (`[{name, locale, logo}]`), served in the
+    /// metadata and shown on the offer page.
+    pub display: Option<serde_json::Value>,
     /// `credential_configurations_supported`, passed through as JSON.
     /// Offers may only name configurations listed here.
     pub credential_configurations_supported: serde_json::Map<String, serde_json::Value>,
@@ -511,6 +528,30 @@ impl Config {
             .unwrap_or(&self.server.public_url)
     }
 
+    /// The URL of notary's own credential endpoint.
+    pub fn own_credential_endpoint(&self) -> String {
+        format!("{}/oid4vci/credential", self.server.public_url)
+    }
+
+    /// Whether notary is the credential issuer (serves the credential,
+    /// nonce and notification endpoints), rather than the authorization
+    /// server alone for a credential issuer on another host.
+    pub fn serves_credentials(&self) -> bool {
+        self.credential_issuer() == self.server.public_url
+            && self
+                .credential_issuer
+                .credential_endpoint
+                .as_deref()
+                .is_none_or(|e| e == self.own_credential_endpoint())
+    }
+
+    /// Whether token responses carry the legacy `c_nonce`.
+    pub fn legacy_c_nonce(&self) -> bool {
+        self.issuance
+            .legacy_c_nonce
+            .unwrap_or_else(|| self.serves_credentials())
+    }
+
     /// The database URL with a relative SQLite path resolved.
     pub fn database_url(&self) -> String {
         match self.database.url.strip_prefix("sqlite:") {
@@ -592,6 +633,18 @@ impl Config {
                 "issuance.require_client_attestation needs client_attestation.trusted_keys_file"
                     .to_owned(),
             );
+        }
+        if i.credential_validity_secs == 0 || i.credential_validity_secs > 10 * 365 * 86_400 {
+            return invalid("issuance.credential_validity_secs must be 1..=315360000".to_owned());
+        }
+        if i.batch_size == 0 || i.batch_size > 100 {
+            return invalid("issuance.batch_size must be 1..=100".to_owned());
+        }
+        if self.serves_credentials() {
+            crate::issuance::profiles::read(
+                &self.credential_issuer.credential_configurations_supported,
+            )
+            .map_err(ConfigError::Invalid)?;
         }
         if i.access_token_typ.is_empty() {
             return invalid("issuance.access_token_typ must not be empty".to_owned());

@@ -10,6 +10,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Token requests by outcome.
 pub const TOKEN_REQUESTS: &str = "notary_token_requests_total";
+/// Credential requests by outcome (`issued` or the OAuth error code).
+pub const CREDENTIAL_REQUESTS: &str = "notary_credential_requests_total";
 /// Offers created through the admin API.
 pub const OFFERS_CREATED: &str = "notary_offers_created_total";
 /// Offers locked by wrong PINs.

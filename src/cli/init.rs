@@ -412,15 +412,37 @@ listen = "{metrics_listen}"
 [log]
 format = "text"
 
-# notary serves the Credential Issuer metadata while the credential issuer's
-# identifier is its own public URL. Point credential_endpoint at the service
-# that issues the credentials (it accepts notary's access tokens).
+# notary is the credential issuer of this set-up: it serves the credential,
+# nonce and notification endpoints and signs credentials with its credential
+# key in the HSM. To be the authorization server alone for a credential
+# issuer on another host, set credential_endpoint to that host's endpoint
+# (and issuance.credential_issuer to its identifier).
 [credential_issuer]
-credential_endpoint = "{public_url}/credential"
+display = [{{ name = "Example University", locale = "en" }}]
 
+# An SD-JWT VC: claims are selectively disclosable unless marked sd = "never".
+[credential_issuer.credential_configurations_supported.UniversityDegree_sd_jwt]
+format = "dc+sd-jwt"
+vct = "{public_url}/credentials/university-degree"
+display = [{{ name = "University Degree", locale = "en" }}]
+claims = [
+    {{ path = ["given_name"], mandatory = true, display = [{{ name = "Given name", locale = "en" }}] }},
+    {{ path = ["family_name"], mandatory = true, display = [{{ name = "Family name", locale = "en" }}] }},
+    {{ path = ["degree"], display = [{{ name = "Degree", locale = "en" }}] }},
+    {{ path = ["graduation_year"], sd = "never", display = [{{ name = "Year of graduation", locale = "en" }}] }},
+]
+
+# A W3C verifiable credential as a JWT (jwt_vc_json), as dataspace wallets
+# take it: the holder is a did:jwk, the issuer notary's did:web.
 [credential_issuer.credential_configurations_supported.UniversityDegree_jwt]
 format = "jwt_vc_json"
 credential_definition = {{ type = ["VerifiableCredential", "UniversityDegreeCredential"] }}
+display = [{{ name = "University Degree (W3C)", locale = "en" }}]
+claims = [
+    {{ path = ["given_name"], display = [{{ name = "Given name", locale = "en" }}] }},
+    {{ path = ["family_name"], display = [{{ name = "Family name", locale = "en" }}] }},
+    {{ path = ["degree"], display = [{{ name = "Degree", locale = "en" }}] }},
+]
 "#,
         listen = args.listen,
         metrics_listen = args.metrics_listen,

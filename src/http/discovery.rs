@@ -17,7 +17,16 @@ pub(super) async fn authorization_server(State(state): State<AppState>) -> Respo
 
 pub(super) async fn credential_issuer(State(state): State<AppState>) -> Response {
     match &state.documents.credential_issuer {
-        Some(doc) => Json(doc.clone()).into_response(),
+        Some(doc) => {
+            let mut doc = doc.clone();
+            if let Some(key) = state.notary.active_credential_key() {
+                crate::oid4vci::metadata::with_credential_alg(
+                    &mut doc,
+                    key.info.algorithm().as_str(),
+                );
+            }
+            Json(doc).into_response()
+        }
         None => ApiError::not_found(
             "the credential issuer is another host; its metadata is served there",
         )
@@ -31,12 +40,48 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Response {
     Json(state.notary.key_ring().jwks(crate::issuance::now())).into_response()
 }
 
-/// `POST /oid4vci/nonce` (OID4VCI 1.0 §7): a fresh `c_nonce` for the
-/// credential request's key proof.
-pub(super) async fn nonce() -> Result<Response, ApiError> {
-    let c_nonce = crate::issuance::random::token(16)
-        .map_err(|e| ApiError::internal(&crate::issuance::InternalError::Random(e)))?;
-    Ok(Json(serde_json::json!({ "c_nonce": c_nonce })).into_response())
+/// The public JWKs of the credential keys whose credentials may still be
+/// verified (active and retiring).
+fn credential_jwks(state: &AppState) -> Vec<serde_json::Value> {
+    state
+        .notary
+        .published_credential_keys()
+        .iter()
+        .map(|k| {
+            let mut jwk = k.info.public_key.to_jwk();
+            if let Some(chain) = &k.x5c {
+                jwk["x5c"] = serde_json::json!(chain);
+            }
+            jwk
+        })
+        .collect()
+}
+
+/// `GET /.well-known/jwt-vc-issuer`: SD-JWT VC issuer metadata, the keys
+/// verifiers check SD-JWT VCs with.
+pub(super) async fn jwt_vc_issuer(State(state): State<AppState>) -> Response {
+    let doc = crate::formats::issuer_metadata::jwt_vc_issuer(
+        &state.notary.policy().credential_issuer,
+        &credential_jwks(&state),
+    );
+    Json(doc).into_response()
+}
+
+/// `GET /.well-known/did.json`: notary's `did:web` document, the keys
+/// `jwt_vc_json` credentials are verified with.
+pub(super) async fn did_document(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let did = crate::formats::did::did_web(&state.notary.policy().public_url).map_err(|e| {
+        ApiError::internal(&crate::issuance::InternalError::Task(e.to_string()))
+    })?;
+    let doc = crate::formats::did::did_web_document(&did, &credential_jwks(&state)).map_err(|e| {
+        ApiError::internal(&crate::issuance::InternalError::Task(e.to_string()))
+    })?;
+    let mut response = Json(doc).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/did+json"),
+    );
+    Ok(response)
 }
 
 /// The OpenAPI 3.1 description of every endpoint (`docs/openapi.yaml`).

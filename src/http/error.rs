@@ -24,7 +24,8 @@ pub struct ApiError {
     code: ErrorCode,
     description: Cow<'static, str>,
     retry_after: Option<u64>,
-    bearer_challenge: bool,
+    challenge: Option<HeaderValue>,
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -39,7 +40,8 @@ impl ApiError {
             code,
             description: description.into(),
             retry_after: None,
-            bearer_challenge: false,
+            challenge: None,
+            extra: None,
         }
     }
 
@@ -59,7 +61,7 @@ impl ApiError {
             ErrorCode::InvalidToken,
             "a valid API key is required (Authorization: Bearer ...)",
         );
-        e.bearer_challenge = true;
+        e.challenge = Some(HeaderValue::from_static("Bearer realm=\"notary\""));
         e
     }
 
@@ -98,6 +100,19 @@ impl ApiError {
         )
     }
 
+    /// Adds a `WWW-Authenticate` challenge.
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// Adds members to the error body (e.g. a fresh `c_nonce` for wallets
+    /// of earlier drafts, which read it from an `invalid_proof` error).
+    pub fn with_members(mut self, members: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.extra = Some(members);
+        self
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -117,21 +132,23 @@ impl From<InternalError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code.as_str(),
             "error_description": self.description,
         });
+        if let (Some(extra), Some(object)) = (self.extra, body.as_object_mut()) {
+            for (name, value) in extra {
+                object.entry(name).or_insert(value);
+            }
+        }
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.bearer_challenge {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"notary\""),
-            );
+        if let Some(challenge) = self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod body;
+mod credential;
 mod discovery;
 pub mod error;
 pub mod flood;
@@ -58,6 +59,8 @@ pub struct Documents {
     pub credential_issuer: Option<serde_json::Value>,
     /// The OpenAPI document as JSON, with this server's URL in `servers`.
     pub openapi: String,
+    /// Names the offer page shows, from the metadata's `display`.
+    pub names: offer_page::DisplayNames,
 }
 
 /// The OpenAPI 3.1 description of the HTTP API, as reviewed in `docs/`.
@@ -76,6 +79,12 @@ pub fn openapi_json(public_url: &str) -> Result<String, String> {
 pub struct Behaviour {
     /// The token endpoint's public URL: the `htu` DPoP proofs must name.
     pub token_url: url::Url,
+    /// The credential endpoint's public URL (DPoP `htu`).
+    pub credential_url: url::Url,
+    /// The notification endpoint's public URL (DPoP `htu`).
+    pub notification_url: url::Url,
+    /// Whether notary serves the credential issuer's endpoints.
+    pub serves_credentials: bool,
     /// Whether the token endpoint is enabled.
     pub pre_authorized_enabled: bool,
     /// Error for a wrong PIN.
@@ -107,17 +116,23 @@ impl AppState {
             signing_alg: "EdDSA",
             attestation_enabled: !notary.policy().trusted_wallet_providers.is_empty(),
             attestation_required: config.issuance.require_client_attestation,
+            serves_credentials: config.serves_credentials(),
+            batch_size: config.issuance.batch_size,
+            display: config.credential_issuer.display.as_ref(),
         };
-        let token_url = url::Url::parse(&format!("{}/oid4vci/token", config.server.public_url))
-            .map_err(|e| {
+        let endpoint = |path: &str| {
+            url::Url::parse(&format!("{}{path}", config.server.public_url)).map_err(|e| {
                 crate::config::ConfigError::Invalid(format!("server.public_url is not a URL: {e}"))
-            })?;
+            })
+        };
+        let token_url = endpoint("/oid4vci/token")?;
         let documents = Documents {
             authorization_server: metadata::authorization_server(&inputs),
             credential_issuer: (config.credential_issuer() == config.server.public_url)
                 .then(|| metadata::credential_issuer(&inputs)),
             openapi: openapi_json(&config.server.public_url)
                 .map_err(crate::config::ConfigError::Invalid)?,
+            names: offer_page::DisplayNames::from_config(&config.credential_issuer),
         };
         Ok(AppState {
             notary,
@@ -131,6 +146,9 @@ impl AppState {
                 locked_response: config.issuance.locked_response,
                 body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
                 token_url,
+                credential_url: endpoint("/oid4vci/credential")?,
+                notification_url: endpoint("/oid4vci/notification")?,
+                serves_credentials: config.serves_credentials(),
                 require_dpop: config.issuance.require_dpop,
                 require_dpop_nonce: config.issuance.require_dpop_nonce,
                 require_client_attestation: config.issuance.require_client_attestation,
@@ -155,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
+            header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::ACCEPT,
             header::HeaderName::from_static("dpop"),
@@ -163,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         ])
         .expose_headers([
             header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
             header::HeaderName::from_static("x-request-id"),
             error::DPOP_NONCE,
         ])
@@ -170,15 +190,38 @@ pub fn router(state: AppState) -> Router {
     // Each wallet route also answers OPTIONS, so that CORS preflights reach
     // the CORS layer instead of the 405 fallback.
     let preflight = || async { axum::http::StatusCode::NO_CONTENT };
-    let wallet = Router::new()
-        .route(
-            "/oid4vci/token",
-            post(token::token).layer(no_store()).options(preflight),
-        )
-        .route(
-            "/oid4vci/nonce",
-            post(discovery::nonce).layer(no_store()).options(preflight),
-        )
+    let mut wallet = Router::new().route(
+        "/oid4vci/token",
+        post(token::token).layer(no_store()).options(preflight),
+    );
+    if state.behaviour.serves_credentials {
+        wallet = wallet
+            .route(
+                "/oid4vci/nonce",
+                post(credential::nonce).layer(no_store()).options(preflight),
+            )
+            .route(
+                "/oid4vci/credential",
+                post(credential::credential)
+                    .layer(no_store())
+                    .options(preflight),
+            )
+            .route(
+                "/oid4vci/notification",
+                post(credential::notification)
+                    .layer(no_store())
+                    .options(preflight),
+            )
+            .route(
+                "/.well-known/jwt-vc-issuer",
+                get(discovery::jwt_vc_issuer).options(preflight),
+            )
+            .route(
+                "/.well-known/did.json",
+                get(discovery::did_document).options(preflight),
+            );
+    }
+    let wallet = wallet
         .route(
             &format!("{OFFER_REFERENCE_PATH}{{reference}}"),
             get(offer_page::credential_offer).options(preflight),
@@ -232,6 +275,10 @@ mod tests {
         for (path, method) in [
             ("/oid4vci/token", "post"),
             ("/oid4vci/nonce", "post"),
+            ("/oid4vci/credential", "post"),
+            ("/oid4vci/notification", "post"),
+            ("/.well-known/jwt-vc-issuer", "get"),
+            ("/.well-known/did.json", "get"),
             (by_reference.as_str(), "get"),
             ("/introspect", "post"),
             ("/.well-known/oauth-authorization-server", "get"),

@@ -39,7 +39,7 @@ pub(super) async fn credential_offer(
     };
     admission.succeeded();
     let mut response = if wants_html(&headers) {
-        let mut r = page(&offer).into_response();
+        let mut r = page(&offer, &state.documents.names).into_response();
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -103,8 +103,60 @@ fn wants_html(headers: &HeaderMap) -> bool {
     html > 0.0 && html > json
 }
 
-/// The offer page: the QR code, the link, the expiry and how to get the PIN.
-fn page(offer: &OfferByReference) -> String {
+/// The issuer's and the credentials' names, from the `display` entries of
+/// the credential issuer metadata (the English one, else the first).
+#[derive(Debug, Default)]
+pub struct DisplayNames {
+    /// The issuer's name.
+    pub issuer: Option<String>,
+    /// Credential configuration id → its name.
+    pub credentials: std::collections::BTreeMap<String, String>,
+}
+
+/// The `name` of the preferred entry of a `display` array.
+fn display_name(display: Option<&serde_json::Value>) -> Option<String> {
+    let entries = display?.as_array()?;
+    let english = entries.iter().find(|e| {
+        e["locale"]
+            .as_str()
+            .is_some_and(|l| l == "en" || l.starts_with("en-"))
+    });
+    english
+        .or(entries.first())
+        .and_then(|e| e["name"].as_str())
+        .map(str::to_owned)
+}
+
+impl DisplayNames {
+    /// Reads the names once at start.
+    pub fn from_config(config: &crate::config::CredentialIssuerConfig) -> Self {
+        DisplayNames {
+            issuer: display_name(config.display.as_ref()),
+            credentials: config
+                .credential_configurations_supported
+                .iter()
+                .filter_map(|(id, c)| Some((id.clone(), display_name(c.get("display"))?)))
+                .collect(),
+        }
+    }
+}
+
+/// The offer page: who offers what, the QR code, the link, the expiry and
+/// how to get the PIN.
+fn page(offer: &OfferByReference, names: &DisplayNames) -> String {
+    let issuer = names
+        .issuer
+        .as_deref()
+        .map(|n| format!("<p class=\"issuer\">From <strong>{}</strong></p>\n", escape(n)))
+        .unwrap_or_default();
+    let offered: String = offer
+        .credentials
+        .iter()
+        .map(|id| {
+            let name = names.credentials.get(id).unwrap_or(id);
+            format!("<li>{}</li>", escape(name))
+        })
+        .collect();
     let qr = QrCode::with_error_correction_level(offer.deep_link.as_bytes(), EcLevel::M)
         .map(|code| {
             let svg = code
@@ -159,6 +211,7 @@ dd {{ margin: 0.25rem 0 0 0; }}
 <body>
 <main>
 <h1>Your credential offer</h1>
+{issuer}<ul class="credentials">{offered}</ul>
 <p>Scan this QR code with your wallet app to receive your credential.</p>
 <div class="qr" role="img" aria-label="QR code of the credential offer link">{qr}</div>
 <p>On the device that holds your wallet? <a href="{link}">Open the offer in your wallet</a>.</p>
@@ -209,6 +262,34 @@ mod tests {
         assert!(!wants_html(&accept("application/json")));
         assert!(!wants_html(&accept("*/*")));
         assert!(!wants_html(&accept("text/html;q=0.5, application/json")));
+    }
+
+    #[test]
+    fn the_page_names_the_issuer_and_the_offered_credentials_escaped() {
+        let config: crate::config::CredentialIssuerConfig = toml::from_str(
+            r#"
+display = [{ name = "Université <b>", locale = "fr" }, { name = "University <b>", locale = "en" }]
+[credential_configurations_supported.Degree]
+format = "dc+sd-jwt"
+display = [{ name = "Degree & Honours" }]
+[credential_configurations_supported.Other]
+format = "jwt_vc_json"
+"#,
+        )
+        .unwrap();
+        let names = DisplayNames::from_config(&config);
+        let offer = OfferByReference {
+            offer_json: zeroize::Zeroizing::new(String::new()),
+            deep_link: "openid-credential-offer://?x".into(),
+            expires_at: "2026-12-04T00:00:00Z".into(),
+            tx_code: None,
+            credentials: vec!["Degree".into(), "Other".into()],
+        };
+        let html = page(&offer, &names);
+        assert!(html.contains("<strong>University &lt;b&gt;</strong>"), "{html}");
+        assert!(html.contains("<li>Degree &amp; Honours</li>"));
+        // A configuration without display is named by its id.
+        assert!(html.contains("<li>Other</li>"));
     }
 
     #[test]

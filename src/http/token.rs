@@ -199,6 +199,7 @@ async fn proofs(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Bindi
                     htm: "POST",
                     htu: &state.behaviour.token_url,
                     now,
+                    access_token: None,
                 })
                 .await
                 .map_err(|e| ProofRefusal {

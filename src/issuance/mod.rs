@@ -1,13 +1,18 @@
 //! The use cases: create and manage offers, redeem a code for a token, manage
 //! API keys. Plain Rust: no HTTP types, no SQL, no PKCS#11 types.
 
+pub mod access;
 mod api_keys;
 pub mod audit_log;
+pub mod c_nonce;
+pub mod credential;
 pub mod claims;
 pub mod hashing;
 mod introspect;
 pub mod keys;
+pub mod notification;
 mod offers;
+pub mod profiles;
 pub mod proofs;
 pub mod random;
 mod redeem;
@@ -86,6 +91,18 @@ pub struct Policy {
     pub require_dpop_nonce: bool,
     /// Wallet providers whose client attestations verify.
     pub trusted_wallet_providers: TrustedProviders,
+    /// Whether notary issues credentials itself (else it is the
+    /// authorization server alone).
+    pub serves_credentials: bool,
+    /// Whether token responses carry the legacy `c_nonce`.
+    pub legacy_c_nonce: bool,
+    /// How each credential configuration is issued (empty when notary does
+    /// not issue credentials).
+    pub credential_profiles: BTreeMap<String, profiles::CredentialProfile>,
+    /// Lifetime of issued credentials, seconds.
+    pub credential_validity: u64,
+    /// Most proofs (credentials) per credential request.
+    pub batch_size: usize,
 }
 
 impl Policy {
@@ -120,6 +137,16 @@ impl Policy {
             proof_max_age_secs: i.proof_max_age_secs,
             require_dpop_nonce: i.require_dpop_nonce,
             trusted_wallet_providers: config.trusted_wallet_providers()?,
+            serves_credentials: config.serves_credentials(),
+            legacy_c_nonce: config.legacy_c_nonce(),
+            credential_profiles: if config.serves_credentials() {
+                profiles::read(&config.credential_issuer.credential_configurations_supported)
+                    .map_err(ConfigError::Invalid)?
+            } else {
+                BTreeMap::new()
+            },
+            credential_validity: i.credential_validity_secs,
+            batch_size: usize::try_from(i.batch_size).unwrap_or(1),
         })
     }
 }
@@ -132,6 +159,7 @@ pub struct Notary {
     policy: std::sync::Arc<Policy>,
     keys: keys::SharedKeyRing,
     nonces: std::sync::Arc<proofs::NonceCache>,
+    epoch_keys: std::sync::Arc<c_nonce::EpochKeys>,
     revocations: std::sync::Arc<redeem::RevocationsInFlight>,
     /// The largest checkpoint this process signed or verified: a new one
     /// must extend it even if checkpoint rows vanish from the database.
@@ -149,6 +177,7 @@ impl Notary {
             policy: std::sync::Arc::new(policy),
             keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
             nonces: std::sync::Arc::default(),
+            epoch_keys: std::sync::Arc::default(),
             revocations: std::sync::Arc::default(),
             last_checkpoint: audit_log::LastCheckpoint::default(),
         })

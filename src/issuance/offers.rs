@@ -203,6 +203,8 @@ pub struct OfferByReference {
     pub expires_at: String,
     /// What the wallet shows before asking for the PIN (never the PIN).
     pub tx_code: Option<TxCodeSpec>,
+    /// The credential configuration ids offered.
+    pub credentials: Vec<String>,
 }
 
 /// Path under which by-reference offers are served.
@@ -406,6 +408,7 @@ impl Notary {
             deep_link: offer_reference_uri(&self.policy.public_url, reference),
             expires_at: rfc3339(record.expires_at),
             tx_code,
+            credentials,
         }))
     }
 

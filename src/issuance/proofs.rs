@@ -65,6 +65,9 @@ pub struct DpopRequest<'a> {
     pub htu: &'a url::Url,
     /// Now, unix seconds.
     pub now: i64,
+    /// At a protected resource: the access token the proof must carry the
+    /// hash of (`ath`).
+    pub access_token: Option<&'a str>,
 }
 
 impl Notary {
@@ -79,6 +82,7 @@ impl Notary {
                 htu: request.htu,
                 now: request.now,
                 max_age,
+                access_token: request.access_token,
             },
         )
         .map_err(|e| ProofError::InvalidDpopProof(e.0))?;

@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 
 use subtle::ConstantTimeEq;
 
-use super::{InternalError, Notary, hashing, now, random, token};
+use super::{InternalError, Notary, hashing, now, token};
 use crate::oid4vci::PRE_AUTHORIZED_GRANT;
 use crate::oid4vci::token::{CredentialAuthorization, TokenRequest, TokenResponse};
 use crate::store::{OfferRecord, OfferState, PinAttempt, WrongPinOutcome};
@@ -206,6 +206,11 @@ impl Notary {
             // revoked since we read it. The token we signed is discarded.
             return Err(self.refusal_after_race(&offer.id).await);
         }
+        let nonce = if self.policy.legacy_c_nonce {
+            Some(self.fresh_c_nonce().await.map_err(RedeemError::Internal)?)
+        } else {
+            None
+        };
         Ok(TokenResponse {
             access_token: minted.access_token,
             token_type: if binding.dpop_jkt.is_some() {
@@ -214,8 +219,8 @@ impl Notary {
                 "Bearer"
             },
             expires_in: self.policy.access_token_ttl,
-            c_nonce: random::token(16).map_err(internal)?,
-            c_nonce_expires_in: self.policy.c_nonce_ttl,
+            c_nonce_expires_in: nonce.as_ref().map(|n| n.expires_in),
+            c_nonce: nonce.map(|n| n.c_nonce),
             authorization_details,
         })
     }

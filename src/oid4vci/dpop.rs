@@ -39,6 +39,9 @@ pub struct Expected<'a> {
     pub now: i64,
     /// Oldest acceptable `iat`, as an age in seconds.
     pub max_age: i64,
+    /// The access token the proof must be bound to by `ath` (RFC 9449
+    /// §4.3 item 11), at a protected resource; `None` at the token endpoint.
+    pub access_token: Option<&'a str>,
 }
 
 /// Checks a proof's form, signature, `htm`, `htu` and `iat`.
@@ -75,6 +78,15 @@ pub fn check(proof: &str, expected: Expected<'_>) -> Result<DpopProof, JwtError>
         Some(Value::String(n)) => Some(n.clone()),
         Some(_) => return Err(JwtError("nonce must be a string".into())),
     };
+    if let Some(token) = expected.access_token {
+        use sha2::Digest as _;
+        let ath = crate::jose::b64url(&sha2::Sha256::digest(token.as_bytes()));
+        if claims.get("ath").and_then(Value::as_str) != Some(ath.as_str()) {
+            return Err(JwtError(
+                "ath must be the hash of the access token presented with the proof".into(),
+            ));
+        }
+    }
     Ok(DpopProof {
         jkt: jwt::thumbprint(&jwk)?,
         jti: jti.to_owned(),
@@ -128,6 +140,7 @@ mod tests {
             htu: &expected_url,
             now: 1_000,
             max_age: 300,
+            access_token: None,
         };
         assert!(check("a.b", expected).is_err());
         assert!(check("!!.b.c", expected).is_err());

@@ -30,6 +30,14 @@ pub struct MetadataInputs<'a> {
     pub attestation_enabled: bool,
     /// Whether the token endpoint refuses requests without one.
     pub attestation_required: bool,
+    /// Whether notary issues the credentials itself (credential, nonce and
+    /// notification endpoints), rather than being the authorization server
+    /// alone.
+    pub serves_credentials: bool,
+    /// Most proofs per credential request.
+    pub batch_size: u32,
+    /// The issuer's `display` entries.
+    pub display: Option<&'a Value>,
 }
 
 /// `/.well-known/oauth-authorization-server` (RFC 8414).
@@ -70,19 +78,82 @@ pub fn authorization_server(m: &MetadataInputs<'_>) -> Value {
 }
 
 /// `/.well-known/openid-credential-issuer` (OID4VCI 1.0 §12.2), served when
-/// notary's public URL is the credential issuer identifier.
+/// notary's public URL is the credential issuer identifier. When notary
+/// issues the credentials itself, each configuration gets the binding,
+/// signing and proof members a wallet needs, unless the config sets them;
+/// `credential_signing_alg_values_supported` is filled in per request from
+/// the credential key (see [`with_credential_alg`]).
 pub fn credential_issuer(m: &MetadataInputs<'_>) -> Value {
-    let credential_endpoint = m
-        .credential_endpoint
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{}/credential", m.credential_issuer));
-    json!({
+    if !m.serves_credentials {
+        let credential_endpoint = m
+            .credential_endpoint
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{}/credential", m.credential_issuer));
+        let mut doc = json!({
+            "credential_issuer": m.credential_issuer,
+            "authorization_servers": [m.public_url],
+            "credential_endpoint": credential_endpoint,
+            "credential_configurations_supported": m.credential_configurations,
+        });
+        if let Some(display) = m.display {
+            doc["display"] = display.clone();
+        }
+        return doc;
+    }
+    let configurations: serde_json::Map<String, Value> = m
+        .credential_configurations
+        .iter()
+        .map(|(id, configuration)| (id.clone(), completed(configuration)))
+        .collect();
+    let mut doc = json!({
         "credential_issuer": m.credential_issuer,
         "authorization_servers": [m.public_url],
-        "credential_endpoint": credential_endpoint,
+        "credential_endpoint": format!("{}/oid4vci/credential", m.public_url),
         "nonce_endpoint": format!("{}/oid4vci/nonce", m.public_url),
-        "credential_configurations_supported": m.credential_configurations,
-    })
+        "notification_endpoint": format!("{}/oid4vci/notification", m.public_url),
+        "batch_credential_issuance": { "batch_size": m.batch_size },
+        "credential_configurations_supported": configurations,
+    });
+    if let Some(display) = m.display {
+        doc["display"] = display.clone();
+    }
+    doc
+}
+
+/// A configuration as served: notary's `sd` markers removed, and the
+/// members wallets need filled in where the config leaves them out.
+fn completed(configuration: &Value) -> Value {
+    let mut served = crate::issuance::profiles::served(configuration);
+    let binding = match configuration["format"].as_str() {
+        Some("jwt_vc_json") => json!(["did:jwk"]),
+        _ => json!(["jwk"]),
+    };
+    if let Some(object) = served.as_object_mut() {
+        object
+            .entry("cryptographic_binding_methods_supported")
+            .or_insert(binding);
+        object.entry("proof_types_supported").or_insert(json!({
+            "jwt": { "proof_signing_alg_values_supported": jwt::ACCEPTED_ALGS }
+        }));
+    }
+    served
+}
+
+/// Sets `credential_signing_alg_values_supported` of every configuration
+/// that does not set it to the credential key's algorithm.
+pub fn with_credential_alg(doc: &mut Value, alg: &str) {
+    if let Some(configurations) = doc
+        .get_mut("credential_configurations_supported")
+        .and_then(Value::as_object_mut)
+    {
+        for configuration in configurations.values_mut() {
+            if let Some(object) = configuration.as_object_mut() {
+                object
+                    .entry("credential_signing_alg_values_supported")
+                    .or_insert(json!([alg]));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +170,9 @@ mod tests {
             signing_alg: "EdDSA",
             attestation_enabled: false,
             attestation_required: false,
+            serves_credentials: true,
+            batch_size: 10,
+            display: None,
         }
     }
 
@@ -131,6 +205,34 @@ mod tests {
             json!([ATTESTATION_AUTH_METHOD])
         );
         assert!(credential_issuer(&m).get(key).is_none());
+    }
+
+    #[test]
+    fn an_issuing_notary_advertises_its_endpoints_and_an_authorization_server_alone_does_not() {
+        let configs = json!({
+            "D": {"format": "dc+sd-jwt", "vct": "v", "claims": [{"path": ["a"], "sd": "never"}]},
+            "W": {"format": "jwt_vc_json", "credential_definition": {"type": ["VerifiableCredential"]}},
+        });
+        let configs = configs.as_object().unwrap();
+        let mut m = inputs(configs, true);
+        let mut doc = credential_issuer(&m);
+        with_credential_alg(&mut doc, "ES256");
+        assert_eq!(doc["credential_endpoint"], "https://notary.example/oid4vci/credential");
+        assert_eq!(doc["nonce_endpoint"], "https://notary.example/oid4vci/nonce");
+        assert_eq!(doc["batch_credential_issuance"]["batch_size"], 10);
+        let d = &doc["credential_configurations_supported"]["D"];
+        assert_eq!(d["cryptographic_binding_methods_supported"], json!(["jwk"]));
+        assert_eq!(d["credential_signing_alg_values_supported"], json!(["ES256"]));
+        assert!(d["claims"][0].get("sd").is_none());
+        let w = &doc["credential_configurations_supported"]["W"];
+        assert_eq!(w["cryptographic_binding_methods_supported"], json!(["did:jwk"]));
+        m.serves_credentials = false;
+        m.credential_endpoint = Some("https://ci.example/credential");
+        let doc = credential_issuer(&m);
+        assert_eq!(doc["credential_endpoint"], "https://ci.example/credential");
+        for absent in ["nonce_endpoint", "notification_endpoint", "batch_credential_issuance"] {
+            assert!(doc.get(absent).is_none(), "{absent}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod attestation;
 pub mod claims;
+pub mod credential;
 pub mod dpop;
 pub mod jwt;
 pub mod metadata;
@@ -44,6 +45,23 @@ pub enum ErrorCode {
     InvalidClientAttestation,
     /// RFC 9396: `authorization_details` asks for what the grant does not give.
     InvalidAuthorizationDetails,
+    /// OID4VCI §8.3.1.2: the credential request is malformed.
+    InvalidCredentialRequest,
+    /// OID4VCI §8.3.1.2: no such credential configuration.
+    UnknownCredentialConfiguration,
+    /// OID4VCI §8.3.1.2: no such credential identifier.
+    UnknownCredentialIdentifier,
+    /// OID4VCI §8.3.1.2: a key proof is missing or does not verify.
+    InvalidProof,
+    /// OID4VCI §8.3.1.2: the proof's nonce is missing, unknown, used or
+    /// expired; the wallet fetches a fresh one from the nonce endpoint.
+    InvalidNonce,
+    /// OID4VCI §8.3.1.2: the request is well formed but not granted.
+    CredentialRequestDenied,
+    /// OID4VCI §11.3: the notification names no credential of this token.
+    InvalidNotificationId,
+    /// OID4VCI §11.3: the notification request is malformed.
+    InvalidNotificationRequest,
 }
 
 impl ErrorCode {
@@ -64,6 +82,14 @@ impl ErrorCode {
             ErrorCode::InvalidClient => "invalid_client",
             ErrorCode::InvalidClientAttestation => "invalid_client_attestation",
             ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
+            ErrorCode::InvalidCredentialRequest => "invalid_credential_request",
+            ErrorCode::UnknownCredentialConfiguration => "unknown_credential_configuration",
+            ErrorCode::UnknownCredentialIdentifier => "unknown_credential_identifier",
+            ErrorCode::InvalidProof => "invalid_proof",
+            ErrorCode::InvalidNonce => "invalid_nonce",
+            ErrorCode::CredentialRequestDenied => "credential_request_denied",
+            ErrorCode::InvalidNotificationId => "invalid_notification_id",
+            ErrorCode::InvalidNotificationRequest => "invalid_notification_request",
         }
     }
 }

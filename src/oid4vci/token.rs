@@ -234,10 +234,13 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     /// Seconds until the token expires.
     pub expires_in: u64,
-    /// Nonce for wallets of earlier drafts.
-    pub c_nonce: String,
+    /// Nonce for wallets of earlier drafts (1.0 wallets use the nonce
+    /// endpoint); absent when notary is the authorization server alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub c_nonce: Option<String>,
     /// Seconds the nonce is valid.
-    pub c_nonce_expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub c_nonce_expires_in: Option<u64>,
     /// The authorization details granted, when the request sent some.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Vec<CredentialAuthorization>>,

@@ -6,6 +6,7 @@
 //! transaction together with its audit entry.
 
 mod group_commit;
+mod issuance;
 pub mod model;
 mod postgres;
 mod rows;
@@ -241,6 +242,24 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         dispatch!(self, "revoke_token_of_replayed_offer", s => s.revoke_token_of_replayed_offer(id, now).await)
+    }
+
+    /// Whether this credential configuration of the offer was issued.
+    pub async fn is_issued(&self, offer_id: &str, configuration_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, "is_issued", s => s.is_issued(offer_id, configuration_id).await)
+    }
+
+    /// Records an issuance exactly once: the issuance row, the credentials,
+    /// the deletion of that configuration's sealed claims and the audit
+    /// entries, in one transaction, and only while the token is the offer's
+    /// live token.
+    pub async fn record_issuance(&self, issuance: &NewIssuance, now: i64) -> Result<IssueOutcome, StoreError> {
+        dispatch!(self, "record_issuance", s => s.record_issuance(issuance, now).await)
+    }
+
+    /// The issuance a wallet's `notification_id` names.
+    pub async fn find_issuance(&self, notification_id: &str) -> Result<Option<IssuanceRecord>, StoreError> {
+        dispatch!(self, "find_issuance", s => s.find_issuance(notification_id).await)
     }
 
     /// Stores a new API key (its secret only as a keyed hash).

@@ -305,3 +305,62 @@ pub struct CheckpointRecord {
 fn hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
+
+/// One credential issued (one per proven holder key), as recorded: facts
+/// for auditors and status management, never the credential's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuedCredential {
+    /// Random identifier.
+    pub id: String,
+    /// `dc+sd-jwt` or `jwt_vc_json`.
+    pub format: String,
+    /// `kid` of the credential key that signed it.
+    pub kid: String,
+    /// RFC 7638 thumbprint of the holder key it is bound to.
+    pub holder_jkt: String,
+    /// SHA-256 of the credential as issued, hex.
+    pub sha256: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// The issuance of one credential configuration of an offer: recorded once.
+#[derive(Debug, Clone)]
+pub struct NewIssuance {
+    /// The offer.
+    pub offer_id: String,
+    /// The credential configuration issued.
+    pub configuration_id: String,
+    /// `jti` of the access token the request presented; it must still be
+    /// the offer's token, unrevoked, when the issuance is written.
+    pub token_jti: String,
+    /// Sent to the wallet, which names it in notifications.
+    pub notification_id: String,
+    /// The credentials, one per holder key.
+    pub credentials: Vec<IssuedCredential>,
+}
+
+/// What became of recording an issuance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueOutcome {
+    /// Recorded now: the credentials may be handed out.
+    Issued,
+    /// This configuration of the offer was issued before (by any instance).
+    AlreadyIssued,
+    /// The token is no longer the offer's live token (revoked, or the offer
+    /// is gone).
+    TokenRevoked,
+}
+
+/// A recorded issuance, as a notification finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuanceRecord {
+    /// The offer.
+    pub offer_id: String,
+    /// The configuration issued.
+    pub configuration_id: String,
+    /// The access token it was issued to.
+    pub token_jti: String,
+}

@@ -35,8 +35,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
-    writer: PgPool,
+    pub(super) pool: PgPool,
+    pub(super) writer: PgPool,
 }
 
 const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
@@ -46,7 +46,7 @@ const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, cla
 /// Appends one audit entry inside the caller's transaction. The caller holds
 /// the writer lock (see `begin_write`), so reading the head and appending
 /// cannot interleave with another writer, in this instance or another.
-async fn append_audit(
+pub(super) async fn append_audit(
     conn: &mut PgConnection,
     event: &AuditEvent,
     now: i64,
@@ -191,7 +191,9 @@ impl PgStore {
     }
 
     /// A write transaction holding the cluster-wide writer lock.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITER_LOCK)
@@ -744,6 +746,15 @@ impl PgStore {
             let event = AuditEvent::new("offer.expired", id, serde_json::json!({}));
             append_audit(&mut tx, &event, now).await?;
         }
+        // A redeemed offer's claims wait for the credential request only
+        // while its token lives; after that nobody can ask for them.
+        sqlx::query(
+            "UPDATE offers SET claims_sealed = NULL \
+             WHERE state = 'redeemed' AND claims_sealed IS NOT NULL AND token_expires_at <= $1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let purged = sqlx::query(
             "DELETE FROM offers WHERE (state <> 'pending' OR expires_at <= $1) \
              AND COALESCE(redeemed_at, locked_at, revoked_at, expires_at) < $2",

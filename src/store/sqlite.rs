@@ -28,8 +28,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: SqlitePool,
+    pub(super) pool: SqlitePool,
+    pub(super) writer: SqlitePool,
     batch: GroupCommit,
 }
 
@@ -418,7 +418,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         WriteTx::begin(&self.writer).await
     }
 
@@ -936,6 +936,15 @@ impl SqliteStore {
             let event = AuditEvent::new("offer.expired", id, serde_json::json!({}));
             append_audit(&mut tx, &event, now).await?;
         }
+        // A redeemed offer's claims wait for the credential request only
+        // while its token lives; after that nobody can ask for them.
+        sqlx::query(
+            "UPDATE offers SET claims_sealed = NULL \
+             WHERE state = 'redeemed' AND claims_sealed IS NOT NULL AND token_expires_at <= ?",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let purged = sqlx::query(
             "DELETE FROM offers WHERE (state <> 'pending' OR expires_at <= ?) \
              AND COALESCE(redeemed_at, locked_at, revoked_at, expires_at) < ?",

@@ -11,6 +11,7 @@ mod by_reference;
 mod claims;
 mod cli;
 mod connection_flood;
+mod credentials;
 mod crash;
 mod discovery;
 mod exactly_once;

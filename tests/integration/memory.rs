@@ -82,17 +82,22 @@ fn count_found(memory: &[u8], secrets: &[String]) -> usize {
     found.len()
 }
 
-/// Creates and redeems 50 offers with PINs, each on its own connection that
-/// is closed afterwards; returns every code and PIN.
+/// Creates and redeems 50 offers with PINs and claims, and takes the
+/// credential of every fifth, each on its own connection that is closed
+/// afterwards; returns every code, PIN and claim value.
 async fn redeem_fifty(app: &TestApp) -> Vec<String> {
     let mut secrets = Vec::new();
     for i in 0..50 {
+        // A claim value as unique as a code, the same raw and in JSON.
+        let claim = format!("claim{}{}", crate::wallet::jti(), crate::wallet::jti())
+            .replace(['-', '_'], "x");
         let admin = app.client_from(None);
         let offer: serde_json::Value = admin
             .post(app.url("/v1/openid/offers/pre-authorized"))
             .bearer_auth(&app.admin_key)
             .json(&json!({"credentials": ["UniversityDegree_jwt"],
-                          "transactionCode": {"length": PIECE, "input_mode": "text"}}))
+                          "transactionCode": {"length": PIECE, "input_mode": "text"},
+                          "claims": {"UniversityDegree_jwt": {"given_name": claim}}}))
             .send()
             .await
             .unwrap()
@@ -122,12 +127,36 @@ async fn redeem_fifty(app: &TestApp) -> Vec<String> {
         } else {
             request.json(&json!({"grant_type": GRANT, "pre-authorized_code": code, "tx_code": pin}))
         };
-        assert_eq!(request.send().await.unwrap().status(), 200);
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let token: serde_json::Value = response.json().await.unwrap();
         drop(wallet);
+        if i % 5 == 0 {
+            take_credential(app, &token).await;
+        }
         secrets.push(code);
         secrets.push(pin);
+        secrets.push(claim);
     }
     secrets
+}
+
+/// Fetches the credential a token grants, on a connection of its own.
+async fn take_credential(app: &TestApp, token: &serde_json::Value) {
+    let wallet = app.client_from(None);
+    let key = crate::wallet::WalletKey::p256();
+    let nonce = token["c_nonce"].as_str().unwrap();
+    let proof = crate::credentials::proof(app, &key, nonce, json!({}), json!({}));
+    let r = wallet
+        .post(app.url("/oid4vci/credential"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&json!({"credential_configuration_id": "UniversityDegree_jwt",
+                      "proofs": {"jwt": [proof]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
 }
 
 /// Holds a request open on a TLS connection: its bytes stay in the server's

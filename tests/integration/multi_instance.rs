@@ -376,3 +376,12 @@ async fn dpop_replay_is_refused_across_instances_and_nonces_are_shared() {
     );
     eprintln!("DPoP jti used at B and replayed at A: refused; nonce minted by A accepted by B");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_credential_requests_across_two_instances_issue_exactly_once() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let bases = vec![a.base.clone(), b.base.clone()];
+    crate::credentials::sixty_four_requests_issue_once(&a, &bases).await;
+}

@@ -1,0 +1,31 @@
+-- Version 7: credentials issued at notary's credential endpoint.
+--
+-- One row per (offer, credential configuration) issued: its primary key is
+-- what makes issuance exactly-once. The insert, the deletion of that
+-- configuration's sealed claims and the audit entries are one transaction.
+-- Rows outlive the offer (offers are purged after retention; these are
+-- metadata only, never a claim value).
+CREATE TABLE credential_issuances (
+    offer_id          TEXT NOT NULL,
+    configuration_id  TEXT NOT NULL,
+    token_jti         TEXT NOT NULL,
+    notification_id   TEXT NOT NULL UNIQUE,
+    issued_at         BIGINT NOT NULL,
+    PRIMARY KEY (offer_id, configuration_id)
+);
+
+-- Each credential issued (one per proven holder key): what relying parties
+-- and auditors may ask about, never its content.
+CREATE TABLE credentials (
+    id                TEXT PRIMARY KEY,
+    offer_id          TEXT NOT NULL,
+    configuration_id  TEXT NOT NULL,
+    format            TEXT NOT NULL,
+    kid               TEXT NOT NULL,
+    holder_jkt        TEXT NOT NULL,
+    -- SHA-256 of the credential as issued, hex
+    sha256            TEXT NOT NULL,
+    issued_at         BIGINT NOT NULL,
+    expires_at        BIGINT NOT NULL
+);
+CREATE INDEX credentials_offer ON credentials (offer_id);

@@ -1,0 +1,295 @@
+//! Credential issuance records, on both backends: exactly once per offer and
+//! credential configuration.
+//!
+//! `record_issuance` is one transaction that (1) checks the presented token
+//! is still the offer's live token, (2) inserts the issuance row, whose
+//! primary key (offer, configuration) refuses a second one from any
+//! instance, (3) deletes that configuration's sealed claims, (4) records
+//! each credential and (5) appends their audit entries. Credentials are
+//! signed before it runs and handed out only after it commits, so a crash
+//! at any point either leaves no record and no credential out, or the
+//! record of credentials that may have reached the wallet.
+
+use sqlx::Row;
+
+use super::postgres::append_audit;
+use super::sqlite::append_audit_entries;
+use super::{IssuanceRecord, IssueOutcome, NewIssuance, PgStore, SqliteStore, StoreError};
+use crate::audit::AuditEvent;
+
+/// The sealed-claims column once `configuration`'s claims are removed
+/// (`None` when nothing is left).
+fn without_configuration(stored: Option<String>, configuration: &str) -> Option<String> {
+    let mut sealed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&stored?).ok()?;
+    sealed.remove(configuration);
+    (!sealed.is_empty()).then(|| serde_json::Value::Object(sealed).to_string())
+}
+
+/// One `credential.issued` entry per credential: configuration, format,
+/// kid, holder key thumbprint and the credential's SHA-256; never a claim.
+fn issued_events(issuance: &NewIssuance) -> Vec<AuditEvent> {
+    issuance
+        .credentials
+        .iter()
+        .map(|c| {
+            AuditEvent::new(
+                "credential.issued",
+                &issuance.offer_id,
+                serde_json::json!({
+                    "credential_id": c.id,
+                    "configuration": issuance.configuration_id,
+                    "format": c.format,
+                    "kid": c.kid,
+                    "holder_jkt": c.holder_jkt,
+                    "sha256": c.sha256,
+                    "expires_at": c.expires_at,
+                    "jti": issuance.token_jti,
+                    "notification_id": issuance.notification_id,
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Whether `row`'s token facts make `jti` the offer's live token.
+fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Option<i64>) -> bool {
+    token_jti.as_deref() == Some(jti) && revoked_at.is_none()
+}
+
+impl SqliteStore {
+    pub(super) async fn is_issued(
+        &self,
+        offer_id: &str,
+        configuration_id: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM credential_issuances WHERE offer_id = ? AND configuration_id = ?",
+        )
+        .bind(offer_id)
+        .bind(configuration_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn record_issuance(
+        &self,
+        issuance: &NewIssuance,
+        now: i64,
+    ) -> Result<IssueOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let offer = sqlx::query(
+            "SELECT token_jti, token_revoked_at, claims_sealed FROM offers \
+             WHERE id = ? AND state = 'redeemed'",
+        )
+        .bind(&issuance.offer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(offer) = offer else {
+            tx.commit().await?;
+            return Ok(IssueOutcome::TokenRevoked);
+        };
+        if !token_is_live(
+            &issuance.token_jti,
+            offer.try_get("token_jti")?,
+            offer.try_get("token_revoked_at")?,
+        ) {
+            tx.commit().await?;
+            return Ok(IssueOutcome::TokenRevoked);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO credential_issuances \
+             (offer_id, configuration_id, token_jti, notification_id, issued_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
+        )
+        .bind(&issuance.offer_id)
+        .bind(&issuance.configuration_id)
+        .bind(&issuance.token_jti)
+        .bind(&issuance.notification_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.commit().await?;
+            return Ok(IssueOutcome::AlreadyIssued);
+        }
+        let remaining =
+            without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
+        sqlx::query("UPDATE offers SET claims_sealed = ? WHERE id = ?")
+            .bind(remaining)
+            .bind(&issuance.offer_id)
+            .execute(&mut *tx)
+            .await?;
+        for c in &issuance.credentials {
+            sqlx::query(
+                "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
+                 sha256, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&c.id)
+            .bind(&issuance.offer_id)
+            .bind(&issuance.configuration_id)
+            .bind(&c.format)
+            .bind(&c.kid)
+            .bind(&c.holder_jkt)
+            .bind(&c.sha256)
+            .bind(c.issued_at)
+            .bind(c.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let events: Vec<(i64, AuditEvent)> = issued_events(issuance)
+            .into_iter()
+            .map(|e| (now, e))
+            .collect();
+        append_audit_entries(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(IssueOutcome::Issued)
+    }
+
+    pub(super) async fn find_issuance(
+        &self,
+        notification_id: &str,
+    ) -> Result<Option<IssuanceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT offer_id, configuration_id, token_jti FROM credential_issuances \
+             WHERE notification_id = ?",
+        )
+        .bind(notification_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(IssuanceRecord {
+                offer_id: r.try_get("offer_id")?,
+                configuration_id: r.try_get("configuration_id")?,
+                token_jti: r.try_get("token_jti")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl PgStore {
+    pub(super) async fn is_issued(
+        &self,
+        offer_id: &str,
+        configuration_id: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM credential_issuances WHERE offer_id = $1 AND configuration_id = $2",
+        )
+        .bind(offer_id)
+        .bind(configuration_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn record_issuance(
+        &self,
+        issuance: &NewIssuance,
+        now: i64,
+    ) -> Result<IssueOutcome, StoreError> {
+        // The writer lock serialises this with every other write; the
+        // primary key would refuse a second issuance even without it.
+        let mut tx = self.begin_write().await?;
+        let offer = sqlx::query(
+            "SELECT token_jti, token_revoked_at, claims_sealed FROM offers \
+             WHERE id = $1 AND state = 'redeemed' FOR UPDATE",
+        )
+        .bind(&issuance.offer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(offer) = offer else {
+            return Ok(IssueOutcome::TokenRevoked);
+        };
+        if !token_is_live(
+            &issuance.token_jti,
+            offer.try_get("token_jti")?,
+            offer.try_get("token_revoked_at")?,
+        ) {
+            return Ok(IssueOutcome::TokenRevoked);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO credential_issuances \
+             (offer_id, configuration_id, token_jti, notification_id, issued_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
+        )
+        .bind(&issuance.offer_id)
+        .bind(&issuance.configuration_id)
+        .bind(&issuance.token_jti)
+        .bind(&issuance.notification_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(IssueOutcome::AlreadyIssued);
+        }
+        let remaining =
+            without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
+        sqlx::query("UPDATE offers SET claims_sealed = $1 WHERE id = $2")
+            .bind(remaining)
+            .bind(&issuance.offer_id)
+            .execute(&mut *tx)
+            .await?;
+        for c in &issuance.credentials {
+            sqlx::query(
+                "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
+                 sha256, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&c.id)
+            .bind(&issuance.offer_id)
+            .bind(&issuance.configuration_id)
+            .bind(&c.format)
+            .bind(&c.kid)
+            .bind(&c.holder_jkt)
+            .bind(&c.sha256)
+            .bind(c.issued_at)
+            .bind(c.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for event in issued_events(issuance) {
+            append_audit(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(IssueOutcome::Issued)
+    }
+
+    pub(super) async fn find_issuance(
+        &self,
+        notification_id: &str,
+    ) -> Result<Option<IssuanceRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT offer_id, configuration_id, token_jti FROM credential_issuances \
+             WHERE notification_id = $1",
+        )
+        .bind(notification_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(IssuanceRecord {
+                offer_id: r.try_get("offer_id")?,
+                configuration_id: r.try_get("configuration_id")?,
+                token_jti: r.try_get("token_jti")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuing_one_configuration_deletes_only_its_claims() {
+        let stored = Some(r#"{"A":"sealed-a","B":"sealed-b"}"#.to_owned());
+        let left = without_configuration(stored, "A").unwrap();
+        assert_eq!(left, r#"{"B":"sealed-b"}"#);
+        assert_eq!(without_configuration(Some(left), "B"), None);
+        assert_eq!(without_configuration(None, "A"), None);
+    }
+}
