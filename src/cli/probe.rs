@@ -1,7 +1,10 @@
 //! `notary probe`: an end-to-end smoke test from outside, for operators and
 //! black-box monitoring. Creates an offer through the admin API, redeems it
-//! as a wallet would, and verifies the token against the published JWKS,
-//! printing one line per step with its latency.
+//! as a wallet would, and verifies the token against the published JWKS;
+//! when notary is the credential issuer it goes on as the wallet: a nonce,
+//! a key proof with a fresh key, the credential, its check against the
+//! published issuer keys, and a notification. One line per step with its
+//! latency.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +14,8 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::oid4vci::PRE_AUTHORIZED_GRANT;
+
+mod wallet;
 
 /// Arguments of `notary probe`.
 #[derive(Debug, Args)]
@@ -29,18 +34,18 @@ pub struct ProbeArgs {
     credential: Option<String>,
 }
 
-struct Step {
+pub(super) struct Step {
     started: Instant,
 }
 
 impl Step {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         Step {
             started: Instant::now(),
         }
     }
 
-    fn ok(self, name: &str, detail: &str) {
+    pub(super) fn ok(self, name: &str, detail: &str) {
         println!(
             "ok    {name:<10} {:>7.1} ms  {detail}",
             self.started.elapsed().as_secs_f64() * 1e3
@@ -48,7 +53,7 @@ impl Step {
     }
 }
 
-async fn json_of(response: reqwest::Response, step: &str) -> anyhow::Result<Value> {
+pub(super) async fn json_of(response: reqwest::Response, step: &str) -> anyhow::Result<Value> {
     let status = response.status();
     let body: Value = response
         .json()
@@ -117,14 +122,37 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     };
     step.ok("metadata", &token_endpoint);
 
+    let issuer_meta = json_of(
+        client
+            .get(format!("{base}/.well-known/openid-credential-issuer"))
+            .send()
+            .await
+            .context("metadata")?,
+        "metadata",
+    )
+    .await
+    .ok();
+    // notary issues credentials itself when it advertises its own nonce
+    // endpoint; then the offer carries a value for every declared claim.
+    let issuing = issuer_meta
+        .as_ref()
+        .and_then(|m| m["nonce_endpoint"].as_str())
+        .is_some_and(|n| n.starts_with(base));
+    let configuration = issuer_meta
+        .as_ref()
+        .map(|m| m["credential_configurations_supported"][&credential].clone())
+        .unwrap_or(Value::Null);
+    let mut request = json!({ "credentials": [credential], "userId": "notary-probe", "expiresIn": 60 });
+    if issuing {
+        request["claims"] = json!({ &credential: wallet::probe_claims(&configuration) });
+    }
+
     let step = Step::start();
     let offer = json_of(
         client
             .post(format!("{base}/v1/openid/offers/pre-authorized"))
             .bearer_auth(key)
-            .json(
-                &json!({ "credentials": [credential], "userId": "notary-probe", "expiresIn": 60 }),
-            )
+            .json(&request)
             .send()
             .await
             .context("offer")?,
@@ -190,5 +218,17 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         "verify",
         &format!("signature and claims valid (sub {})", claims["sub"]),
     );
+    if let (true, Some(meta)) = (issuing, issuer_meta.as_ref()) {
+        wallet::obtain_credential(
+            &client,
+            base,
+            meta,
+            &credential,
+            &configuration,
+            &access_token,
+            token["c_nonce"].as_str(),
+        )
+        .await?;
+    }
     Ok(())
 }

@@ -11,10 +11,14 @@
 //! 4. redeems them at the token endpoint over TLS with keep-alive HTTP/1.1
 //!    connections, every request a fresh code, at each connection count,
 //!    and reports redemptions/s, p50/p99/p99.9 latency and non-200 answers;
-//! 5. reads the server's peak RSS at the end.
+//! 5. runs whole wallet flows (offer with claims → token → nonce →
+//!    credential with a fresh key and proof) at each connection count, and
+//!    reports flows/s, p50/p99 and flows not completed; the raw signing rate
+//!    of the credential key is among the HSM figures of step 1;
+//! 6. reads the server's peak RSS at the end.
 //!
 //! Usage: bench [--alg EdDSA|ES256] [--database postgres://...] [--redemptions N]
-//!              [--connections 16,64] [--hsm-ops N]
+//!              [--connections 16,64] [--hsm-ops N] [--flows N]
 //! `scripts/bench` builds it in release and runs every configuration.
 
 // A measuring tool, not the product: any failure should stop it loudly.
@@ -28,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod full_flow;
+
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
 
 #[derive(Debug, Clone)]
@@ -38,6 +44,7 @@ struct Args {
     connections: Vec<usize>,
     hsm_ops: usize,
     hsm_only: Option<PathBuf>,
+    flows: usize,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +55,7 @@ fn parse_args() -> Args {
         connections: vec![16, 64],
         hsm_ops: 20_000,
         hsm_only: None,
+        flows: 2_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +72,7 @@ fn parse_args() -> Args {
             }
             "--hsm-ops" => args.hsm_ops = value().parse().expect("--hsm-ops N"),
             "--hsm-only" => args.hsm_only = Some(PathBuf::from(value())),
+            "--flows" => args.flows = value().parse().expect("--flows N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -204,7 +213,20 @@ async fn run(args: &Args) -> Value {
         phases.push(phase);
     }
 
-    // (5) The server's memory.
+    // (5) Whole wallet flows, to a credential.
+    let mut flows = Vec::new();
+    if args.flows > 0 {
+        for &connections in &args.connections {
+            let ticks = server_cpu_ticks(server.id());
+            let mut phase = full_flow::run(&ca, &base, &admin_key, args.flows, connections).await;
+            let ticks = server_cpu_ticks(server.id()) - ticks;
+            phase["server_cpu_us_per_flow"] =
+                json!(ticks as f64 / TICKS_PER_SEC * 1e6 / args.flows as f64);
+            flows.push(phase);
+        }
+    }
+
+    // (6) The server's memory.
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
     let kib = |field: &str| -> u64 {
         status
@@ -240,6 +262,7 @@ async fn run(args: &Args) -> Value {
         "offer_creation": create,
         "redemption": phases,
         "redemptions_total": total,
+        "full_flow": flows,
         "server_peak_rss_mib": peak_rss as f64 / 1024.0,
         "server_rss_at_end_mib": rss as f64 / 1024.0,
         "redemptions_vs_hsm": ratios,
@@ -426,8 +449,26 @@ async fn hsm_throughput(config: &Path, ops: usize) -> Value {
         .await;
         hmac.insert(label.into(), json!(rate));
     }
+    let mut credential_sign = serde_json::Map::new();
+    if let Some(credential_key) = notary.active_credential_key() {
+        for (label, callers) in [("1", 1), ("n", sessions)] {
+            let rate = measure(ops, callers, {
+                let (hsm, key, message) = (hsm.clone(), credential_key.info.clone(), message.clone());
+                move || {
+                    let (hsm, key, message) = (hsm.clone(), key.clone(), message.clone());
+                    async move {
+                        hsm.sign(&key, message).await.expect("sign");
+                    }
+                }
+            })
+            .await;
+            credential_sign.insert(label.into(), json!(rate));
+        }
+        credential_sign.insert("key_alg".into(), json!(credential_key.info.algorithm().as_str()));
+    }
     json!({ "key_alg": key.algorithm().as_str(), "pool_sessions": sessions, "n": sessions,
-            "sign": sign, "hmac": hmac, "bare_session_1_thread": bare })
+            "sign": sign, "hmac": hmac, "credential_sign": credential_sign,
+            "bare_session_1_thread": bare })
 }
 
 /// Runs `ops` calls of `op` from `callers` concurrent tasks; calls/s.
