@@ -256,14 +256,14 @@ impl Notary {
             .and_then(|d| d.as_ref())
             .is_some_and(|d| !d.mandatory.is_empty());
         let Some(stored) = offer.claims_sealed.as_deref() else {
-            return no_claims(mandatory);
+            return self.no_claims(token, configuration, mandatory).await;
         };
         match claims::open(&self.hsm, &offer.id, stored, configuration).await {
             Ok(plaintext) => match serde_json::from_slice::<Value>(&plaintext) {
                 Ok(Value::Object(map)) => Ok(map),
                 _ => Err(InternalError::Task("opened claims are not a JSON object".into()).into()),
             },
-            Err(claims::OpenError::Absent) => no_claims(mandatory),
+            Err(claims::OpenError::Absent) => self.no_claims(token, configuration, mandatory).await,
             Err(claims::OpenError::Unreadable) => Err(InternalError::Task(format!(
                 "the sealed claims of offer {} do not open: altered or moved",
                 offer.id
@@ -271,6 +271,32 @@ impl Notary {
             .into()),
             Err(claims::OpenError::Hsm(e)) => Err(InternalError::from(e).into()),
         }
+    }
+
+    /// No claims are stored for the configuration: none were given, or a
+    /// concurrent request issued it (and deleted them) since this one
+    /// checked; the latter is answered as such.
+    async fn no_claims(
+        &self,
+        token: &AuthorizedToken,
+        configuration: &str,
+        mandatory: bool,
+    ) -> Result<Map<String, Value>, CredentialError> {
+        if !mandatory {
+            return Ok(Map::new());
+        }
+        if self
+            .store
+            .is_issued(&token.offer_id, configuration)
+            .await
+            .map_err(InternalError::from)?
+        {
+            return Err(already_issued());
+        }
+        Err(refused(
+            ErrorCode::CredentialRequestDenied,
+            "no claims are held for this credential",
+        ))
     }
 
     /// Builds one credential and signs it with the credential key.
@@ -376,16 +402,6 @@ fn already_issued() -> CredentialError {
     )
 }
 
-fn no_claims(mandatory: bool) -> Result<Map<String, Value>, CredentialError> {
-    if mandatory {
-        Err(refused(
-            ErrorCode::CredentialRequestDenied,
-            "no claims are held for this credential",
-        ))
-    } else {
-        Ok(Map::new())
-    }
-}
 
 /// A random credential id: an RFC 9562 version 4 UUID URN, as W3C VCs use.
 fn credential_id() -> Result<String, InternalError> {

@@ -37,7 +37,7 @@ pub fn degree_claims(tag: &str) -> Value {
 /// An offer for both configurations (no PIN), redeemed: (offer, token body).
 pub async fn redeemed(app: &TestApp, tag: &str, dpop: Option<&WalletKey>) -> (Value, Value) {
     let offer = app
-        .create_offer(json!({"credentials": [SD_JWT, W3C], "claims": degree_claims(tag)}))
+        .create_offer(json!({"credentials": [SD_JWT, W3C], "transactionCode": false, "claims": degree_claims(tag)}))
         .await;
     let mut request = app.http().post(app.url("/oid4vci/token")).form(&[
         ("grant_type", GRANT),
@@ -485,7 +485,7 @@ pub async fn sixty_four_requests_issue_once(app: &Arc<TestApp>, bases: &[String]
     let issued = app::db_text(
         &app.config_path(),
         &format!(
-            "SELECT COUNT(*) FROM credentials WHERE offer_id = '{}' AND configuration_id = '{SD_JWT}'",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM credentials WHERE offer_id = '{}' AND configuration_id = '{SD_JWT}'",
             offer["id"].as_str().unwrap()
         ),
     )
@@ -498,6 +498,9 @@ async fn sixty_four_concurrent_credential_requests_issue_exactly_once() {
     let app = Arc::new(
         app::builder()
             .set("server", "max_connections_per_address", 128)
+            // Requests in flight hold a unit of the address's failure
+            // budget until their token is accepted; all 64 share one address.
+            .set("flood", "max_failures", 1_000_000)
             .start()
             .await,
     );
@@ -544,4 +547,113 @@ async fn as_the_authorization_server_alone_notary_serves_and_advertises_no_crede
     )
     .await;
     assert_eq!(claims["credential_configuration_ids"], json!([W3C]));
+}
+
+/// `kill -9` while credentials are being issued, then restart: a credential
+/// a wallet received is always recorded, no configuration of an offer is
+/// ever issued twice, and one not recorded can still be issued, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let mut app = app::builder()
+        .set("flood", "max_failures", 1_000_000)
+        .start()
+        .await;
+    for round in 0..2 {
+        let mut tokens = Vec::new();
+        for i in 0..32 {
+            let (offer, token) = redeemed(&app, &format!("Crash{round}x{i}"), None).await;
+            tokens.push((offer["id"].as_str().unwrap().to_owned(), access_token(&token)));
+        }
+        // offer id -> SHA-256 of the credential the wallet received.
+        let received: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let mut workers = Vec::new();
+        for chunk in tokens.chunks(4) {
+            let (client, base, chunk, received) = (
+                app.client_from(None),
+                app.base.clone(),
+                chunk.to_vec(),
+                received.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                for (offer_id, at) in chunk {
+                    let Ok(r) = client.post(format!("{base}/oid4vci/nonce")).send().await else {
+                        return;
+                    };
+                    let Ok(nonce) = r.json::<Value>().await else { return };
+                    let key = WalletKey::p256();
+                    let p = key.sign(
+                        json!({"typ": "openid4vci-proof+jwt", "jwk": key.jwk}),
+                        &json!({"aud": base, "iat": now(), "nonce": nonce["c_nonce"]}),
+                    );
+                    let Ok(r) = client
+                        .post(format!("{base}/oid4vci/credential"))
+                        .bearer_auth(&at)
+                        .json(&json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": [p]}}))
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if r.status() != 200 {
+                        continue;
+                    }
+                    let Ok(body) = r.json::<Value>().await else { return };
+                    let credential = body["credentials"][0]["credential"].as_str().unwrap();
+                    let sha: String = sha2::Sha256::digest(credential.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    received.lock().unwrap().insert(offer_id, sha);
+                }
+            }));
+        }
+        // Crash while issuance is under way: once a few credentials are out.
+        let crash_after = 6 + 10 * round;
+        for _ in 0..1000 {
+            if received.lock().unwrap().len() >= crash_after {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        app.kill_and_restart().await;
+        for w in workers {
+            let _ = w.await;
+        }
+        let received = received.lock().unwrap().clone();
+        let mut recorded = 0;
+        for (offer_id, at) in &tokens {
+            let rows = app::db_text(
+                &app.config_path(),
+                &format!(
+                    "SELECT COALESCE(MAX(sha256), '') || ':' || CAST(COUNT(*) AS TEXT) FROM credentials \
+                     WHERE offer_id = '{offer_id}' AND configuration_id = '{SD_JWT}'"
+                ),
+            )
+            .await;
+            let (sha, count) = rows.rsplit_once(':').unwrap();
+            assert!(count == "0" || count == "1", "{offer_id}: {count} issuances");
+            if let Some(seen) = received.get(offer_id) {
+                assert_eq!(sha, seen, "a credential the wallet received is recorded");
+            }
+            // Asking again: refused if recorded, issued (once) if not.
+            let nonce = fresh_nonce(&app).await;
+            let body = json!({"credential_configuration_id": SD_JWT,
+                              "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}});
+            let (status, answer, _) = request(&app, at, &body).await;
+            if count == "1" {
+                recorded += 1;
+                assert_eq!(answer["error"], "credential_request_denied", "{offer_id}");
+            } else {
+                assert_eq!(status, 200, "{offer_id}: {answer}");
+            }
+        }
+        eprintln!(
+            "round {round}: {} of 32 received before the crash, {recorded} recorded",
+            received.len()
+        );
+    }
+    let out = app.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
