@@ -119,7 +119,8 @@ def code_of(created):
 
 
 for path in ["/healthz", "/readyz", "/.well-known/oauth-authorization-server",
-             "/.well-known/openid-credential-issuer", "/.well-known/jwks.json", "/openapi.json"]:
+             "/.well-known/openid-credential-issuer", "/.well-known/jwks.json", "/openapi.json",
+             "/.well-known/jwt-vc-issuer", "/.well-known/did.json"]:
     check(path, path, "GET", call("GET", path))
 check("nonce", "/oid4vci/nonce", "POST", call("POST", "/oid4vci/nonce"))
 
@@ -144,6 +145,35 @@ check("token by reference (JSON body)", "/oid4vci/token", "POST",
 check("token: wrong content type", "/oid4vci/token", "POST", call("POST", "/oid4vci/token", "x", "text/plain"))
 check("token: wrong grant", "/oid4vci/token", "POST",
       call("POST", "/oid4vci/token", "grant_type=password", "application/x-www-form-urlencoded"))
+
+def bearer_call(path, body, access_token):
+    request = urllib.request.Request(BASE + path, data=body.encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {access_token}"})
+    try:
+        with urllib.request.urlopen(request, context=CONTEXT) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+at = token["access_token"]
+check("credential: no token", "/oid4vci/credential", "POST",
+      call("POST", "/oid4vci/credential", "{}", "application/json"))
+check("credential: foreign token", "/oid4vci/credential", "POST",
+      bearer_call("/oid4vci/credential", "{}", "x.y.z"))
+check("credential: not JSON", "/oid4vci/credential", "POST", bearer_call("/oid4vci/credential", "[", at))
+check("credential: no proof", "/oid4vci/credential", "POST",
+      bearer_call("/oid4vci/credential", json.dumps({"credential_configuration_id": "UniversityDegree_jwt"}), at))
+check("credential: bad proof", "/oid4vci/credential", "POST",
+      bearer_call("/oid4vci/credential", json.dumps({"credential_configuration_id": "UniversityDegree_jwt",
+                                                      "proofs": {"jwt": ["a.b.c"]}}), at))
+check("credential: unknown configuration", "/oid4vci/credential", "POST",
+      bearer_call("/oid4vci/credential", json.dumps({"credential_configuration_id": "Nope",
+                                                      "proofs": {"jwt": ["a.b.c"]}}), at))
+check("notification: unknown id", "/oid4vci/notification", "POST",
+      bearer_call("/oid4vci/notification", json.dumps({"notification_id": "x", "event": "credential_accepted"}), at))
+check("notification: no token", "/oid4vci/notification", "POST",
+      call("POST", "/oid4vci/notification", "{}", "application/json"))
 
 intro = urllib.parse.urlencode({"token": token["access_token"]})
 check("introspect", "/introspect", "POST", call("POST", "/introspect", intro, "application/x-www-form-urlencoded", ADMIN))
