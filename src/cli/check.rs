@@ -16,12 +16,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ok   HSM token {:?} ({} {}, serial {})",
         token.label, token.manufacturer, token.model, token.serial
     );
+    let now = crate::issuance::now();
     let ring = notary.key_ring();
     let active = ring.active.as_ref().map(|k| k.kid.clone());
     if active.is_none() {
         anyhow::bail!("no active signing key: run `notary keys rotate`");
     }
-    for key in ring.verifying(crate::issuance::now()) {
+    for key in ring.verifying(now) {
         let role = if Some(&key.kid) == active.as_ref() {
             "active"
         } else {
@@ -33,6 +34,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             key.algorithm().as_str(),
             key.kid
         );
+    }
+    let credential_active = notary.active_credential_key().map(|k| k.info.kid.clone());
+    for key in notary.published_credential_keys() {
+        let state = if Some(&key.info.kid) == credential_active.as_ref() {
+            "active"
+        } else {
+            "retiring"
+        };
+        println!(
+            "ok   credential key {:?} ({state}): {} kid {}",
+            key.info.label,
+            key.info.algorithm().as_str(),
+            key.info.kid
+        );
+    }
+    if credential_active.is_none() {
+        println!("warn no credential key: run `notary keys rotate --purpose credential`");
     }
     let report = notary.custody_report().await?;
     for key in &report.keys {

@@ -1,46 +1,84 @@
 //! `notary keys list|generate|rotate|retire|custody-report|generate-claims-key`.
 
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::issuance::rfc3339;
 use crate::jose::Algorithm;
+use crate::store::KeyPurpose;
+
+/// What a key signs, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Purpose {
+    /// A Notary key: signs access tokens (published in the JWKS).
+    Token,
+    /// A credential key: signs credentials and status lists.
+    Credential,
+}
+
+impl From<Purpose> for KeyPurpose {
+    fn from(p: Purpose) -> Self {
+        match p {
+            Purpose::Token => KeyPurpose::Token,
+            Purpose::Credential => KeyPurpose::Credential,
+        }
+    }
+}
+
+/// The algorithm of a new key: as given, else EdDSA for Notary keys and
+/// ES256 for credential keys (what HAIP wallets require).
+fn algorithm_for(purpose: KeyPurpose, alg: Option<Algorithm>) -> Algorithm {
+    alg.unwrap_or(match purpose {
+        KeyPurpose::Token => Algorithm::EdDSA,
+        KeyPurpose::Credential => Algorithm::ES256,
+    })
+}
 
 /// Key lifecycle commands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the Notary signing keys and their states.
+    /// List the signing keys (Notary and credential keys) and their states.
     List,
     /// Generate a key inside the token (pending: not used until rotated to).
     Generate {
-        /// EdDSA (Ed25519) or ES256 (P-256).
-        #[arg(long, default_value = "EdDSA")]
-        alg: Algorithm,
-        /// CKA_LABEL for the key (default: notary-signing-N).
+        /// What the key signs: access tokens or credentials.
+        #[arg(long, value_enum, default_value_t = Purpose::Token)]
+        purpose: Purpose,
+        /// EdDSA (Ed25519) or ES256 (P-256); default EdDSA for token keys,
+        /// ES256 for credential keys.
+        #[arg(long)]
+        alg: Option<Algorithm>,
+        /// CKA_LABEL for the key (default: notary-signing-N or notary-credential-N).
         #[arg(long)]
         label: Option<String>,
     },
-    /// Generate a key and make it active; the previous key keeps verifying
-    /// until the tokens it signed have expired.
+    /// Generate a key and make it active. Only the active key of the same
+    /// purpose steps down: a Notary key keeps verifying until the tokens it
+    /// signed have expired; a credential key stays published until retired.
     Rotate {
         /// Activate this pending key (from `keys generate`) instead of a new one.
         /// (A kid may start with '-': it is base64url.)
         #[arg(long, allow_hyphen_values = true)]
         kid: Option<String>,
-        /// EdDSA (Ed25519) or ES256 (P-256).
-        #[arg(long, default_value = "EdDSA")]
-        alg: Algorithm,
-        /// CKA_LABEL for the key (default: notary-signing-N).
+        /// What the key signs: access tokens or credentials.
+        #[arg(long, value_enum, default_value_t = Purpose::Token)]
+        purpose: Purpose,
+        /// EdDSA (Ed25519) or ES256 (P-256); default EdDSA for token keys,
+        /// ES256 for credential keys.
+        #[arg(long)]
+        alg: Option<Algorithm>,
+        /// CKA_LABEL for the key (default: notary-signing-N or notary-credential-N).
         #[arg(long)]
         label: Option<String>,
     },
-    /// Retire a key: it leaves the JWKS. Refused while tokens it signed may
-    /// still be live, unless --force.
+    /// Retire a key: it is no longer published. Refused for a Notary key
+    /// while tokens it signed may still be live, and for a credential key
+    /// (the credentials it signed stop verifying), unless --force.
     Retire {
         /// The key's kid (may start with '-': it is base64url).
         #[arg(allow_hyphen_values = true)]
         kid: String,
-        /// Retire even though tokens it signed may still be live.
+        /// Retire it all the same.
         #[arg(long)]
         force: bool,
     },
@@ -77,27 +115,59 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
                     .map(|t| format!("\tverifies until {}", rfc3339(t)))
                     .unwrap_or_default();
                 println!(
-                    "{}\t{}\t{}\t{}\tcreated {}{until}",
+                    "{}\t{}\t{}\t{}\t{}\tcreated {}{until}",
                     k.kid,
                     k.label,
                     k.alg,
                     k.state.as_str(),
+                    k.purpose.as_str(),
                     rfc3339(k.created_at)
                 );
             }
         }
-        KeysCommand::Generate { alg, label } => {
-            let k = notary.generate_key(alg, label).await?;
+        KeysCommand::Generate {
+            purpose,
+            alg,
+            label,
+        } => {
+            let purpose = KeyPurpose::from(purpose);
+            let k = notary
+                .generate_key(purpose, algorithm_for(purpose, alg), label)
+                .await?;
             println!(
-                "generated {} ({}, {}) inside the token: pending",
-                k.kid, k.label, k.alg
+                "generated {} ({}, {}, {}) inside the token: pending",
+                k.kid,
+                k.label,
+                k.alg,
+                purpose.as_str()
             );
         }
-        KeysCommand::Rotate { kid, alg, label } => {
-            let (k, previous) = notary.rotate_key(alg, label, kid.as_deref()).await?;
-            println!("active: {} ({}, {})", k.kid, k.label, k.alg);
-            if let Some(previous) = previous {
-                println!("retiring: {previous} (stays in the JWKS until its tokens expire)");
+        KeysCommand::Rotate {
+            kid,
+            purpose,
+            alg,
+            label,
+        } => {
+            let purpose = KeyPurpose::from(purpose);
+            let (k, previous) = notary
+                .rotate_key(purpose, algorithm_for(purpose, alg), label, kid.as_deref())
+                .await?;
+            println!(
+                "active: {} ({}, {}, {})",
+                k.kid,
+                k.label,
+                k.alg,
+                purpose.as_str()
+            );
+            match (previous, purpose) {
+                (Some(previous), KeyPurpose::Token) => {
+                    println!("retiring: {previous} (stays in the JWKS until its tokens expire)");
+                }
+                (Some(previous), KeyPurpose::Credential) => println!(
+                    "retiring: {previous} (stays published, so the credentials it signed keep \
+                     verifying, until `notary keys retire`)"
+                ),
+                (None, _) => {}
             }
             println!("running servers pick the new key up within [keys] refresh_secs");
         }
@@ -146,7 +216,7 @@ async fn generate_claims_key(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_report(report: &crate::issuance::keys::CustodyReport) {
+fn print_report(report: &crate::issuance::custody::CustodyReport) {
     let t = &report.token;
     println!("custody report, {}", report.generated_at);
     println!(

@@ -4,6 +4,7 @@
 mod api_keys;
 pub mod audit_log;
 pub mod claims;
+pub mod custody;
 pub mod hashing;
 mod introspect;
 pub mod keys;
@@ -140,9 +141,10 @@ pub struct Notary {
 
 impl Notary {
     /// Wires the use cases to their HSM, store and policy, loading the
-    /// signing keys (each checked against the token and the custody rule).
+    /// signing keys of both purposes (each checked against the token and
+    /// the custody rule).
     pub async fn open(hsm: Hsm, store: Store, policy: Policy) -> Result<Self, keys::KeyError> {
-        let ring = keys::KeyRing::load(&hsm, &store).await?;
+        let ring = keys::LoadedKeys::load(&hsm, &store).await?;
         Ok(Notary {
             hsm,
             store,
