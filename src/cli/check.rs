@@ -42,8 +42,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         } else {
             "retiring"
         };
+        let certificate = match key.x5c.as_deref().map(crate::x509::leaf_facts) {
+            None => "no certificate".to_owned(),
+            Some(None) => "a certificate that does not parse".to_owned(),
+            Some(Some(leaf)) if leaf.not_after < now => format!(
+                "certificate {} EXPIRED {}",
+                leaf.subject,
+                crate::issuance::rfc3339(leaf.not_after)
+            ),
+            Some(Some(leaf)) => format!(
+                "certificate {} until {}",
+                leaf.subject,
+                crate::issuance::rfc3339(leaf.not_after)
+            ),
+        };
         println!(
-            "ok   credential key {:?} ({state}): {} kid {}",
+            "ok   credential key {:?} ({state}): {} kid {}, {certificate}",
             key.info.label,
             key.info.algorithm().as_str(),
             key.info.kid

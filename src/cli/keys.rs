@@ -1,5 +1,8 @@
-//! `notary keys list|generate|rotate|retire|custody-report|generate-claims-key`.
+//! `notary keys list|generate|rotate|retire|custody-report|generate-claims-key|csr|certificate`.
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -92,6 +95,31 @@ pub enum KeysCommand {
     /// inside the token: once, on set-ups made before notary sealed claims
     /// (`notary init` makes it). Refused if the token already has it.
     GenerateClaimsKey,
+    /// Write a PKCS#10 certificate request (PEM) for a credential key,
+    /// signed inside the HSM, for the issuer's CA.
+    Csr {
+        /// The credential key's kid (may start with '-': it is base64url).
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+        /// The subject, RFC 4514 style, most specific first:
+        /// "CN=Example Issuer,O=Example University,C=NL" (CN, O, OU, C, L,
+        /// ST, serialNumber, organizationIdentifier; escape ',' as '\,').
+        #[arg(long)]
+        subject: String,
+        /// Write the request to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Attach the certificate chain a CA issued for a credential key; it is
+    /// then sent as `x5c` with every credential the key signs.
+    Certificate {
+        /// The credential key's kid (may start with '-': it is base64url).
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+        /// PEM file with the chain, leaf first, then each issuer.
+        #[arg(long, value_name = "FILE.pem")]
+        chain: PathBuf,
+    },
 }
 
 /// Runs a keys command.
@@ -99,14 +127,25 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     if let KeysCommand::GenerateClaimsKey = command {
         return generate_claims_key(&config).await;
     }
+    // Read before the HSM is opened: a missing file costs no login.
+    let chain = match &command {
+        KeysCommand::Certificate { chain, .. } => {
+            Some(std::fs::read(chain).with_context(|| format!("reading {}", chain.display()))?)
+        }
+        _ => None,
+    };
     let notary = super::open_notary(&config).await?;
-    let result = run_with(&notary, command).await;
+    let result = run_with(&notary, command, chain).await;
     notary.store().close().await;
     notary.hsm().close();
     result
 }
 
-async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> anyhow::Result<()> {
+async fn run_with(
+    notary: &crate::issuance::Notary,
+    command: KeysCommand,
+    chain: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
     match command {
         KeysCommand::List => {
             for k in notary.list_keys().await? {
@@ -114,8 +153,20 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
                     .verify_until
                     .map(|t| format!("\tverifies until {}", rfc3339(t)))
                     .unwrap_or_default();
+                let certificate = k
+                    .x5c
+                    .as_deref()
+                    .map(|x5c| match crate::x509::leaf_facts(x5c) {
+                        Some(leaf) => format!(
+                            "\tcertificate {} until {}",
+                            leaf.subject,
+                            rfc3339(leaf.not_after)
+                        ),
+                        None => "\tcertificate (does not parse)".to_owned(),
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\tcreated {}{until}",
+                    "{}\t{}\t{}\t{}\t{}\tcreated {}{until}{certificate}",
                     k.kid,
                     k.label,
                     k.alg,
@@ -170,10 +221,44 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
                 (None, _) => {}
             }
             println!("running servers pick the new key up within [keys] refresh_secs");
+            if purpose == KeyPurpose::Credential {
+                println!(
+                    "for a certificate: notary keys csr --kid {} --subject \"CN=...,O=...,C=..\"",
+                    k.kid
+                );
+            }
         }
         KeysCommand::Retire { kid, force } => {
             notary.retire_key(&kid, force).await?;
             println!("retired {kid}");
+        }
+        KeysCommand::Csr { kid, subject, out } => {
+            let pem = notary.credential_key_csr(&kid, &subject).await?;
+            match out {
+                None => print!("{pem}"),
+                Some(path) => {
+                    std::fs::write(&path, &pem)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!(
+                        "wrote the certificate request for {kid} to {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        KeysCommand::Certificate { kid, chain: path } => {
+            let chain = chain.unwrap_or_default();
+            let leaf = notary
+                .attach_certificate_chain(&kid, &chain)
+                .await
+                .with_context(|| format!("{}", path.display()))?;
+            println!(
+                "attached to {kid}: {}, issued by {}, valid until {}",
+                leaf.subject,
+                leaf.issuer,
+                rfc3339(leaf.not_after)
+            );
+            println!("running servers send it as x5c within [keys] refresh_secs");
         }
         // Run by `run` before the key ring is opened, which needs the key.
         KeysCommand::GenerateClaimsKey => {
@@ -258,6 +343,12 @@ fn print_report(report: &crate::issuance::custody::CustodyReport) {
         }
         if let Some(n) = key.signatures {
             println!("  signatures (audit log) {n}");
+        }
+        if let Some(cert) = &key.certificate {
+            println!("  certificate            {}", cert.subject);
+            println!("    issued by            {}", cert.issuer);
+            println!("    valid until          {}", rfc3339(cert.not_after));
+            println!("    SHA-256              {}", cert.sha256);
         }
         match c.violation() {
             None => println!("  custody rule           satisfied"),

@@ -9,6 +9,7 @@ use super::keys::{KeyError, hex, internal, role_of};
 use super::{Notary, now};
 use crate::hsm::{Custody, KeyRole, TokenIdentity};
 use crate::store::{KeyPurpose, KeyState};
+use crate::x509::{CertificateFacts, leaf_facts};
 
 /// One key in a custody report.
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +35,9 @@ pub struct KeyEvidence {
     /// audit key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signatures: Option<i64>,
+    /// The leaf of the certificate chain attached to a credential key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateFacts>,
 }
 
 /// The evidence an auditor needs about key custody.
@@ -82,6 +86,7 @@ impl Notary {
                         .find(|(kid, _)| *kid == record.kid)
                         .map_or(0, |(_, n)| *n),
                 ),
+                certificate: record.x5c.as_deref().and_then(leaf_facts),
             });
         }
         let audit_public = self.hsm.audit_public_key().await.map_err(internal)?;
@@ -97,6 +102,7 @@ impl Notary {
                 .await
                 .map_err(internal)?,
             signatures: Some(i64::try_from(checkpoints).unwrap_or(i64::MAX)),
+            certificate: None,
         });
         for (role, algorithm) in [
             (KeyRole::Hashing, "HMAC-SHA256"),
@@ -110,6 +116,7 @@ impl Notary {
                 public_key_sha256: None,
                 custody: self.hsm.custody(role, None).await.map_err(internal)?,
                 signatures: None,
+                certificate: None,
             });
         }
         Ok(CustodyReport {

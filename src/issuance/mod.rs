@@ -3,6 +3,7 @@
 
 mod api_keys;
 pub mod audit_log;
+mod certificates;
 pub mod claims;
 pub mod custody;
 pub mod hashing;
