@@ -12,6 +12,7 @@ mod claims;
 mod cli;
 mod connection_flood;
 mod crash;
+mod credential_keys;
 mod discovery;
 mod exactly_once;
 mod faults;
