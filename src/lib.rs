@@ -2,7 +2,8 @@
 //!
 //! Requests travel one way, downwards: `cli` and `http` call the use cases
 //! in `issuance`, which use `hsm` (PKCS#11), `store` (SQL) and `audit`.
-//! `oid4vci` and `jose` hold protocol types shared by all layers.
+//! `oid4vci`, `jose` and `x509` hold protocol types and encodings shared by
+//! all layers.
 //! See `docs/architecture.md` for the map.
 
 pub mod audit;
@@ -19,3 +20,4 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod x509;

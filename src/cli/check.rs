@@ -16,12 +16,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ok   HSM token {:?} ({} {}, serial {})",
         token.label, token.manufacturer, token.model, token.serial
     );
+    let now = crate::issuance::now();
     let ring = notary.key_ring();
     let active = ring.active.as_ref().map(|k| k.kid.clone());
     if active.is_none() {
         anyhow::bail!("no active signing key: run `notary keys rotate`");
     }
-    for key in ring.verifying(crate::issuance::now()) {
+    for key in ring.verifying(now) {
         let role = if Some(&key.kid) == active.as_ref() {
             "active"
         } else {
@@ -33,6 +34,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             key.algorithm().as_str(),
             key.kid
         );
+    }
+    let credential_active = notary.active_credential_key().map(|k| k.info.kid.clone());
+    for key in notary.published_credential_keys() {
+        let state = if Some(&key.info.kid) == credential_active.as_ref() {
+            "active"
+        } else {
+            "retiring"
+        };
+        let certificate = match key.x5c.as_deref().map(crate::x509::leaf_facts) {
+            None => "no certificate".to_owned(),
+            Some(None) => "a certificate that does not parse".to_owned(),
+            Some(Some(leaf)) if leaf.not_after < now => format!(
+                "certificate {} EXPIRED {}",
+                leaf.subject,
+                crate::issuance::rfc3339(leaf.not_after)
+            ),
+            Some(Some(leaf)) => format!(
+                "certificate {} until {}",
+                leaf.subject,
+                crate::issuance::rfc3339(leaf.not_after)
+            ),
+        };
+        println!(
+            "ok   credential key {:?} ({state}): {} kid {}, {certificate}",
+            key.info.label,
+            key.info.algorithm().as_str(),
+            key.info.kid
+        );
+    }
+    if credential_active.is_none() {
+        println!("warn no credential key: run `notary keys rotate --purpose credential`");
     }
     let report = notary.custody_report().await?;
     for key in &report.keys {

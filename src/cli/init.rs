@@ -1,7 +1,8 @@
 //! `notary init`: a complete, working single-host set-up in one directory.
 //!
-//! Creates a SoftHSM2 token with the Notary signing key, the hashing key and
-//! the claims key generated inside it, a self-signed TLS certificate, the SQLite database,
+//! Creates a SoftHSM2 token with the Notary signing key, the credential key,
+//! the hashing key, the audit key and the claims key generated inside it, a
+//! self-signed TLS certificate, the SQLite database,
 //! one admin API key, and `notary.toml` last (its presence marks a finished
 //! set-up; `init` refuses to touch a directory that has one).
 //!
@@ -23,11 +24,12 @@ use cryptoki::session::UserType;
 use super::module_env;
 use crate::config::Config;
 use crate::hsm::{self, keys};
+use crate::issuance::keys::create_first_key;
 use crate::issuance::random;
 use crate::issuance::{Notary, Policy};
 use crate::jose::Algorithm;
 use crate::secret::HsmPin;
-use crate::store::{Role, Store};
+use crate::store::{KeyPurpose, Role, Store};
 
 /// Arguments of `notary init`.
 #[derive(Debug, Args)]
@@ -44,6 +46,9 @@ pub struct InitArgs {
     /// Notary key algorithm: EdDSA (Ed25519) or ES256 (P-256).
     #[arg(long, default_value = "EdDSA")]
     alg: Algorithm,
+    /// Credential key algorithm: ES256 (P-256, what HAIP wallets require) or EdDSA.
+    #[arg(long, default_value = "ES256")]
+    credential_alg: Algorithm,
     /// Database URL (default: SQLite in DIR).
     #[arg(long)]
     database: Option<String>,
@@ -57,6 +62,7 @@ pub struct InitArgs {
 
 const TOKEN_LABEL: &str = "notary";
 const SIGNING_LABEL: &str = "notary-signing-1";
+const CREDENTIAL_LABEL: &str = "notary-credential-1";
 const HASHING_LABEL: &str = "notary-hmac-1";
 const AUDIT_LABEL: &str = "notary-audit-1";
 const CLAIMS_LABEL: &str = crate::config::DEFAULT_CLAIMS_KEY;
@@ -157,12 +163,20 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     let config = Config::load(&staged)?;
 
     let runtime = crate::memory::runtime().context("starting the async runtime")?;
-    let (admin_key, kid) = runtime.block_on(async {
+    let (admin_key, kid, credential_kid) = runtime.block_on(async {
         let store = Store::connect(&config.database_url(), 2).await?;
         store.migrate().await?;
         let hsm = super::open_hsm(&config).await?;
         let first =
-            crate::issuance::keys::create_first_key(&hsm, &store, args.alg, SIGNING_LABEL).await?;
+            create_first_key(&hsm, &store, KeyPurpose::Token, args.alg, SIGNING_LABEL).await?;
+        let credential = create_first_key(
+            &hsm,
+            &store,
+            KeyPurpose::Credential,
+            args.credential_alg,
+            CREDENTIAL_LABEL,
+        )
+        .await?;
         let notary = Notary::open(hsm, store, Policy::from_config(&config)?).await?;
         let verifier = notary.note_verifier().await?;
         write_private(
@@ -172,7 +186,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         let created = notary.create_api_key(Role::Admin, "initial admin").await?;
         notary.store().close().await;
         notary.hsm().close();
-        anyhow::Ok((created, first.kid))
+        anyhow::Ok((created, first.kid, credential.kid))
     })?;
     write_secret(&dir.join("admin-key"), admin_key.secret.expose())?;
     fs::rename(&staged, dir.join("notary.toml")).context("finishing notary.toml")?;
@@ -182,6 +196,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         "  Notary key: {} ({}), generated inside the SoftHSM2 token {TOKEN_LABEL:?}",
         kid,
         args.alg.as_str()
+    );
+    println!(
+        "  credential key: {} ({}), generated inside the same token",
+        credential_kid,
+        args.credential_alg.as_str()
     );
     println!("  public URL: {public_url}   listen: {}", args.listen);
     println!(

@@ -1,46 +1,87 @@
-//! `notary keys list|generate|rotate|retire|custody-report|generate-claims-key`.
+//! `notary keys list|generate|rotate|retire|custody-report|generate-claims-key|csr|certificate`.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::issuance::rfc3339;
 use crate::jose::Algorithm;
+use crate::store::KeyPurpose;
+
+/// What a key signs, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Purpose {
+    /// A Notary key: signs access tokens (published in the JWKS).
+    Token,
+    /// A credential key: signs credentials and status lists.
+    Credential,
+}
+
+impl From<Purpose> for KeyPurpose {
+    fn from(p: Purpose) -> Self {
+        match p {
+            Purpose::Token => KeyPurpose::Token,
+            Purpose::Credential => KeyPurpose::Credential,
+        }
+    }
+}
+
+/// The algorithm of a new key: as given, else EdDSA for Notary keys and
+/// ES256 for credential keys (what HAIP wallets require).
+fn algorithm_for(purpose: KeyPurpose, alg: Option<Algorithm>) -> Algorithm {
+    alg.unwrap_or(match purpose {
+        KeyPurpose::Token => Algorithm::EdDSA,
+        KeyPurpose::Credential => Algorithm::ES256,
+    })
+}
 
 /// Key lifecycle commands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the Notary signing keys and their states.
+    /// List the signing keys (Notary and credential keys) and their states.
     List,
     /// Generate a key inside the token (pending: not used until rotated to).
     Generate {
-        /// EdDSA (Ed25519) or ES256 (P-256).
-        #[arg(long, default_value = "EdDSA")]
-        alg: Algorithm,
-        /// CKA_LABEL for the key (default: notary-signing-N).
+        /// What the key signs: access tokens or credentials.
+        #[arg(long, value_enum, default_value_t = Purpose::Token)]
+        purpose: Purpose,
+        /// EdDSA (Ed25519) or ES256 (P-256); default EdDSA for token keys,
+        /// ES256 for credential keys.
+        #[arg(long)]
+        alg: Option<Algorithm>,
+        /// CKA_LABEL for the key (default: notary-signing-N or notary-credential-N).
         #[arg(long)]
         label: Option<String>,
     },
-    /// Generate a key and make it active; the previous key keeps verifying
-    /// until the tokens it signed have expired.
+    /// Generate a key and make it active. Only the active key of the same
+    /// purpose steps down: a Notary key keeps verifying until the tokens it
+    /// signed have expired; a credential key stays published until retired.
     Rotate {
         /// Activate this pending key (from `keys generate`) instead of a new one.
         /// (A kid may start with '-': it is base64url.)
         #[arg(long, allow_hyphen_values = true)]
         kid: Option<String>,
-        /// EdDSA (Ed25519) or ES256 (P-256).
-        #[arg(long, default_value = "EdDSA")]
-        alg: Algorithm,
-        /// CKA_LABEL for the key (default: notary-signing-N).
+        /// What the key signs: access tokens or credentials.
+        #[arg(long, value_enum, default_value_t = Purpose::Token)]
+        purpose: Purpose,
+        /// EdDSA (Ed25519) or ES256 (P-256); default EdDSA for token keys,
+        /// ES256 for credential keys.
+        #[arg(long)]
+        alg: Option<Algorithm>,
+        /// CKA_LABEL for the key (default: notary-signing-N or notary-credential-N).
         #[arg(long)]
         label: Option<String>,
     },
-    /// Retire a key: it leaves the JWKS. Refused while tokens it signed may
-    /// still be live, unless --force.
+    /// Retire a key: it is no longer published. Refused for a Notary key
+    /// while tokens it signed may still be live, and for a credential key
+    /// (the credentials it signed stop verifying), unless --force.
     Retire {
         /// The key's kid (may start with '-': it is base64url).
         #[arg(allow_hyphen_values = true)]
         kid: String,
-        /// Retire even though tokens it signed may still be live.
+        /// Retire it all the same.
         #[arg(long)]
         force: bool,
     },
@@ -54,6 +95,31 @@ pub enum KeysCommand {
     /// inside the token: once, on set-ups made before notary sealed claims
     /// (`notary init` makes it). Refused if the token already has it.
     GenerateClaimsKey,
+    /// Write a PKCS#10 certificate request (PEM) for a credential key,
+    /// signed inside the HSM, for the issuer's CA.
+    Csr {
+        /// The credential key's kid (may start with '-': it is base64url).
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+        /// The subject, RFC 4514 style, most specific first:
+        /// "CN=Example Issuer,O=Example University,C=NL" (CN, O, OU, C, L,
+        /// ST, serialNumber, organizationIdentifier; escape ',' as '\,').
+        #[arg(long)]
+        subject: String,
+        /// Write the request to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Attach the certificate chain a CA issued for a credential key; it is
+    /// then sent as `x5c` with every credential the key signs.
+    Certificate {
+        /// The credential key's kid (may start with '-': it is base64url).
+        #[arg(long, allow_hyphen_values = true)]
+        kid: String,
+        /// PEM file with the chain, leaf first, then each issuer.
+        #[arg(long, value_name = "FILE.pem")]
+        chain: PathBuf,
+    },
 }
 
 /// Runs a keys command.
@@ -61,14 +127,25 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     if let KeysCommand::GenerateClaimsKey = command {
         return generate_claims_key(&config).await;
     }
+    // Read before the HSM is opened: a missing file costs no login.
+    let chain = match &command {
+        KeysCommand::Certificate { chain, .. } => {
+            Some(std::fs::read(chain).with_context(|| format!("reading {}", chain.display()))?)
+        }
+        _ => None,
+    };
     let notary = super::open_notary(&config).await?;
-    let result = run_with(&notary, command).await;
+    let result = run_with(&notary, command, chain).await;
     notary.store().close().await;
     notary.hsm().close();
     result
 }
 
-async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> anyhow::Result<()> {
+async fn run_with(
+    notary: &crate::issuance::Notary,
+    command: KeysCommand,
+    chain: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
     match command {
         KeysCommand::List => {
             for k in notary.list_keys().await? {
@@ -76,34 +153,112 @@ async fn run_with(notary: &crate::issuance::Notary, command: KeysCommand) -> any
                     .verify_until
                     .map(|t| format!("\tverifies until {}", rfc3339(t)))
                     .unwrap_or_default();
+                let certificate = k
+                    .x5c
+                    .as_deref()
+                    .map(|x5c| match crate::x509::leaf_facts(x5c) {
+                        Some(leaf) => format!(
+                            "\tcertificate {} until {}",
+                            leaf.subject,
+                            rfc3339(leaf.not_after)
+                        ),
+                        None => "\tcertificate (does not parse)".to_owned(),
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "{}\t{}\t{}\t{}\tcreated {}{until}",
+                    "{}\t{}\t{}\t{}\t{}\tcreated {}{until}{certificate}",
                     k.kid,
                     k.label,
                     k.alg,
                     k.state.as_str(),
+                    k.purpose.as_str(),
                     rfc3339(k.created_at)
                 );
             }
         }
-        KeysCommand::Generate { alg, label } => {
-            let k = notary.generate_key(alg, label).await?;
+        KeysCommand::Generate {
+            purpose,
+            alg,
+            label,
+        } => {
+            let purpose = KeyPurpose::from(purpose);
+            let k = notary
+                .generate_key(purpose, algorithm_for(purpose, alg), label)
+                .await?;
             println!(
-                "generated {} ({}, {}) inside the token: pending",
-                k.kid, k.label, k.alg
+                "generated {} ({}, {}, {}) inside the token: pending",
+                k.kid,
+                k.label,
+                k.alg,
+                purpose.as_str()
             );
         }
-        KeysCommand::Rotate { kid, alg, label } => {
-            let (k, previous) = notary.rotate_key(alg, label, kid.as_deref()).await?;
-            println!("active: {} ({}, {})", k.kid, k.label, k.alg);
-            if let Some(previous) = previous {
-                println!("retiring: {previous} (stays in the JWKS until its tokens expire)");
+        KeysCommand::Rotate {
+            kid,
+            purpose,
+            alg,
+            label,
+        } => {
+            let purpose = KeyPurpose::from(purpose);
+            let (k, previous) = notary
+                .rotate_key(purpose, algorithm_for(purpose, alg), label, kid.as_deref())
+                .await?;
+            println!(
+                "active: {} ({}, {}, {})",
+                k.kid,
+                k.label,
+                k.alg,
+                purpose.as_str()
+            );
+            match (previous, purpose) {
+                (Some(previous), KeyPurpose::Token) => {
+                    println!("retiring: {previous} (stays in the JWKS until its tokens expire)");
+                }
+                (Some(previous), KeyPurpose::Credential) => println!(
+                    "retiring: {previous} (stays published, so the credentials it signed keep \
+                     verifying, until `notary keys retire`)"
+                ),
+                (None, _) => {}
             }
             println!("running servers pick the new key up within [keys] refresh_secs");
+            if purpose == KeyPurpose::Credential {
+                println!(
+                    "for a certificate: notary keys csr --kid {} --subject \"CN=...,O=...,C=..\"",
+                    k.kid
+                );
+            }
         }
         KeysCommand::Retire { kid, force } => {
             notary.retire_key(&kid, force).await?;
             println!("retired {kid}");
+        }
+        KeysCommand::Csr { kid, subject, out } => {
+            let pem = notary.credential_key_csr(&kid, &subject).await?;
+            match out {
+                None => print!("{pem}"),
+                Some(path) => {
+                    std::fs::write(&path, &pem)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!(
+                        "wrote the certificate request for {kid} to {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        KeysCommand::Certificate { kid, chain: path } => {
+            let chain = chain.unwrap_or_default();
+            let leaf = notary
+                .attach_certificate_chain(&kid, &chain)
+                .await
+                .with_context(|| format!("{}", path.display()))?;
+            println!(
+                "attached to {kid}: {}, issued by {}, valid until {}",
+                leaf.subject,
+                leaf.issuer,
+                rfc3339(leaf.not_after)
+            );
+            println!("running servers send it as x5c within [keys] refresh_secs");
         }
         // Run by `run` before the key ring is opened, which needs the key.
         KeysCommand::GenerateClaimsKey => {
@@ -146,7 +301,7 @@ async fn generate_claims_key(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_report(report: &crate::issuance::keys::CustodyReport) {
+fn print_report(report: &crate::issuance::custody::CustodyReport) {
     let t = &report.token;
     println!("custody report, {}", report.generated_at);
     println!(
@@ -188,6 +343,12 @@ fn print_report(report: &crate::issuance::keys::CustodyReport) {
         }
         if let Some(n) = key.signatures {
             println!("  signatures (audit log) {n}");
+        }
+        if let Some(cert) = &key.certificate {
+            println!("  certificate            {}", cert.subject);
+            println!("    issued by            {}", cert.issuer);
+            println!("    valid until          {}", rfc3339(cert.not_after));
+            println!("    SHA-256              {}", cert.sha256);
         }
         match c.violation() {
             None => println!("  custody rule           satisfied"),

@@ -34,6 +34,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         serial = %hsm.token().serial,
         "Notary signing key ready"
     );
+    let credential_kid = match notary.active_credential_key() {
+        Some(credential) => {
+            tracing::info!(
+                kid = %credential.info.kid,
+                alg = credential.info.algorithm().as_str(),
+                certificate = credential.x5c.is_some(),
+                "credential key ready"
+            );
+            Some(credential.info.kid.clone())
+        }
+        None => {
+            tracing::warn!("no credential key: run notary keys rotate --purpose credential");
+            None
+        }
+    };
 
     let certs = http::tls::CertStore::load(
         &config.resolve(&config.tls.cert),
@@ -56,7 +71,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .audit(
             AuditEvent::global(
                 "server.started",
-                serde_json::json!({ "active_kid": key.kid, "kids": kids, "token_serial": hsm.token().serial }),
+                serde_json::json!({ "active_kid": key.kid, "kids": kids,
+                                    "credential_kid": credential_kid,
+                                    "token_serial": hsm.token().serial }),
             ),
             now(),
         )
@@ -200,7 +217,13 @@ async fn refresh_keys(notary: Notary, every_secs: u64) {
                     .active_key()
                     .map(|k| k.kid.clone())
                     .unwrap_or_default();
-                tracing::info!(kid = %active, "signing keys reloaded");
+                let credential = notary.active_credential_key();
+                tracing::info!(
+                    kid = %active,
+                    credential_kid = %credential.as_ref().map(|k| k.info.kid.as_str()).unwrap_or_default(),
+                    credential_certificate = credential.as_ref().is_some_and(|k| k.x5c.is_some()),
+                    "signing keys reloaded"
+                );
             }
             Ok(false) => {}
             Err(e) => {

@@ -115,7 +115,7 @@ fn kinds(role: KeyRole) -> (ObjectClass, &'static [KeyType]) {
             ObjectClass::SECRET_KEY,
             &[KeyType::GENERIC_SECRET, KeyType::SHA256_HMAC],
         ),
-        KeyRole::Signing => (
+        KeyRole::Signing | KeyRole::Credential => (
             ObjectClass::PRIVATE_KEY,
             &[KeyType::EC_EDWARDS, KeyType::EC],
         ),
@@ -409,7 +409,7 @@ fn rule_for(role: KeyRole) -> Vec<(&'static str, AttributeType, Option<bool>)> {
             })
             .chain(CLAIMS_KEY_ATTRIBUTES.iter().copied())
             .collect(),
-        KeyRole::Signing | KeyRole::Audit => BOOLEAN_ATTRIBUTES.to_vec(),
+        KeyRole::Signing | KeyRole::Credential | KeyRole::Audit => BOOLEAN_ATTRIBUTES.to_vec(),
     }
 }
 
@@ -550,7 +550,7 @@ pub fn read_custody(
     wanted.extend([AttributeType::Id, AttributeType::KeyType]);
     wanted.push(match role {
         KeyRole::Hashing | KeyRole::Claims => AttributeType::ValueLen,
-        KeyRole::Signing | KeyRole::Audit => AttributeType::EcParams,
+        KeyRole::Signing | KeyRole::Credential | KeyRole::Audit => AttributeType::EcParams,
     });
     let attrs = session
         .get_attributes(handle, &wanted)

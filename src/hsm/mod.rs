@@ -176,8 +176,12 @@ impl std::fmt::Debug for Hsm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyRole {
-    /// A Notary signing key (private half).
+    /// A Notary signing key (private half): signs access tokens.
     Signing,
+    /// A credential key (private half): signs credentials and status lists.
+    /// On the token it is an ordinary sign-only key pair like a Notary key,
+    /// found and checked the same way; the role only names it in reports.
+    Credential,
     /// The HMAC key.
     Hashing,
     /// The audit checkpoint key (private half).
@@ -344,7 +348,7 @@ impl Hsm {
                 KeyRole::Hashing => hashing.to_owned(),
                 KeyRole::Audit => audit.to_owned(),
                 KeyRole::Claims => pool.claims_label().to_owned(),
-                KeyRole::Signing => label.unwrap_or_default(),
+                KeyRole::Signing | KeyRole::Credential => label.unwrap_or_default(),
             };
             let handle = keys::find_key(s, role, &label)?;
             keys::read_custody(s, handle, role, &label)
@@ -358,10 +362,31 @@ impl Hsm {
         key: &SigningKeyInfo,
         signing_input: Vec<u8>,
     ) -> Result<Vec<u8>, HsmError> {
+        self.sign_as("signing a token", key, signing_input).await
+    }
+
+    /// Signs with a credential key (a credential, a status list, a CSR):
+    /// the same as [`Hsm::sign`] (EdDSA, or ES256 as raw `r || s`), counted
+    /// apart in the HSM metrics (`signing with a credential key`).
+    pub async fn sign_credential(
+        &self,
+        key: &SigningKeyInfo,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, HsmError> {
+        self.sign_as("signing with a credential key", key, message)
+            .await
+    }
+
+    async fn sign_as(
+        &self,
+        context: &'static str,
+        key: &SigningKeyInfo,
+        signing_input: Vec<u8>,
+    ) -> Result<Vec<u8>, HsmError> {
         let alg = key.algorithm();
         self.inner
             .run(
-                "signing a token",
+                context,
                 KeyRef::Signing(key.label.clone()),
                 move |session, handle| {
                     match alg {

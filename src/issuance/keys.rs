@@ -1,16 +1,19 @@
-//! The Notary keys' lifecycle (generate, rotate, retire), the key ring the
-//! server signs and publishes with, and the custody report.
+//! The signing keys' lifecycle (generate, rotate, retire) for both
+//! purposes, and the key rings the server signs and publishes with: the
+//! Notary keys (access tokens, the JWKS) and the credential keys
+//! (credentials and status lists).
 
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{InternalError, Notary, now, random};
 use crate::audit::AuditEvent;
-use crate::hsm::{Custody, Hsm, KeyRole, SigningKeyInfo, TokenIdentity};
+use crate::hsm::{Hsm, KeyRole, SigningKeyInfo};
 use crate::jose::Algorithm;
-use crate::store::{KeyState, SigningKeyRecord, Store};
+use crate::store::{KeyPurpose, KeyState, SigningKeyRecord, Store};
+
+pub use super::custody::{CustodyReport, KeyEvidence};
 
 /// Why a key operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,67 +26,22 @@ pub enum KeyError {
     Internal(#[from] InternalError),
 }
 
-fn internal(e: impl Into<InternalError>) -> KeyError {
+pub(super) fn internal(e: impl Into<InternalError>) -> KeyError {
     KeyError::Internal(e.into())
 }
 
-/// The keys in use: the one that signs and those the JWKS publishes.
-#[derive(Debug, Clone)]
+/// The Notary keys in use: the one that signs tokens and those the JWKS
+/// publishes. Never holds a credential key.
+#[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     /// Signs new tokens; `None` only before the first key exists.
     pub active: Option<Arc<SigningKeyInfo>>,
     /// Active and retiring keys, with the time until which a retiring key
     /// may still have live tokens.
     pub published: Vec<(Arc<SigningKeyInfo>, Option<i64>)>,
-    /// The records this ring was built from, to notice changes.
-    version: Vec<(String, KeyState)>,
 }
 
 impl KeyRing {
-    /// Builds the ring from the database and the token. Every active or
-    /// retiring key must be on the token with the recorded public key and
-    /// pass the custody rule.
-    pub async fn load(hsm: &Hsm, store: &Store) -> Result<Self, KeyError> {
-        let records = store.list_signing_keys().await.map_err(internal)?;
-        Self::build(hsm, &records).await
-    }
-
-    async fn build(hsm: &Hsm, records: &[SigningKeyRecord]) -> Result<Self, KeyError> {
-        let mut active = None;
-        let mut published = Vec::new();
-        for record in records
-            .iter()
-            .filter(|r| r.state == KeyState::Active || r.state == KeyState::Retiring)
-        {
-            let custody = hsm
-                .custody(KeyRole::Signing, Some(&record.label))
-                .await
-                .map_err(internal)?;
-            if let Some(violation) = custody.violation() {
-                return Err(KeyError::Refused(format!(
-                    "refusing to use the HSM keys: {violation}"
-                )));
-            }
-            let info = hsm.signing_key(&record.label).await.map_err(internal)?;
-            if info.kid != record.kid {
-                return Err(KeyError::Refused(format!(
-                    "key {:?} on the token has kid {} but the database records {}",
-                    record.label, info.kid, record.kid
-                )));
-            }
-            let info = Arc::new(info);
-            if record.state == KeyState::Active {
-                active = Some(Arc::clone(&info));
-            }
-            published.push((info, record.verify_until));
-        }
-        Ok(KeyRing {
-            active,
-            published,
-            version: records.iter().map(|r| (r.kid.clone(), r.state)).collect(),
-        })
-    }
-
     /// The keys that may have signed a live token now: the active key, and
     /// retiring keys until their `verify_until` passes (they drop out of the
     /// JWKS by themselves; `keys retire` only records it).
@@ -112,60 +70,140 @@ impl KeyRing {
     }
 }
 
-/// Shared, swappable key ring.
-pub type SharedKeyRing = Arc<RwLock<Arc<KeyRing>>>;
-
-/// One key in a custody report.
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyEvidence {
-    /// What the key is for.
-    pub role: KeyRole,
-    /// JWK thumbprint (signing keys).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kid: Option<String>,
-    /// `EdDSA`, `ES256`, `HMAC-SHA256` or `AES-256-GCM`.
-    pub algorithm: String,
-    /// Lifecycle state (signing keys).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<KeyState>,
-    /// SHA-256 of the raw public key, hex (asymmetric keys).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_key_sha256: Option<String>,
-    /// Attributes as read from the token.
-    pub custody: Custody,
-    /// Signatures made with the key according to the audit log (tokens for
-    /// signing keys, checkpoints for the audit key).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signatures: Option<i64>,
+/// A credential key as the server uses it: the key on the token (sign with
+/// [`Hsm::sign_credential`]) and the certificate chain a CA issued for it,
+/// if one is attached (`x5c`: base64 DER, leaf first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialKey {
+    /// Label, public key and kid, as read from the token.
+    pub info: SigningKeyInfo,
+    /// The certificate chain, leaf first, as JWS `x5c` wants it.
+    pub x5c: Option<Vec<String>>,
 }
 
-/// The evidence an auditor needs about key custody.
-#[derive(Debug, Clone, Serialize)]
-pub struct CustodyReport {
-    /// RFC 3339.
-    pub generated_at: String,
-    /// The token the keys are on.
-    pub token: TokenIdentity,
-    /// One entry per key.
-    pub keys: Vec<KeyEvidence>,
+/// The credential keys in use.
+#[derive(Debug, Clone, Default)]
+struct CredentialRing {
+    /// Signs new credentials.
+    active: Option<Arc<CredentialKey>>,
+    /// Active and retiring keys: credentials they signed may still be
+    /// verified, so they stay published until `keys retire`.
+    published: Vec<Arc<CredentialKey>>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// One recorded key's facts the rings depend on; a change in any of them (a
+/// rotation, a retirement, an attached certificate) rebuilds the rings.
+type KeyVersion = (String, KeyPurpose, KeyState, bool);
+
+fn versions(records: &[SigningKeyRecord]) -> Vec<KeyVersion> {
+    records
+        .iter()
+        .map(|r| (r.kid.clone(), r.purpose, r.state, r.x5c.is_some()))
+        .collect()
+}
+
+/// Both rings, built together from one read of the key table.
+#[derive(Debug, Default)]
+pub struct LoadedKeys {
+    tokens: Arc<KeyRing>,
+    credentials: CredentialRing,
+    /// The records these rings were built from, to notice changes.
+    version: Vec<KeyVersion>,
+}
+
+impl LoadedKeys {
+    /// Builds the rings from the database and the token. Every active or
+    /// retiring key, of either purpose, must be on the token with the
+    /// recorded public key and pass the custody rule.
+    pub async fn load(hsm: &Hsm, store: &Store) -> Result<Self, KeyError> {
+        let records = store.list_signing_keys().await.map_err(internal)?;
+        Self::build(hsm, &records).await
+    }
+
+    async fn build(hsm: &Hsm, records: &[SigningKeyRecord]) -> Result<Self, KeyError> {
+        let mut tokens = KeyRing::default();
+        let mut credentials = CredentialRing::default();
+        for record in records
+            .iter()
+            .filter(|r| r.state == KeyState::Active || r.state == KeyState::Retiring)
+        {
+            let info = checked_key(hsm, record).await?;
+            let active = record.state == KeyState::Active;
+            match record.purpose {
+                KeyPurpose::Token => {
+                    let info = Arc::new(info);
+                    if active {
+                        tokens.active = Some(Arc::clone(&info));
+                    }
+                    tokens.published.push((info, record.verify_until));
+                }
+                KeyPurpose::Credential => {
+                    let key = Arc::new(CredentialKey {
+                        info,
+                        x5c: record.x5c.clone(),
+                    });
+                    if active {
+                        credentials.active = Some(Arc::clone(&key));
+                    }
+                    credentials.published.push(key);
+                }
+            }
+        }
+        Ok(LoadedKeys {
+            tokens: Arc::new(tokens),
+            credentials,
+            version: versions(records),
+        })
+    }
+}
+
+/// The custody role a key of this purpose is reported and checked as.
+pub(super) fn role_of(purpose: KeyPurpose) -> KeyRole {
+    match purpose {
+        KeyPurpose::Token => KeyRole::Signing,
+        KeyPurpose::Credential => KeyRole::Credential,
+    }
+}
+
+/// Reads a recorded key from the token, refusing it unless it passes the
+/// custody rule and has the recorded kid.
+async fn checked_key(hsm: &Hsm, record: &SigningKeyRecord) -> Result<SigningKeyInfo, KeyError> {
+    let custody = hsm
+        .custody(role_of(record.purpose), Some(&record.label))
+        .await
+        .map_err(internal)?;
+    if let Some(violation) = custody.violation() {
+        return Err(KeyError::Refused(format!(
+            "refusing to use the HSM keys: {violation}"
+        )));
+    }
+    let info = hsm.signing_key(&record.label).await.map_err(internal)?;
+    if info.kid != record.kid {
+        return Err(KeyError::Refused(format!(
+            "key {:?} on the token has kid {} but the database records {}",
+            record.label, info.kid, record.kid
+        )));
+    }
+    Ok(info)
+}
+
+/// Shared, swappable key rings.
+pub type SharedKeyRing = Arc<RwLock<Arc<LoadedKeys>>>;
+
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl Notary {
-    /// The key that signs new tokens (`None` before the first rotation).
-    pub fn active_key(&self) -> Option<Arc<SigningKeyInfo>> {
-        let ring = self
-            .keys
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ring.active.clone()
+/// The label prefix of keys of `purpose` (`notary-signing-N`, `notary-credential-N`).
+fn label_prefix(purpose: KeyPurpose) -> &'static str {
+    match purpose {
+        KeyPurpose::Token => "notary-signing",
+        KeyPurpose::Credential => "notary-credential",
     }
+}
 
-    /// The current key ring.
-    pub fn key_ring(&self) -> Arc<KeyRing> {
+impl Notary {
+    fn loaded_keys(&self) -> Arc<LoadedKeys> {
         Arc::clone(
             &self
                 .keys
@@ -174,26 +212,49 @@ impl Notary {
         )
     }
 
-    /// Reloads the ring if the recorded keys changed (another instance or
-    /// the CLI rotated). Returns whether it changed.
+    /// The key that signs new tokens (`None` before the first rotation).
+    pub fn active_key(&self) -> Option<Arc<SigningKeyInfo>> {
+        self.loaded_keys().tokens.active.clone()
+    }
+
+    /// The current Notary key ring (access tokens only).
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.loaded_keys().tokens)
+    }
+
+    /// The key that signs new credentials and status lists (`None` on a
+    /// set-up made before credential keys existed, until `notary keys
+    /// rotate --purpose credential`).
+    pub fn active_credential_key(&self) -> Option<Arc<CredentialKey>> {
+        self.loaded_keys().credentials.active.clone()
+    }
+
+    /// Keys whose credentials may still be verified: active + retiring
+    /// (retiring credential keys stay published until `keys retire`).
+    pub fn published_credential_keys(&self) -> Vec<Arc<CredentialKey>> {
+        self.loaded_keys().credentials.published.clone()
+    }
+
+    /// Reloads the rings if the recorded keys changed (another instance or
+    /// the CLI rotated, retired, or attached a certificate). Returns
+    /// whether they changed.
     pub async fn refresh_keys(&self) -> Result<bool, KeyError> {
         let records = self.store.list_signing_keys().await.map_err(internal)?;
-        let version: Vec<(String, KeyState)> =
-            records.iter().map(|r| (r.kid.clone(), r.state)).collect();
-        if version == self.key_ring().version {
+        if versions(&records) == self.loaded_keys().version {
             return Ok(false);
         }
-        let ring = KeyRing::build(&self.hsm, &records).await?;
+        let loaded = LoadedKeys::build(&self.hsm, &records).await?;
         *self
             .keys
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
         Ok(true)
     }
 
-    /// Generates a key in the HSM and records it as pending.
+    /// Generates a key for `purpose` in the HSM and records it as pending.
     pub async fn generate_key(
         &self,
+        purpose: KeyPurpose,
         alg: Algorithm,
         label: Option<String>,
     ) -> Result<SigningKeyRecord, KeyError> {
@@ -204,44 +265,23 @@ impl Notary {
             }
             Some(l) => l,
             None => {
-                let mut n = existing.len() + 1;
-                while self
-                    .label_taken(&existing, &format!("notary-signing-{n}"))
-                    .await
-                {
+                let prefix = label_prefix(purpose);
+                let mut n = existing.iter().filter(|r| r.purpose == purpose).count() + 1;
+                while self.label_taken(&existing, &format!("{prefix}-{n}")).await {
                     n += 1;
                 }
-                format!("notary-signing-{n}")
+                format!("{prefix}-{n}")
             }
         };
-        let mut id = vec![0u8; 8];
-        random::fill(&mut id).map_err(internal)?;
-        let info = self
-            .hsm
-            .generate_signing_key(alg, &label, id)
-            .await
-            .map_err(internal)?;
-        let record = SigningKeyRecord {
-            kid: info.kid.clone(),
-            label: label.clone(),
-            alg: alg.as_str().to_owned(),
-            public_jwk: info.public_key.to_jwk().to_string(),
-            state: KeyState::Pending,
-            created_at: now(),
-            activated_at: None,
-            verify_until: None,
-            retired_at: None,
-        };
-        let event = AuditEvent::new(
-            "key.generated",
-            &record.kid,
-            serde_json::json!({ "label": label, "alg": alg.as_str(),
-                                "public_key_sha256": hex(&Sha256::digest(info.public_key.raw_bytes())) }),
-        );
-        self.store
-            .insert_signing_key(&record, event)
-            .await
-            .map_err(internal)?;
+        let record = generate_and_record(
+            &self.hsm,
+            &self.store,
+            purpose,
+            alg,
+            &label,
+            KeyState::Pending,
+        )
+        .await?;
         Ok(record)
     }
 
@@ -252,30 +292,48 @@ impl Notary {
         records.iter().any(|r| r.label == label) || self.hsm.signing_key(label).await.is_ok()
     }
 
-    /// Makes a new key active. The previous one keeps verifying (stays in
-    /// the JWKS) until every token it signed has expired.
+    /// Makes a new key of `purpose` active (a new one, or the pending key
+    /// `pending_kid`); only the active key of the same purpose steps down.
+    /// A Notary key keeps verifying (stays in the JWKS) until every token it
+    /// signed has expired; a credential key stays published, with no end,
+    /// until `keys retire`: credentials live long.
     pub async fn rotate_key(
         &self,
+        purpose: KeyPurpose,
         alg: Algorithm,
         label: Option<String>,
         pending_kid: Option<&str>,
     ) -> Result<(SigningKeyRecord, Option<String>), KeyError> {
         let record = match pending_kid {
-            Some(kid) => self
-                .store
-                .list_signing_keys()
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .find(|r| r.kid == kid && r.state == KeyState::Pending)
-                .ok_or_else(|| KeyError::Refused(format!("no pending key with kid {kid}")))?,
-            None => self.generate_key(alg, label).await?,
+            Some(kid) => {
+                let record = self
+                    .store
+                    .list_signing_keys()
+                    .await
+                    .map_err(internal)?
+                    .into_iter()
+                    .find(|r| r.kid == kid && r.state == KeyState::Pending)
+                    .ok_or_else(|| KeyError::Refused(format!("no pending key with kid {kid}")))?;
+                if record.purpose != purpose {
+                    return Err(KeyError::Refused(format!(
+                        "pending key {kid} is a {0} key: rotate it with --purpose {0}",
+                        record.purpose.as_str()
+                    )));
+                }
+                record
+            }
+            None => self.generate_key(purpose, alg, label).await?,
         };
         let now = now();
-        // Servers keep signing with the old key until their next refresh;
-        // tokens signed by then expire within one token lifetime.
-        let lag = self.policy.key_refresh_secs + self.policy.access_token_ttl + 1;
-        let verify_until = now + i64::try_from(lag).unwrap_or(i64::MAX / 2);
+        let verify_until = match purpose {
+            // Servers keep signing with the old key until their next
+            // refresh; tokens signed by then expire within one token lifetime.
+            KeyPurpose::Token => {
+                let lag = self.policy.key_refresh_secs + self.policy.access_token_ttl + 1;
+                Some(now + i64::try_from(lag).unwrap_or(i64::MAX / 2))
+            }
+            KeyPurpose::Credential => None,
+        };
         let previous = self
             .store
             .activate_signing_key(&record.kid, now, verify_until)
@@ -284,8 +342,10 @@ impl Notary {
         Ok((record, previous))
     }
 
-    /// Retires a key. Refused for the active key, and for a retiring key
-    /// while tokens it signed may still be live, unless `force`.
+    /// Retires a key. Refused for the active key; for a retiring Notary key
+    /// while tokens it signed may still be live, and for a retiring
+    /// credential key at all (the credentials it signed stop verifying),
+    /// unless `force`.
     pub async fn retire_key(&self, kid: &str, force: bool) -> Result<(), KeyError> {
         let records = self.store.list_signing_keys().await.map_err(internal)?;
         let record = records
@@ -301,15 +361,24 @@ impl Notary {
             KeyState::Retired => {
                 return Err(KeyError::Refused(format!("key {kid} is already retired")));
             }
-            KeyState::Retiring => {
-                let until = record.verify_until.unwrap_or(i64::MAX);
-                if now() < until && !force {
+            KeyState::Retiring if force => {}
+            KeyState::Retiring => match record.purpose {
+                KeyPurpose::Credential => {
                     return Err(KeyError::Refused(format!(
-                        "tokens signed by {kid} may be live until {}; retire after that, or pass --force",
-                        super::rfc3339(until)
+                        "credentials signed by {kid} will no longer verify once it is retired \
+                         (its key is no longer published); pass --force to retire it anyway"
                     )));
                 }
-            }
+                KeyPurpose::Token => {
+                    let until = record.verify_until.unwrap_or(i64::MAX);
+                    if now() < until {
+                        return Err(KeyError::Refused(format!(
+                            "tokens signed by {kid} may be live until {}; retire after that, or pass --force",
+                            super::rfc3339(until)
+                        )));
+                    }
+                }
+            },
             KeyState::Pending => {}
         }
         if !self
@@ -325,107 +394,22 @@ impl Notary {
         Ok(())
     }
 
-    /// All recorded signing keys.
+    /// All recorded signing keys, of both purposes.
     pub async fn list_keys(&self) -> Result<Vec<SigningKeyRecord>, KeyError> {
         self.store.list_signing_keys().await.map_err(internal)
     }
-
-    /// Reads the custody evidence of every key from the token.
-    pub async fn custody_report(&self) -> Result<CustodyReport, KeyError> {
-        let records = self.store.list_signing_keys().await.map_err(internal)?;
-        let counts = self.store.signature_counts().await.map_err(internal)?;
-        let checkpoints = self.store.list_checkpoints().await.map_err(internal)?.len();
-        let mut keys = Vec::new();
-        for record in &records {
-            let custody = self
-                .hsm
-                .custody(KeyRole::Signing, Some(&record.label))
-                .await
-                .map_err(internal)?;
-            let public = self
-                .hsm
-                .signing_key(&record.label)
-                .await
-                .map_err(internal)?;
-            keys.push(KeyEvidence {
-                role: KeyRole::Signing,
-                kid: Some(record.kid.clone()),
-                algorithm: record.alg.clone(),
-                state: Some(record.state),
-                public_key_sha256: Some(hex(&Sha256::digest(public.public_key.raw_bytes()))),
-                custody,
-                signatures: Some(
-                    counts
-                        .iter()
-                        .find(|(kid, _)| *kid == record.kid)
-                        .map_or(0, |(_, n)| *n),
-                ),
-            });
-        }
-        let audit_public = self.hsm.audit_public_key().await.map_err(internal)?;
-        keys.push(KeyEvidence {
-            role: KeyRole::Audit,
-            kid: None,
-            algorithm: "EdDSA".to_owned(),
-            state: None,
-            public_key_sha256: Some(hex(&Sha256::digest(audit_public.raw_bytes()))),
-            custody: self
-                .hsm
-                .custody(KeyRole::Audit, None)
-                .await
-                .map_err(internal)?,
-            signatures: Some(i64::try_from(checkpoints).unwrap_or(i64::MAX)),
-        });
-        keys.push(KeyEvidence {
-            role: KeyRole::Hashing,
-            kid: None,
-            algorithm: "HMAC-SHA256".to_owned(),
-            state: None,
-            public_key_sha256: None,
-            custody: self
-                .hsm
-                .custody(KeyRole::Hashing, None)
-                .await
-                .map_err(internal)?,
-            signatures: None,
-        });
-        keys.push(KeyEvidence {
-            role: KeyRole::Claims,
-            kid: None,
-            algorithm: "AES-256-GCM".to_owned(),
-            state: None,
-            public_key_sha256: None,
-            custody: self
-                .hsm
-                .custody(KeyRole::Claims, None)
-                .await
-                .map_err(internal)?,
-            signatures: None,
-        });
-        Ok(CustodyReport {
-            generated_at: super::rfc3339(now()),
-            token: self.hsm.token().clone(),
-            keys,
-        })
-    }
 }
 
-/// Generates the first Notary key of a new set-up and makes it active.
-/// Refused when any key is recorded already.
-pub async fn create_first_key(
+/// Generates a key pair in the HSM and records it in `state` (pending, or
+/// active for a set-up's first key), with its audit entry.
+async fn generate_and_record(
     hsm: &Hsm,
     store: &Store,
+    purpose: KeyPurpose,
     alg: Algorithm,
     label: &str,
+    state: KeyState,
 ) -> Result<SigningKeyRecord, KeyError> {
-    if !store
-        .list_signing_keys()
-        .await
-        .map_err(internal)?
-        .is_empty()
-    {
-        return Err(KeyError::Refused("signing keys exist already".to_owned()));
-    }
     let mut id = vec![0u8; 8];
     random::fill(&mut id).map_err(internal)?;
     let info = hsm
@@ -433,26 +417,55 @@ pub async fn create_first_key(
         .await
         .map_err(internal)?;
     let now = now();
+    let active = state == KeyState::Active;
     let record = SigningKeyRecord {
         kid: info.kid.clone(),
         label: label.to_owned(),
+        purpose,
         alg: alg.as_str().to_owned(),
         public_jwk: info.public_key.to_jwk().to_string(),
-        state: KeyState::Active,
+        state,
         created_at: now,
-        activated_at: Some(now),
+        activated_at: active.then_some(now),
         verify_until: None,
         retired_at: None,
+        x5c: None,
     };
-    let event = AuditEvent::new(
-        "key.generated",
-        &record.kid,
-        serde_json::json!({ "label": label, "alg": alg.as_str(), "activated": true,
-                            "public_key_sha256": hex(&Sha256::digest(info.public_key.raw_bytes())) }),
-    );
+    let mut details = serde_json::json!({
+        "label": label, "purpose": purpose.as_str(), "alg": alg.as_str(),
+        "public_key_sha256": hex(&Sha256::digest(info.public_key.raw_bytes())),
+    });
+    if active {
+        details["activated"] = serde_json::Value::Bool(true);
+    }
+    let event = AuditEvent::new("key.generated", &record.kid, details);
     store
         .insert_signing_key(&record, event)
         .await
         .map_err(internal)?;
     Ok(record)
+}
+
+/// Generates the first key of `purpose` of a new set-up and makes it
+/// active. Refused when a key of that purpose is recorded already.
+pub async fn create_first_key(
+    hsm: &Hsm,
+    store: &Store,
+    purpose: KeyPurpose,
+    alg: Algorithm,
+    label: &str,
+) -> Result<SigningKeyRecord, KeyError> {
+    if store
+        .list_signing_keys()
+        .await
+        .map_err(internal)?
+        .iter()
+        .any(|r| r.purpose == purpose)
+    {
+        return Err(KeyError::Refused(format!(
+            "{} keys exist already",
+            purpose.as_str()
+        )));
+    }
+    generate_and_record(hsm, store, purpose, alg, label, KeyState::Active).await
 }

@@ -5,8 +5,10 @@ pub mod access;
 mod api_keys;
 pub mod audit_log;
 pub mod c_nonce;
+mod certificates;
 pub mod credential;
 pub mod claims;
+pub mod custody;
 pub mod hashing;
 mod introspect;
 pub mod keys;
@@ -168,9 +170,10 @@ pub struct Notary {
 
 impl Notary {
     /// Wires the use cases to their HSM, store and policy, loading the
-    /// signing keys (each checked against the token and the custody rule).
+    /// signing keys of both purposes (each checked against the token and
+    /// the custody rule).
     pub async fn open(hsm: Hsm, store: Store, policy: Policy) -> Result<Self, keys::KeyError> {
-        let ring = keys::KeyRing::load(&hsm, &store).await?;
+        let ring = keys::LoadedKeys::load(&hsm, &store).await?;
         Ok(Notary {
             hsm,
             store,

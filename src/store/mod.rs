@@ -303,15 +303,29 @@ impl Store {
         dispatch!(self, "insert_signing_key", s => s.insert_signing_key(key, event).await)
     }
 
-    /// Makes a pending key active; the active one becomes retiring until
-    /// `verify_until`. Returns the previous active kid.
+    /// Makes a pending key active; the active key of the same purpose
+    /// becomes retiring until `verify_until` (`None`: until it is retired).
+    /// Returns the previous active kid of that purpose.
     pub async fn activate_signing_key(
         &self,
         kid: &str,
         now: i64,
-        verify_until: i64,
+        verify_until: Option<i64>,
     ) -> Result<Option<String>, StoreError> {
         dispatch!(self, "activate_signing_key", s => s.activate_signing_key(kid, now, verify_until).await)
+    }
+
+    /// Attaches a certificate chain (`x5c`: base64 DER, leaf first) to a
+    /// credential key that is not retired, with its audit entry (e.g.
+    /// `key.certificate_attached`) in the same transaction. False when no
+    /// such key exists (none with this kid, a token key, or retired).
+    pub async fn set_certificate_chain(
+        &self,
+        kid: &str,
+        x5c: &[String],
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, "set_certificate_chain", s => s.set_certificate_chain(kid, x5c, event).await)
     }
 
     /// Retires a retiring or pending key; false if it is neither.
@@ -350,7 +364,9 @@ impl Store {
         dispatch!(self, "list_checkpoints", s => s.list_checkpoints().await)
     }
 
-    /// Tokens signed per kid, according to the audit log.
+    /// Signatures per kid according to the audit log: access tokens
+    /// (`token.issued`) and credentials (`credential.issued`), each by its
+    /// details' `kid`.
     pub async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         dispatch!(self, "signature_counts", s => s.signature_counts().await)
     }

@@ -207,7 +207,7 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
 }
 
-/// Lifecycle state of a Notary signing key.
+/// Lifecycle state of a signing key (either purpose).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
@@ -244,13 +244,55 @@ impl KeyState {
     }
 }
 
-/// A Notary signing key as recorded (the private key is in the HSM).
+/// What a signing key signs. Each purpose has its own active key and its
+/// own rotation: rotating one never touches the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// A Notary key: signs access tokens, published in the JWKS.
+    Token,
+    /// A credential key: signs credentials and status lists; may carry a
+    /// certificate chain (`x5c`).
+    Credential,
+}
+
+impl KeyPurpose {
+    /// The database and command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Token => "token",
+            KeyPurpose::Credential => "credential",
+        }
+    }
+
+    /// Parses the database and command-line spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "token" => Some(KeyPurpose::Token),
+            "credential" => Some(KeyPurpose::Credential),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for KeyPurpose {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyPurpose::parse(s).ok_or_else(|| format!("{s:?} is neither token nor credential"))
+    }
+}
+
+/// A signing key as recorded (the private key is in the HSM): a Notary key
+/// (access tokens) or a credential key, as `purpose` says.
 #[derive(Debug, Clone, Serialize)]
 pub struct SigningKeyRecord {
     /// RFC 7638 thumbprint.
     pub kid: String,
     /// `CKA_LABEL` on the token.
     pub label: String,
+    /// What the key signs.
+    pub purpose: KeyPurpose,
     /// `EdDSA` or `ES256`.
     pub alg: String,
     /// The public JWK (JSON).
@@ -261,10 +303,14 @@ pub struct SigningKeyRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub activated_at: Option<i64>,
-    /// Until when tokens it signed may still be live (retiring keys).
+    /// Until when tokens it signed may still be live (retiring Notary keys;
+    /// `None` for credential keys, whose credentials live long).
     pub verify_until: Option<i64>,
     /// Unix seconds.
     pub retired_at: Option<i64>,
+    /// The certificate chain a CA issued for a credential key: base64
+    /// (standard alphabet) DER certificates, leaf first.
+    pub x5c: Option<Vec<String>>,
 }
 
 /// One stored audit entry.

@@ -45,9 +45,21 @@ macro_rules! row_mappers {
 
         pub(super) fn signing_key_from_row(row: &$row) -> Result<SigningKeyRecord, StoreError> {
             let state: String = row.try_get("state")?;
+            let purpose: String = row.try_get("purpose")?;
+            let x5c: Option<String> = row.try_get("x5c")?;
+            let x5c = x5c
+                .map(|chain| {
+                    serde_json::from_str::<Vec<String>>(&chain).map_err(|e| {
+                        StoreError::Internal(format!("a stored x5c is not a JSON array: {e}"))
+                    })
+                })
+                .transpose()?;
             Ok(SigningKeyRecord {
                 kid: row.try_get("kid")?,
                 label: row.try_get("label")?,
+                purpose: KeyPurpose::parse(&purpose).ok_or_else(|| {
+                    StoreError::Internal(format!("unknown key purpose {purpose:?}"))
+                })?,
                 alg: row.try_get("alg")?,
                 public_jwk: row.try_get("public_jwk")?,
                 state: KeyState::parse(&state)
@@ -56,6 +68,7 @@ macro_rules! row_mappers {
                 activated_at: row.try_get("activated_at")?,
                 verify_until: row.try_get("verify_until")?,
                 retired_at: row.try_get("retired_at")?,
+                x5c,
             })
         }
 
@@ -74,6 +87,13 @@ macro_rules! row_mappers {
 }
 
 pub(super) use row_mappers;
+
+/// The stored form of a certificate chain: a JSON array of base64 DER
+/// certificates, leaf first.
+pub(super) fn x5c_json(x5c: &[String]) -> Result<String, super::StoreError> {
+    serde_json::to_string(x5c)
+        .map_err(|e| super::StoreError::Internal(format!("encoding a certificate chain: {e}")))
+}
 
 /// Parses a paging cursor (`created_at.id`) issued by `list_offers`.
 pub(super) fn parse_cursor(cursor: &str) -> Option<(i64, String)> {

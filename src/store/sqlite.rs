@@ -17,8 +17,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::group_commit::{Applied, BatchedWrite, Consume, GroupCommit};
 use super::{
-    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyState, NewOffer,
-    OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
+    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyPurpose, KeyState,
+    NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
     SigningKeyRecord, StoreError, TokenStatus, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
@@ -349,6 +349,7 @@ pub(super) fn wrong_pin_outcome(attempt: PinAttempt) -> WrongPinOutcome {
 /// Page cache of each reader connection: `cache_size` in KiB (negative).
 const READER_CACHE_KIB: &str = "-512";
 
+use super::rows::x5c_json;
 super::rows::row_mappers!(SqliteRow);
 use super::rows::parse_cursor;
 
@@ -748,8 +749,8 @@ impl SqliteStore {
 
     pub(super) async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, label, alg, public_jwk, state, created_at, activated_at, verify_until, retired_at \
-             FROM signing_keys ORDER BY created_at, kid",
+            "SELECT kid, label, purpose, alg, public_jwk, state, created_at, activated_at, verify_until, \
+             retired_at, x5c FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -761,18 +762,22 @@ impl SqliteStore {
         key: &SigningKeyRecord,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
+        let x5c = key.x5c.as_deref().map(x5c_json).transpose()?;
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, label, alg, public_jwk, state, created_at, activated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO signing_keys \
+             (kid, label, purpose, alg, public_jwk, state, created_at, activated_at, x5c) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.kid)
         .bind(&key.label)
+        .bind(key.purpose.as_str())
         .bind(&key.alg)
         .bind(&key.public_jwk)
         .bind(key.state.as_str())
         .bind(key.created_at)
         .bind(key.activated_at)
+        .bind(x5c)
         .execute(&mut *tx)
         .await?;
         append_audit(&mut tx, &event, key.created_at).await?;
@@ -784,17 +789,31 @@ impl SqliteStore {
         &self,
         kid: &str,
         now: i64,
-        verify_until: i64,
+        verify_until: Option<i64>,
     ) -> Result<Option<String>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let previous: Option<String> =
-            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'active'")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let purpose: Option<String> = sqlx::query_scalar(
+            "SELECT purpose FROM signing_keys WHERE kid = ? AND state = 'pending'",
+        )
+        .bind(kid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(purpose) = purpose else {
+            return Err(StoreError::Conflict(format!("key {kid} is not pending")));
+        };
+        // Only the active key of the same purpose steps down.
+        let previous: Option<String> = sqlx::query_scalar(
+            "SELECT kid FROM signing_keys WHERE state = 'active' AND purpose = ?",
+        )
+        .bind(&purpose)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query(
-            "UPDATE signing_keys SET state = 'retiring', verify_until = ? WHERE state = 'active'",
+            "UPDATE signing_keys SET state = 'retiring', verify_until = ? \
+             WHERE state = 'active' AND purpose = ?",
         )
         .bind(verify_until)
+        .bind(&purpose)
         .execute(&mut *tx)
         .await?;
         let changed = sqlx::query(
@@ -811,11 +830,36 @@ impl SqliteStore {
         let event = AuditEvent::new(
             "key.rotated",
             kid,
-            serde_json::json!({ "previous": previous, "previous_verifies_until": verify_until }),
+            serde_json::json!({ "purpose": purpose, "previous": previous,
+                                "previous_verifies_until": verify_until }),
         );
         append_audit(&mut tx, &event, now).await?;
         tx.commit().await?;
         Ok(previous)
+    }
+
+    pub(super) async fn set_certificate_chain(
+        &self,
+        kid: &str,
+        x5c: &[String],
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let chain = x5c_json(x5c)?;
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET x5c = ? \
+             WHERE kid = ? AND purpose = 'credential' AND state <> 'retired'",
+        )
+        .bind(chain)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            append_audit(&mut tx, &event, super::unix_now()).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
     }
 
     pub(super) async fn retire_signing_key(
@@ -908,7 +952,7 @@ impl SqliteStore {
     pub(super) async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT json_extract(details, '$.kid') AS kid, COUNT(*) AS n FROM audit_log \
-             WHERE event = 'token.issued' GROUP BY 1",
+             WHERE event IN ('token.issued', 'credential.issued') GROUP BY 1",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -159,8 +159,10 @@ async fn a_key_not_generated_on_the_token_is_refused() {
             --label imported-1 --id 99 >/dev/null
         done");
     // Record the imported key as the active Notary key.
-    app.sql(&["UPDATE signing_keys SET label = 'imported-1' WHERE state = 'active'"])
-        .await;
+    app.sql(&[
+        "UPDATE signing_keys SET label = 'imported-1' WHERE state = 'active' AND purpose = 'token'",
+    ])
+    .await;
     let weak = app.config_path();
     for command in ["check", "serve"] {
         let out = run_cli(&[command, "--config", weak.to_str().unwrap()]);
@@ -234,8 +236,10 @@ async fn extractable_keys_made_by_pkcs11_tool_are_refused() {
     );
 
     // The signing key, recorded as active.
-    app.sql(&["UPDATE signing_keys SET label = 'weak-gen' WHERE state = 'active'"])
-        .await;
+    app.sql(&[
+        "UPDATE signing_keys SET label = 'weak-gen' WHERE state = 'active' AND purpose = 'token'",
+    ])
+    .await;
     let out = run_cli(&["check", "--config", app.config_path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -540,7 +544,7 @@ async fn keys_allowed_to_derive_or_decrypt_are_refused() {
         );
     }
     std::fs::write(&config, original).unwrap();
-    app.sql(&["UPDATE signing_keys SET label = 'deriving-sig' WHERE state = 'active'"])
+    app.sql(&["UPDATE signing_keys SET label = 'deriving-sig' WHERE state = 'active' AND purpose = 'token'"])
         .await;
     for command in ["check", "serve"] {
         let out = run_cli(&[command, "--config", config.to_str().unwrap()]);

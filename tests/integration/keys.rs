@@ -167,7 +167,7 @@ async fn custody_report_reads_the_token_and_counts_signatures() {
     assert_eq!(report["token"]["manufacturer"], "SoftHSM project");
     assert!(!report["token"]["serial"].as_str().unwrap().is_empty());
     let keys = report["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 4, "signing, audit, hashing, claims");
+    assert_eq!(keys.len(), 5, "signing, credential, audit, hashing, claims");
     let signing = &keys[0];
     assert_eq!(signing["role"], "signing");
     assert_eq!(signing["signatures"], 3);

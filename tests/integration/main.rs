@@ -13,6 +13,7 @@ mod cli;
 mod connection_flood;
 mod credentials;
 mod crash;
+mod credential_keys;
 mod discovery;
 mod exactly_once;
 mod faults;
