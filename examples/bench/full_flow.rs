@@ -46,10 +46,12 @@ async fn one_flow(c: &reqwest::Client, base: &str, admin_key: &str, i: usize) ->
     let offer: Value = match c
         .post(format!("{base}/v1/openid/offers/pre-authorized"))
         .bearer_auth(admin_key)
-        .json(&json!({"credentials": [CONFIGURATION], "transactionCode": true,
+        .json(
+            &json!({"credentials": [CONFIGURATION], "transactionCode": true,
                       "claims": {CONFIGURATION: {"given_name": format!("Given{i}"),
                                                  "family_name": format!("Family{i}"),
-                                                 "degree": "BSc", "graduation_year": 2024}}}))
+                                                 "degree": "BSc", "graduation_year": 2024}}}),
+        )
         .send()
         .await
     {
@@ -59,7 +61,11 @@ async fn one_flow(c: &reqwest::Client, base: &str, admin_key: &str, i: usize) ->
     let (code, pin) = super::code_and_pin(&offer);
     let token: Value = match c
         .post(format!("{base}/oid4vci/token"))
-        .form(&[("grant_type", super::GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .form(&[
+            ("grant_type", super::GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .send()
         .await
     {
@@ -70,7 +76,8 @@ async fn one_flow(c: &reqwest::Client, base: &str, admin_key: &str, i: usize) ->
         Ok(r) if r.status() == 200 => r.json().await.unwrap_or(Value::Null),
         _ => return false,
     };
-    let (Some(access_token), Some(nonce)) = (token["access_token"].as_str(), nonce["c_nonce"].as_str())
+    let (Some(access_token), Some(nonce)) =
+        (token["access_token"].as_str(), nonce["c_nonce"].as_str())
     else {
         return false;
     };
@@ -89,7 +96,13 @@ async fn one_flow(c: &reqwest::Client, base: &str, admin_key: &str, i: usize) ->
 }
 
 /// Runs `flows` wallet flows over `connections` keep-alive connections.
-pub async fn run(ca: &[u8], base: &str, admin_key: &str, flows: usize, connections: usize) -> Value {
+pub async fn run(
+    ca: &[u8],
+    base: &str,
+    admin_key: &str,
+    flows: usize,
+    connections: usize,
+) -> Value {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..connections)

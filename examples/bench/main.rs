@@ -453,7 +453,8 @@ async fn hsm_throughput(config: &Path, ops: usize) -> Value {
     if let Some(credential_key) = notary.active_credential_key() {
         for (label, callers) in [("1", 1), ("n", sessions)] {
             let rate = measure(ops, callers, {
-                let (hsm, key, message) = (hsm.clone(), credential_key.info.clone(), message.clone());
+                let (hsm, key, message) =
+                    (hsm.clone(), credential_key.info.clone(), message.clone());
                 move || {
                     let (hsm, key, message) = (hsm.clone(), key.clone(), message.clone());
                     async move {
@@ -464,7 +465,10 @@ async fn hsm_throughput(config: &Path, ops: usize) -> Value {
             .await;
             credential_sign.insert(label.into(), json!(rate));
         }
-        credential_sign.insert("key_alg".into(), json!(credential_key.info.algorithm().as_str()));
+        credential_sign.insert(
+            "key_alg".into(),
+            json!(credential_key.info.algorithm().as_str()),
+        );
     }
     json!({ "key_alg": key.algorithm().as_str(), "pool_sessions": sessions, "n": sessions,
             "sign": sign, "hmac": hmac, "credential_sign": credential_sign,

@@ -142,7 +142,8 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|m| m["credential_configurations_supported"][&credential].clone())
         .unwrap_or(Value::Null);
-    let mut request = json!({ "credentials": [credential], "userId": "notary-probe", "expiresIn": 60 });
+    let mut request =
+        json!({ "credentials": [credential], "userId": "notary-probe", "expiresIn": 60 });
     if issuing {
         request["claims"] = json!({ &credential: wallet::probe_claims(&configuration) });
     }

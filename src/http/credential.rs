@@ -15,8 +15,8 @@ use super::error::{ApiError, DPOP_NONCE};
 use crate::issuance::access::{AccessError, AuthorizedToken, Presented, Scheme};
 use crate::issuance::credential::CredentialError;
 use crate::issuance::notification::NotificationError;
-use crate::issuance::proofs::ProofError;
 use crate::issuance::now;
+use crate::issuance::proofs::ProofError;
 use crate::oid4vci::ErrorCode;
 use crate::oid4vci::credential::{CredentialRequest, MAX_BODY};
 use crate::oid4vci::jwt::ACCEPTED_ALGS;
@@ -88,10 +88,9 @@ pub(super) async fn notification(
     body: Body,
 ) -> Response {
     let outcome = async {
-        let admission = state.flood.admit_now(
-            peer.ip(),
-            "too many failed notifications from this address",
-        )?;
+        let admission = state
+            .flood
+            .admit_now(peer.ip(), "too many failed notifications from this address")?;
         let token = authorize(&state, &headers, &state.behaviour.notification_url).await?;
         admission.succeeded();
         let body = read_json(&state, &headers, body, MAX_NOTIFICATION_BODY).await?;
@@ -238,13 +237,19 @@ async fn authorize(
 /// §3, RFC 9449 §7.1).
 fn invalid_token(scheme: Scheme, description: &'static str) -> ApiError {
     let challenge = match scheme {
-        Scheme::Bearer => format!("Bearer realm=\"notary\", error=\"invalid_token\", error_description=\"{description}\""),
+        Scheme::Bearer => format!(
+            "Bearer realm=\"notary\", error=\"invalid_token\", error_description=\"{description}\""
+        ),
         Scheme::Dpop => format!(
             "DPoP realm=\"notary\", algs=\"{}\", error=\"invalid_token\", error_description=\"{description}\"",
             ACCEPTED_ALGS.join(" ")
         ),
     };
-    let e = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, description);
+    let e = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidToken,
+        description,
+    );
     match HeaderValue::from_str(&challenge) {
         Ok(value) => e.with_challenge(value),
         Err(_) => e,

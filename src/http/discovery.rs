@@ -70,12 +70,10 @@ pub(super) async fn jwt_vc_issuer(State(state): State<AppState>) -> Response {
 /// `GET /.well-known/did.json`: notary's `did:web` document, the keys
 /// `jwt_vc_json` credentials are verified with.
 pub(super) async fn did_document(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let did = crate::formats::did::did_web(&state.notary.policy().public_url).map_err(|e| {
-        ApiError::internal(&crate::issuance::InternalError::Task(e.to_string()))
-    })?;
-    let doc = crate::formats::did::did_web_document(&did, &credential_jwks(&state)).map_err(|e| {
-        ApiError::internal(&crate::issuance::InternalError::Task(e.to_string()))
-    })?;
+    let did = crate::formats::did::did_web(&state.notary.policy().public_url)
+        .map_err(|e| ApiError::internal(&crate::issuance::InternalError::Task(e.to_string())))?;
+    let doc = crate::formats::did::did_web_document(&did, &credential_jwks(&state))
+        .map_err(|e| ApiError::internal(&crate::issuance::InternalError::Task(e.to_string())))?;
     let mut response = Json(doc).into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

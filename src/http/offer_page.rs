@@ -147,7 +147,12 @@ fn page(offer: &OfferByReference, names: &DisplayNames) -> String {
     let issuer = names
         .issuer
         .as_deref()
-        .map(|n| format!("<p class=\"issuer\">From <strong>{}</strong></p>\n", escape(n)))
+        .map(|n| {
+            format!(
+                "<p class=\"issuer\">From <strong>{}</strong></p>\n",
+                escape(n)
+            )
+        })
         .unwrap_or_default();
     let offered: String = offer
         .credentials
@@ -286,7 +291,10 @@ format = "jwt_vc_json"
             credentials: vec!["Degree".into(), "Other".into()],
         };
         let html = page(&offer, &names);
-        assert!(html.contains("<strong>University &lt;b&gt;</strong>"), "{html}");
+        assert!(
+            html.contains("<strong>University &lt;b&gt;</strong>"),
+            "{html}"
+        );
         assert!(html.contains("<li>Degree &amp; Honours</li>"));
         // A configuration without display is named by its id.
         assert!(html.contains("<li>Other</li>"));

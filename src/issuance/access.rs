@@ -96,7 +96,7 @@ impl Notary {
         {
             return Err(refuse("the access token is not one this server issued"));
         }
-        if !claims["exp"].as_i64().is_some_and(|exp| exp > now) {
+        if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
             return Err(refuse("the access token has expired"));
         }
         let Some(jti) = claims["jti"].as_str() else {

@@ -224,7 +224,10 @@ impl Notary {
             let Some(nonce) = holder.nonce.as_deref() else {
                 return Err(refused(
                     ErrorCode::InvalidNonce,
-                    format!("proof {}: no nonce; fetch one from the nonce endpoint", i + 1),
+                    format!(
+                        "proof {}: no nonce; fetch one from the nonce endpoint",
+                        i + 1
+                    ),
                 ));
             };
             self.check_c_nonce(nonce, now).await?;
@@ -401,7 +404,6 @@ fn already_issued() -> CredentialError {
         "this credential of the offer has been issued already",
     )
 }
-
 
 /// A random credential id: an RFC 9562 version 4 UUID URN, as W3C VCs use.
 fn credential_id() -> Result<String, InternalError> {

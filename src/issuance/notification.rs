@@ -39,7 +39,11 @@ impl Notary {
     /// The wallet's free-text `event_description` is checked but not kept:
     /// it may say anything, personal data included, and the audit log
     /// must never hold that.
-    pub async fn notify(&self, token: &AuthorizedToken, body: &[u8]) -> Result<(), NotificationError> {
+    pub async fn notify(
+        &self,
+        token: &AuthorizedToken,
+        body: &[u8],
+    ) -> Result<(), NotificationError> {
         let bad = |m| refused(ErrorCode::InvalidNotificationRequest, m);
         let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
             return Err(bad("the body must be a JSON object"));

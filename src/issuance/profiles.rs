@@ -83,7 +83,12 @@ fn profile(id: &str, configuration: &Value) -> Result<CredentialProfile, String>
         configuration
             .pointer(pointer)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let types = strings("/credential_definition/type");
@@ -150,7 +155,10 @@ mod tests {
             profiles["Degree"].always_visible,
             BTreeSet::from(["degree".to_owned()])
         );
-        assert_eq!(profiles["Member"].contexts, vec!["https://x/ctx".to_owned()]);
+        assert_eq!(
+            profiles["Member"].contexts,
+            vec!["https://x/ctx".to_owned()]
+        );
         for bad in [
             json!({"X": {"format": "mso_mdoc"}}),
             json!({"X": {"format": "dc+sd-jwt"}}),
@@ -159,6 +167,11 @@ mod tests {
         ] {
             assert!(read(bad.as_object().unwrap()).is_err(), "{bad}");
         }
-        assert!(served(&configs["Degree"]).to_string().find("\"sd\"").is_none());
+        assert!(
+            served(&configs["Degree"])
+                .to_string()
+                .find("\"sd\"")
+                .is_none()
+        );
     }
 }

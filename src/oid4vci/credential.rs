@@ -125,7 +125,10 @@ fn requested(body: &Map<String, Value>) -> Result<Requested, RequestError> {
                 ));
             };
             let vct = short_string(body, "vct")?;
-            let types = match body.get("credential_definition").and_then(|d| d.get("type")) {
+            let types = match body
+                .get("credential_definition")
+                .and_then(|d| d.get("type"))
+            {
                 None => None,
                 Some(Value::Array(items)) if items.len() <= 16 => Some(
                     items
@@ -233,7 +236,11 @@ pub fn check_proof(proof: &str, expected: ProofExpectations<'_>) -> Result<Holde
             return Err(JwtError("x5c key proofs are not supported".into()));
         }
         (None, None, None) => return Err(JwtError("the proof names no key (jwk or kid)".into())),
-        _ => return Err(JwtError("the proof must name its key once: jwk or kid".into())),
+        _ => {
+            return Err(JwtError(
+                "the proof must name its key once: jwk or kid".into(),
+            ));
+        }
     };
     let jwk = jwt::public_jwk(&jwk_value)?;
     let verified = jwt::verify(proof, &jwk, PROOF_TYP)?;
@@ -307,12 +314,18 @@ mod tests {
     fn malformed_requests_get_the_right_code() {
         for (body, code) in [
             ("[]", ErrorCode::InvalidCredentialRequest),
-            (r#"{"proofs":{"jwt":["x"]}}"#, ErrorCode::InvalidCredentialRequest),
+            (
+                r#"{"proofs":{"jwt":["x"]}}"#,
+                ErrorCode::InvalidCredentialRequest,
+            ),
             (
                 r#"{"credential_configuration_id":"A","credential_identifier":"A","proofs":{"jwt":["x"]}}"#,
                 ErrorCode::InvalidCredentialRequest,
             ),
-            (r#"{"credential_configuration_id":"A"}"#, ErrorCode::InvalidProof),
+            (
+                r#"{"credential_configuration_id":"A"}"#,
+                ErrorCode::InvalidProof,
+            ),
             (
                 r#"{"credential_configuration_id":"A","proofs":{"jwt":["x","y","z"]}}"#,
                 ErrorCode::InvalidCredentialRequest,

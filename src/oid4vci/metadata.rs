@@ -217,20 +217,36 @@ mod tests {
         let mut m = inputs(configs, true);
         let mut doc = credential_issuer(&m);
         with_credential_alg(&mut doc, "ES256");
-        assert_eq!(doc["credential_endpoint"], "https://notary.example/oid4vci/credential");
-        assert_eq!(doc["nonce_endpoint"], "https://notary.example/oid4vci/nonce");
+        assert_eq!(
+            doc["credential_endpoint"],
+            "https://notary.example/oid4vci/credential"
+        );
+        assert_eq!(
+            doc["nonce_endpoint"],
+            "https://notary.example/oid4vci/nonce"
+        );
         assert_eq!(doc["batch_credential_issuance"]["batch_size"], 10);
         let d = &doc["credential_configurations_supported"]["D"];
         assert_eq!(d["cryptographic_binding_methods_supported"], json!(["jwk"]));
-        assert_eq!(d["credential_signing_alg_values_supported"], json!(["ES256"]));
+        assert_eq!(
+            d["credential_signing_alg_values_supported"],
+            json!(["ES256"])
+        );
         assert!(d["claims"][0].get("sd").is_none());
         let w = &doc["credential_configurations_supported"]["W"];
-        assert_eq!(w["cryptographic_binding_methods_supported"], json!(["did:jwk"]));
+        assert_eq!(
+            w["cryptographic_binding_methods_supported"],
+            json!(["did:jwk"])
+        );
         m.serves_credentials = false;
         m.credential_endpoint = Some("https://ci.example/credential");
         let doc = credential_issuer(&m);
         assert_eq!(doc["credential_endpoint"], "https://ci.example/credential");
-        for absent in ["nonce_endpoint", "notification_endpoint", "batch_credential_issuance"] {
+        for absent in [
+            "nonce_endpoint",
+            "notification_endpoint",
+            "batch_credential_issuance",
+        ] {
             assert!(doc.get(absent).is_none(), "{absent}");
         }
     }

@@ -245,7 +245,11 @@ impl Store {
     }
 
     /// Whether this credential configuration of the offer was issued.
-    pub async fn is_issued(&self, offer_id: &str, configuration_id: &str) -> Result<bool, StoreError> {
+    pub async fn is_issued(
+        &self,
+        offer_id: &str,
+        configuration_id: &str,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, "is_issued", s => s.is_issued(offer_id, configuration_id).await)
     }
 
@@ -253,12 +257,19 @@ impl Store {
     /// the deletion of that configuration's sealed claims and the audit
     /// entries, in one transaction, and only while the token is the offer's
     /// live token.
-    pub async fn record_issuance(&self, issuance: &NewIssuance, now: i64) -> Result<IssueOutcome, StoreError> {
+    pub async fn record_issuance(
+        &self,
+        issuance: &NewIssuance,
+        now: i64,
+    ) -> Result<IssueOutcome, StoreError> {
         dispatch!(self, "record_issuance", s => s.record_issuance(issuance, now).await)
     }
 
     /// The issuance a wallet's `notification_id` names.
-    pub async fn find_issuance(&self, notification_id: &str) -> Result<Option<IssuanceRecord>, StoreError> {
+    pub async fn find_issuance(
+        &self,
+        notification_id: &str,
+    ) -> Result<Option<IssuanceRecord>, StoreError> {
         dispatch!(self, "find_issuance", s => s.find_issuance(notification_id).await)
     }
 

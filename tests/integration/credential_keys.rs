@@ -474,6 +474,36 @@ async fn a_csr_signed_in_the_hsm_verifies_and_the_cas_chain_is_attached() {
     wait_for_log(&app, "credential_certificate=true").await;
     ok(app.cli(&["audit", "verify"]));
 
+    // From then on credentials carry the chain as x5c, and the issuer
+    // metadata publishes it with the key.
+    let (_, token_body) = crate::credentials::redeemed(&app, "X5c1", None).await;
+    let nonce = crate::credentials::fresh_nonce(&app).await;
+    let holder = crate::wallet::WalletKey::p256();
+    let body = json!({"credential_configuration_id": crate::credentials::SD_JWT,
+        "proofs": {"jwt": [crate::credentials::proof(&app, &holder, &nonce, json!({}), json!({}))]}});
+    let (status, answer, _) =
+        crate::credentials::request(&app, token_body["access_token"].as_str().unwrap(), &body)
+            .await;
+    assert_eq!(status, 200, "{answer}");
+    let jws = answer["credentials"][0]["credential"].as_str().unwrap();
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jws.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], kid.as_str());
+    assert_eq!(header["x5c"], json!(x5c));
+    let published = app.get_json("/.well-known/jwt-vc-issuer").await;
+    assert!(
+        published["jwks"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid.as_str() && k["x5c"] == json!(x5c)),
+        "{published}"
+    );
+
     // An EdDSA credential key: its request verifies too.
     let out = ok(app.cli(&[
         "keys",

@@ -104,7 +104,11 @@ pub async fn request(
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 fn access_token(token_body: &Value) -> String {
@@ -188,7 +192,10 @@ async fn an_sd_jwt_vc_is_bound_to_the_proven_key_discloses_selectively_and_verif
     let body = json!({"credential_configuration_id": SD_JWT,
                       "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}});
     let (status, again, _) = request(&app, &access_token(&token), &body).await;
-    assert_eq!((status, again["error"].as_str()), (400, Some("credential_request_denied")));
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (400, Some("credential_request_denied"))
+    );
 
     // The notification is recorded; the audit log names the credential by
     // its hash and never holds a claim value.
@@ -206,9 +213,15 @@ async fn an_sd_jwt_vc_is_bound_to_the_proven_key_discloses_selectively_and_verif
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert!(audit.contains("credential.issued") && audit.contains(&sha), "{audit}");
+    assert!(
+        audit.contains("credential.issued") && audit.contains(&sha),
+        "{audit}"
+    );
     assert!(audit.contains("credential.notification") && audit.contains("credential_accepted"));
-    assert!(!audit.contains("Sd1"), "a claim value reached the audit log");
+    assert!(
+        !audit.contains("Sd1"),
+        "a claim value reached the audit log"
+    );
     // Only the other configuration's claims are still sealed.
     let sealed = app::db_text(
         &app.config_path(),
@@ -230,7 +243,13 @@ async fn a_jwt_vc_json_credential_names_the_did_web_issuer_and_the_did_jwk_holde
     let did_jwk = format!("did:jwk:{}", b64(wallet.jwk.to_string().as_bytes()));
     // The holder key named by a did:jwk kid, as dataspace wallets send it.
     let nonce = token["c_nonce"].as_str().unwrap().to_owned();
-    let p = proof(&app, &wallet, &nonce, json!({"jwk": null, "kid": format!("{did_jwk}#0")}), json!({}));
+    let p = proof(
+        &app,
+        &wallet,
+        &nonce,
+        json!({"jwk": null, "kid": format!("{did_jwk}#0")}),
+        json!({}),
+    );
     let body = json!({"credential_identifier": W3C, "proof": {"proof_type": "jwt", "jwt": p}});
     let (status, answer, _) = request(&app, &access_token(&token), &body).await;
     assert_eq!(status, 200, "{answer}");
@@ -252,12 +271,20 @@ async fn a_jwt_vc_json_credential_names_the_did_web_issuer_and_the_did_jwk_holde
         .find(|m| m["id"] == kid)
         .expect("the kid resolves in the did:web document")
         .clone();
-    assert!(doc["assertionMethod"].as_array().unwrap().contains(&json!(kid)));
+    assert!(
+        doc["assertionMethod"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(kid))
+    );
     let claims = verify_jws(jwt, &method["publicKeyJwk"]);
     assert_eq!(claims["iss"], did_web);
     assert_eq!(claims["sub"].as_str().unwrap(), did_jwk);
     let vc = &claims["vc"];
-    assert_eq!(vc["type"], json!(["VerifiableCredential", "UniversityDegreeCredential"]));
+    assert_eq!(
+        vc["type"],
+        json!(["VerifiableCredential", "UniversityDegreeCredential"])
+    );
     assert_eq!(vc["issuer"], did_web);
     assert_eq!(vc["credentialSubject"]["id"].as_str().unwrap(), did_jwk);
     assert_eq!(vc["credentialSubject"]["degree"], "Degree-W3c1");
@@ -266,7 +293,10 @@ async fn a_jwt_vc_json_credential_names_the_did_web_issuer_and_the_did_jwk_holde
 
 #[tokio::test]
 async fn a_batch_gets_one_credential_per_proven_key_up_to_the_batch_size() {
-    let app = app::builder().set("issuance", "batch_size", 2).start().await;
+    let app = app::builder()
+        .set("issuance", "batch_size", 2)
+        .start()
+        .await;
     let meta = app.get_json("/.well-known/openid-credential-issuer").await;
     assert_eq!(meta["batch_credential_issuance"]["batch_size"], 2);
     let (_, token) = redeemed(&app, "Batch1", None).await;
@@ -278,7 +308,10 @@ async fn a_batch_gets_one_credential_per_proven_key_up_to_the_batch_size() {
         .collect();
     let body = json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": proofs}});
     let (status, answer, _) = request(&app, &access_token(&token), &body).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_credential_request")));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_credential_request"))
+    );
     let body = json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": proofs[..2]}});
     let (status, answer, _) = request(&app, &access_token(&token), &body).await;
     assert_eq!(status, 200, "{answer}");
@@ -309,8 +342,14 @@ async fn bad_key_proofs_get_the_right_error_and_consume_nothing() {
     private["d"] = json!(b64(&[7u8; 32]));
     let unsigned_none = format!(
         "{}.{}.",
-        b64(json!({"typ": "openid4vci-proof+jwt", "alg": "none", "jwk": wallet.jwk}).to_string().as_bytes()),
-        b64(json!({"aud": app.base, "iat": now(), "nonce": nonce}).to_string().as_bytes())
+        b64(
+            json!({"typ": "openid4vci-proof+jwt", "alg": "none", "jwk": wallet.jwk})
+                .to_string()
+                .as_bytes()
+        ),
+        b64(json!({"aud": app.base, "iat": now(), "nonce": nonce})
+            .to_string()
+            .as_bytes())
     );
     let mut forged = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
     let last = forged.len() - 1;
@@ -332,9 +371,16 @@ async fn bad_key_proofs_get_the_right_error_and_consume_nothing() {
     ];
     for (case, p, error) in cases {
         let (status, answer, _) = request(&app, &at, &send(p)).await;
-        assert_eq!((status, answer["error"].as_str()), (400, Some(error)), "{case}: {answer}");
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{case}: {answer}"
+        );
         if error == "invalid_nonce" {
-            assert!(answer["c_nonce"].is_string(), "{case}: a fresh nonce comes with the error");
+            assert!(
+                answer["c_nonce"].is_string(),
+                "{case}: a fresh nonce comes with the error"
+            );
         }
     }
     // The same key twice in one batch.
@@ -343,21 +389,49 @@ async fn bad_key_proofs_get_the_right_error_and_consume_nothing() {
         proof(&app, &wallet, &nonce, json!({}), json!({})),
     ]}});
     let (status, answer, _) = request(&app, &at, &twice).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_proof")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_proof")),
+        "{answer}"
+    );
     // Unknown configuration, or one the offer does not have.
     let p = proof(&app, &wallet, &nonce, json!({}), json!({}));
-    let (_, answer, _) = request(&app, &at, &json!({"credential_configuration_id": "Nope", "proofs": {"jwt": [p.clone()]}})).await;
+    let (_, answer, _) = request(
+        &app,
+        &at,
+        &json!({"credential_configuration_id": "Nope", "proofs": {"jwt": [p.clone()]}}),
+    )
+    .await;
     assert_eq!(answer["error"], "unknown_credential_configuration");
-    let (_, answer, _) = request(&app, &at, &json!({"credential_identifier": "Nope", "proofs": {"jwt": [p]}})).await;
+    let (_, answer, _) = request(
+        &app,
+        &at,
+        &json!({"credential_identifier": "Nope", "proofs": {"jwt": [p]}}),
+    )
+    .await;
     assert_eq!(answer["error"], "unknown_credential_identifier");
 
     // Nothing was consumed: the nonce and the credential are still there.
-    let (status, answer, _) = request(&app, &at, &send(proof(&app, &wallet, &nonce, json!({}), json!({})))).await;
+    let (status, answer, _) = request(
+        &app,
+        &at,
+        &send(proof(&app, &wallet, &nonce, json!({}), json!({}))),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     // Now the nonce is spent.
-    let (status, answer, _) = request(&app, &at, &json!({"credential_configuration_id": W3C,
-        "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}})).await;
-    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_nonce")), "{answer}");
+    let (status, answer, _) = request(
+        &app,
+        &at,
+        &json!({"credential_configuration_id": W3C,
+        "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_nonce")),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -371,14 +445,35 @@ async fn only_live_tokens_of_this_server_are_accepted_and_dpop_tokens_only_with_
     let body = json!({"credential_configuration_id": SD_JWT,
                       "proofs": {"jwt": [proof(&app, &wallet, &nonce, json!({}), json!({}))]}});
     // No token, a foreign token, a malformed header.
-    let r = app.http().post(app.url("/oid4vci/credential")).json(&body).send().await.unwrap();
+    let r = app
+        .http()
+        .post(app.url("/oid4vci/credential"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
-    let foreign = wallet.sign(json!({"typ": "at+jwt", "kid": "x"}),
-        &json!({"iss": app.base, "aud": app.base, "exp": now() + 60, "jti": "j"}));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let foreign = wallet.sign(
+        json!({"typ": "at+jwt", "kid": "x"}),
+        &json!({"iss": app.base, "aud": app.base, "exp": now() + 60, "jti": "j"}),
+    );
     let (status, answer, headers) = request(&app, &foreign, &body).await;
-    assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_token")));
-    assert!(headers["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
 
     // A DPoP-bound token: refused as Bearer and without a proof carrying
     // its hash; accepted with one.
@@ -387,7 +482,11 @@ async fn only_live_tokens_of_this_server_are_accepted_and_dpop_tokens_only_with_
     assert_eq!(token["token_type"], "DPoP");
     let at = access_token(&token);
     let (status, answer, _) = request(&app, &at, &body).await;
-    assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_token")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{answer}"
+    );
     let credential_url = app.url("/oid4vci/credential");
     let send = |proof: String| {
         app.http()
@@ -399,19 +498,34 @@ async fn only_live_tokens_of_this_server_are_accepted_and_dpop_tokens_only_with_
     };
     let r = send(holder.dpop(&credential_url, json!({}))).await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("DPoP"));
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_dpop_proof");
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("DPoP")
+    );
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_dpop_proof"
+    );
     let ath = b64(&sha2::Sha256::digest(at.as_bytes()));
     let other = WalletKey::p256();
-    let r = send(other.dpop(&credential_url, json!({"ath": ath}))).await.unwrap();
+    let r = send(other.dpop(&credential_url, json!({"ath": ath})))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a proof by another key");
-    let r = send(holder.dpop(&credential_url, json!({"ath": ath}))).await.unwrap();
+    let r = send(holder.dpop(&credential_url, json!({"ath": ath})))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     // A token whose code was replayed is revoked: refused from then on.
     let (offer, token) = redeemed(&app, "Revoked1", None).await;
     let (status, _) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code_of(&offer))])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code_of(&offer)),
+        ])
         .await;
     assert_eq!(status, 400);
     let mut revoked = false;
@@ -452,7 +566,10 @@ pub async fn sixty_four_requests_issue_once(app: &Arc<TestApp>, bases: &[String]
         // A nonce made by one instance is checked by another.
         let target = bases[(i + 1) % bases.len()].clone();
         let p = proof(app, &WalletKey::p256(), &nonce, json!({}), json!({}));
-        bodies.push((target, json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": [p]}})));
+        bodies.push((
+            target,
+            json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": [p]}}),
+        ));
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
     let mut tasks = Vec::new();
@@ -518,8 +635,18 @@ async fn as_the_authorization_server_alone_notary_serves_and_advertises_no_crede
         )
         .start()
         .await;
-    for path in ["/oid4vci/credential", "/oid4vci/nonce", "/oid4vci/notification"] {
-        let r = app.http().post(app.url(path)).json(&json!({})).send().await.unwrap();
+    for path in [
+        "/oid4vci/credential",
+        "/oid4vci/nonce",
+        "/oid4vci/notification",
+    ] {
+        let r = app
+            .http()
+            .post(app.url(path))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
     for path in ["/.well-known/jwt-vc-issuer", "/.well-known/did.json"] {
@@ -527,13 +654,24 @@ async fn as_the_authorization_server_alone_notary_serves_and_advertises_no_crede
         assert_eq!(r.status(), 404, "{path}");
     }
     let meta = app.get_json("/.well-known/openid-credential-issuer").await;
-    assert_eq!(meta["credential_endpoint"], "https://issuer.example/credential");
-    for absent in ["nonce_endpoint", "notification_endpoint", "batch_credential_issuance"] {
+    assert_eq!(
+        meta["credential_endpoint"],
+        "https://issuer.example/credential"
+    );
+    for absent in [
+        "nonce_endpoint",
+        "notification_endpoint",
+        "batch_credential_issuance",
+    ] {
         assert!(meta.get(absent).is_none(), "{absent}: {meta}");
     }
     let (_, code, pin) = app.offer_with_pin().await;
     let (status, token) = app
-        .redeem_form(&[("grant_type", GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+        .redeem_form(&[
+            ("grant_type", GRANT),
+            ("pre-authorized_code", &code),
+            ("tx_code", &pin),
+        ])
         .await;
     assert_eq!(status, 200);
     assert!(token.get("c_nonce").is_none(), "{token}");
@@ -564,7 +702,10 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
         let mut tokens = Vec::new();
         for i in 0..32 {
             let (offer, token) = redeemed(&app, &format!("Crash{round}x{i}"), None).await;
-            tokens.push((offer["id"].as_str().unwrap().to_owned(), access_token(&token)));
+            tokens.push((
+                offer["id"].as_str().unwrap().to_owned(),
+                access_token(&token),
+            ));
         }
         // offer id -> SHA-256 of the credential the wallet received.
         let received: Arc<Mutex<HashMap<String, String>>> = Arc::default();
@@ -581,7 +722,9 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
                     let Ok(r) = client.post(format!("{base}/oid4vci/nonce")).send().await else {
                         return;
                     };
-                    let Ok(nonce) = r.json::<Value>().await else { return };
+                    let Ok(nonce) = r.json::<Value>().await else {
+                        return;
+                    };
                     let key = WalletKey::p256();
                     let p = key.sign(
                         json!({"typ": "openid4vci-proof+jwt", "jwk": key.jwk}),
@@ -590,7 +733,9 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
                     let Ok(r) = client
                         .post(format!("{base}/oid4vci/credential"))
                         .bearer_auth(&at)
-                        .json(&json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": [p]}}))
+                        .json(
+                            &json!({"credential_configuration_id": SD_JWT, "proofs": {"jwt": [p]}}),
+                        )
                         .send()
                         .await
                     else {
@@ -599,7 +744,9 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
                     if r.status() != 200 {
                         continue;
                     }
-                    let Ok(body) = r.json::<Value>().await else { return };
+                    let Ok(body) = r.json::<Value>().await else {
+                        return;
+                    };
                     let credential = body["credentials"][0]["credential"].as_str().unwrap();
                     let sha: String = sha2::Sha256::digest(credential.as_bytes())
                         .iter()
@@ -633,7 +780,10 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
             )
             .await;
             let (sha, count) = rows.rsplit_once(':').unwrap();
-            assert!(count == "0" || count == "1", "{offer_id}: {count} issuances");
+            assert!(
+                count == "0" || count == "1",
+                "{offer_id}: {count} issuances"
+            );
             if let Some(seen) = received.get(offer_id) {
                 assert_eq!(sha, seen, "a credential the wallet received is recorded");
             }
@@ -655,5 +805,9 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
         );
     }
     let out = app.cli(&["audit", "verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -150,8 +150,10 @@ async fn take_credential(app: &TestApp, token: &serde_json::Value) {
     let r = wallet
         .post(app.url("/oid4vci/credential"))
         .bearer_auth(token["access_token"].as_str().unwrap())
-        .json(&json!({"credential_configuration_id": "UniversityDegree_jwt",
-                      "proofs": {"jwt": [proof]}}))
+        .json(
+            &json!({"credential_configuration_id": "UniversityDegree_jwt",
+                      "proofs": {"jwt": [proof]}}),
+        )
         .send()
         .await
         .unwrap();

@@ -69,8 +69,14 @@ pub(super) async fn obtain_credential(
         .as_str()
         .context("metadata: no credential_issuer")?;
     let step = Step::start();
-    let nonce_endpoint = meta["nonce_endpoint"].as_str().context("no nonce_endpoint")?;
-    let nonce = json_of(client.post(nonce_endpoint).send().await.context("nonce")?, "nonce").await?;
+    let nonce_endpoint = meta["nonce_endpoint"]
+        .as_str()
+        .context("no nonce_endpoint")?;
+    let nonce = json_of(
+        client.post(nonce_endpoint).send().await.context("nonce")?,
+        "nonce",
+    )
+    .await?;
     let nonce = nonce["c_nonce"]
         .as_str()
         .or(token_nonce)
@@ -82,7 +88,11 @@ pub(super) async fn obtain_credential(
     let holder = HolderKey::generate()?;
     let answer = json_of(
         client
-            .post(meta["credential_endpoint"].as_str().context("no credential_endpoint")?)
+            .post(
+                meta["credential_endpoint"]
+                    .as_str()
+                    .context("no credential_endpoint")?,
+            )
             .bearer_auth(access_token)
             .json(&json!({"credential_configuration_id": credential,
                           "proofs": {"jwt": [holder.proof(issuer, &nonce)?]}}))
