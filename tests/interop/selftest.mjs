@@ -184,7 +184,7 @@ describe('what the wallet libraries put in a key proof', () => {
 function runAgainstMock(fault) {
   const r = spawnSync('bash', ['mock/run.sh'], {
     cwd: new URL('.', import.meta.url),
-    env: { ...process.env, MOCK_FAULT: fault ?? '', INTEROP_SHOW: '', INTEROP_TRACE: '' },
+    env: { ...process.env, MOCK_FAULT: fault ?? '', INTEROP_SHOW: '', INTEROP_TRACE: '', INTEROP_WALLETS: '', INTEROP_FORMATS: '', INTEROP_CLAIMS: '' },
     encoding: 'utf8',
     timeout: 180_000,
   });
