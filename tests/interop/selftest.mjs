@@ -181,15 +181,31 @@ describe('what the wallet libraries put in a key proof', () => {
 
 // --- against the stand-in server --------------------------------------------------------
 
-function runAgainstMock(fault) {
-  const r = spawnSync('bash', ['mock/run.sh'], {
+function runAgainstMock(fault, { script = 'credentials.mjs', env = {} } = {}) {
+  const r = spawnSync('bash', ['mock/run.sh', script], {
     cwd: new URL('.', import.meta.url),
-    env: { ...process.env, MOCK_FAULT: fault ?? '', INTEROP_SHOW: '', INTEROP_TRACE: '', INTEROP_WALLETS: '', INTEROP_FORMATS: '', INTEROP_CLAIMS: '' },
+    env: {
+      ...process.env,
+      MOCK_FAULT: fault ?? '',
+      MOCK_DPOP_NONCE: '',
+      INTEROP_SHOW: '',
+      INTEROP_TRACE: '',
+      INTEROP_WALLETS: '',
+      INTEROP_FORMATS: '',
+      INTEROP_CLAIMS: '',
+      ...env,
+    },
     encoding: 'utf8',
     timeout: 180_000,
   });
   const lines = r.stdout.split('\n');
-  return { status: r.status, lines, fails: lines.filter((l) => l.startsWith('FAIL ')), summary: lines.find((l) => l.startsWith('interop-credentials:')), stderr: r.stderr };
+  return {
+    status: r.status,
+    lines,
+    fails: lines.filter((l) => l.startsWith('FAIL ')),
+    summary: lines.find((l) => /^interop(-credentials)?: /.test(l)),
+    stderr: r.stderr,
+  };
 }
 
 describe('credentials.mjs against the stand-in server', () => {
@@ -198,6 +214,18 @@ describe('credentials.mjs against the stand-in server', () => {
     assert.deepEqual(r.fails, [], r.stderr);
     assert.equal(r.summary, 'interop-credentials: 17 passed, 0 failed');
     assert.equal(r.status, 0);
+  });
+
+  it('passes every case when the server requires DPoP nonces (token and resources)', () => {
+    const r = runAgainstMock(undefined, { env: { MOCK_DPOP_NONCE: '1' } });
+    assert.deepEqual(r.fails, [], r.stderr);
+    assert.equal(r.summary, 'interop-credentials: 17 passed, 0 failed');
+  });
+
+  it('leaves interop.mjs (the token cases) passing', () => {
+    const r = runAgainstMock(undefined, { script: 'interop.mjs' });
+    assert.deepEqual(r.fails, [], r.stderr);
+    assert.equal(r.summary, 'interop: 7 passed, 0 failed');
   });
 
   // fault -> [which cases must fail (regexp over the FAIL line), why (regexp), how many]

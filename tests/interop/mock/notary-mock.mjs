@@ -9,7 +9,9 @@
 //   node mock/notary-mock.mjs --port 18600 --cert cert.pem --key key.pem
 //   -> prints "ready <public url>" on stdout; admin key: mock-admin-key
 //
-// Options (env): MOCK_BATCH_SIZE (default 4); MOCK_FAULT=<name> makes the
+// Options (env): MOCK_BATCH_SIZE (default 4); MOCK_DPOP_NONCE=1 requires
+// DPoP server nonces (RFC 9449 §8, §9), a different one at the token endpoint
+// and at the resources, so that each is asked for; MOCK_FAULT=<name> makes the
 // stand-in break the contract in one way (see FAULTS), so that selftest.mjs
 // can check that the harness notices.
 
@@ -35,6 +37,8 @@ const FAULTS = [
   'notify-200', 'reissue', 'dpop-as-bearer', 'batch-one', 'no-notification-id', 'nonce-cache',
 ];
 const FAULT = process.env.MOCK_FAULT ?? '';
+const DPOP_NONCES = process.env.MOCK_DPOP_NONCE ? { as: `as-${randomBytes(12).toString("hex")}`, rs: `rs-${randomBytes(12).toString("hex")}` } : undefined;
+class NeedNonce extends Error {}
 if (FAULT && !FAULTS.includes(FAULT)) throw new Error(`unknown MOCK_FAULT ${FAULT}`);
 
 const b64u = (buf) => Buffer.from(buf).toString('base64url');
@@ -129,7 +133,7 @@ async function readBody(req) {
 
 // --- DPoP (RFC 9449) ----------------------------------------------------------------------
 
-async function checkDPoP(req, htu, accessToken) {
+async function checkDPoP(req, htu, accessToken, expectedNonce) {
   const proof = req.headers.dpop;
   if (!proof) return undefined;
   const header = jose.decodeProtectedHeader(proof);
@@ -137,6 +141,7 @@ async function checkDPoP(req, htu, accessToken) {
   const { payload } = await jose.jwtVerify(proof, await jose.importJWK(header.jwk, header.alg), { typ: 'dpop+jwt', maxTokenAge: 120 });
   if (payload.htm !== req.method || payload.htu !== htu) throw new Error('DPoP htm/htu mismatch');
   if (accessToken !== undefined && payload.ath !== b64u(sha256(accessToken))) throw new Error('DPoP ath mismatch');
+  if (expectedNonce && payload.nonce !== expectedNonce) throw new NeedNonce('DPoP nonce required');
   return jose.calculateJwkThumbprint(header.jwk);
 }
 
@@ -251,8 +256,9 @@ async function route(req, res) {
     if (!offer.pin && pin) return oauthError(res, 400, 'invalid_request', 'no PIN expected');
     let jkt;
     try {
-      jkt = await checkDPoP(req, asMetadata.token_endpoint);
+      jkt = await checkDPoP(req, asMetadata.token_endpoint, undefined, DPOP_NONCES?.as);
     } catch (e) {
+      if (e instanceof NeedNonce) return oauthError(res, 400, 'use_dpop_nonce', e.message, { 'dpop-nonce': DPOP_NONCES.as });
       return oauthError(res, 400, 'invalid_dpop_proof', e.message);
     }
     offer.redeemed = true;
@@ -278,8 +284,11 @@ async function route(req, res) {
     if (scheme !== 'DPoP' && FAULT !== 'dpop-as-bearer') return oauthError(res, 401, 'invalid_token', 'DPoP-bound token sent as Bearer', challenge('invalid_token'));
     let jkt;
     try {
-      jkt = scheme === 'DPoP' ? await checkDPoP(req, `${BASE}${p}`, at) : token.jkt;
+      jkt = scheme === 'DPoP' ? await checkDPoP(req, `${BASE}${p}`, at, DPOP_NONCES?.rs) : token.jkt;
     } catch (e) {
+      if (e instanceof NeedNonce) {
+        return oauthError(res, 401, 'use_dpop_nonce', e.message, { 'www-authenticate': 'DPoP error="use_dpop_nonce"', 'dpop-nonce': DPOP_NONCES.rs });
+      }
       return oauthError(res, 401, 'invalid_dpop_proof', e.message, challenge('invalid_dpop_proof'));
     }
     if (jkt !== token.jkt) return oauthError(res, 401, 'invalid_token', 'DPoP key is not the bound key', challenge('invalid_token'));
