@@ -260,6 +260,7 @@ const SAMPLE_VALUES = {
   family_name: 'Mustermann',
   name: 'Erika Mustermann',
   degree: 'BSc Computer Science',
+  graduation_year: 2024,
   birthdate: '1990-01-01',
   email: 'erika@example.org',
 };
