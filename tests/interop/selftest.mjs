@@ -188,6 +188,7 @@ function runAgainstMock(fault, { script = 'credentials.mjs', env = {} } = {}) {
       ...process.env,
       MOCK_FAULT: fault ?? '',
       MOCK_DPOP_NONCE: '',
+      MOCK_METADATA: '',
       INTEROP_SHOW: '',
       INTEROP_TRACE: '',
       INTEROP_WALLETS: '',
@@ -220,6 +221,13 @@ describe('credentials.mjs against the stand-in server', () => {
     const r = runAgainstMock(undefined, { env: { MOCK_DPOP_NONCE: '1' } });
     assert.deepEqual(r.fails, [], r.stderr);
     assert.equal(r.summary, 'interop-credentials: 17 passed, 0 failed');
+  });
+
+  it('passes every case with OID4VCI 1.0 final metadata (credential_metadata)', () => {
+    const r = runAgainstMock(undefined, { env: { MOCK_METADATA: 'v1' } });
+    assert.deepEqual(r.fails, [], r.stderr);
+    assert.equal(r.summary, 'interop-credentials: 17 passed, 0 failed');
+    assert.ok(r.lines.includes('# @openid4vc/openid4vci read the issuer metadata as OID4VCI V1'), r.lines.join('\n'));
   });
 
   it('leaves interop.mjs (the token cases) passing', () => {

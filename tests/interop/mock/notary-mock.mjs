@@ -58,8 +58,18 @@ const strayKey = await newKey();
 
 const SD_ID = 'UniversityDegree_sd_jwt';
 const JWT_ID = 'UniversityDegree_jwt';
-const CLAIMS = ['given_name', 'family_name', 'degree'];
-const claimMeta = (prefix) => CLAIMS.map((c) => ({ path: [...prefix, c], display: [{ name: c.replace('_', ' '), locale: 'en' }] }));
+// graduation_year is a plain (never disclosable) claim of the SD-JWT VC, as
+// in notary init's example; the W3C credential does not declare it.
+const SD_CLAIMS = ['given_name', 'family_name', 'degree', 'graduation_year'];
+const PLAIN_SD_CLAIMS = ['graduation_year'];
+const VC_CLAIMS = ['given_name', 'family_name', 'degree'];
+const claimMeta = (names, prefix) => names.map((c) => ({ path: [...prefix, c], display: [{ name: c.replace('_', ' '), locale: 'en' }] }));
+// MOCK_METADATA=v1 puts display and claims under credential_metadata
+// (OID4VCI 1.0 final); the default puts them beside format (draft 15), as
+// notary's metadata does.
+const described = (display, claims) => (process.env.MOCK_METADATA === 'v1'
+  ? { credential_metadata: { display: [display], claims } }
+  : { display: [display], claims });
 const proofTypes = { jwt: { proof_signing_alg_values_supported: ['ES256', 'EdDSA'] } };
 
 const issuerMetadata = {
@@ -77,7 +87,7 @@ const issuerMetadata = {
       cryptographic_binding_methods_supported: ['jwk'],
       credential_signing_alg_values_supported: ['ES256'],
       proof_types_supported: proofTypes,
-      credential_metadata: { display: [{ name: 'University degree', locale: 'en' }], claims: claimMeta([]) },
+      ...described({ name: 'University degree', locale: 'en' }, claimMeta(SD_CLAIMS, [])),
     },
     [JWT_ID]: {
       format: 'jwt_vc_json',
@@ -85,7 +95,7 @@ const issuerMetadata = {
       cryptographic_binding_methods_supported: ['did:jwk'],
       credential_signing_alg_values_supported: ['ES256'],
       proof_types_supported: proofTypes,
-      credential_metadata: { display: [{ name: 'University degree (W3C)', locale: 'en' }], claims: claimMeta(['credentialSubject']) },
+      ...described({ name: 'University degree (W3C)', locale: 'en' }, claimMeta(VC_CLAIMS, ['credentialSubject'])),
     },
   },
 };
@@ -166,7 +176,9 @@ async function holderKeyOfProof(jwt) {
 
 async function issueSdJwt(claims, holderJwk) {
   const shown = FAULT === 'sd-claim' ? { ...claims, given_name: 'Mallory' } : claims;
-  const disclosures = Object.entries(shown).map(([k, v]) => b64u(JSON.stringify([rand(), k, v])));
+  const disclosures = Object.entries(shown).filter(([k]) => !PLAIN_SD_CLAIMS.includes(k))
+    .map(([k, v]) => b64u(JSON.stringify([rand(), k, v])));
+  const plain = Object.fromEntries(Object.entries(shown).filter(([k]) => PLAIN_SD_CLAIMS.includes(k)));
   if (FAULT === 'sd-cnf') holderJwk = strayKey.jwk;
   const payload = {
     iss: BASE,
@@ -174,6 +186,7 @@ async function issueSdJwt(claims, holderJwk) {
     exp: now() + 365 * 86400,
     vct: issuerMetadata.credential_configurations_supported[SD_ID].vct,
     cnf: { jwk: { kty: holderJwk.kty, crv: holderJwk.crv, x: holderJwk.x, y: holderJwk.y } },
+    ...plain,
     _sd: disclosures.map((d) => b64u(sha256(d))).sort(),
     _sd_alg: 'sha-256',
   };
@@ -229,7 +242,8 @@ async function route(req, res) {
     const [configId] = body.credentials;
     if (!issuerMetadata.credential_configurations_supported[configId]) return send(res, 400, { error: `unknown configuration ${configId}` });
     const claims = body.claims?.[configId] ?? {};
-    for (const k of Object.keys(claims)) if (!CLAIMS.includes(k)) return send(res, 400, { error: `unknown claim ${k}` });
+    const declared = configId === SD_ID ? SD_CLAIMS : VC_CLAIMS;
+    for (const k of Object.keys(claims)) if (!declared.includes(k)) return send(res, 400, { error: `unknown claim ${k}` });
     const id = randomUUID();
     const code = rand();
     const spec = body.transactionCode === true ? { length: 6, input_mode: 'numeric' } : body.transactionCode || undefined;
