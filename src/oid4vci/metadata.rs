@@ -129,6 +129,18 @@ fn completed(configuration: &Value) -> Value {
         _ => json!(["jwk"]),
     };
     if let Some(object) = served.as_object_mut() {
+        // OID4VCI 1.0 final moved `display` and `claims` under
+        // `credential_metadata`; drafts read them beside `format`. Both are
+        // served, so wallets of either find them.
+        if !object.contains_key("credential_metadata") {
+            let metadata: serde_json::Map<String, Value> = ["display", "claims"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), object.get(k)?.clone())))
+                .collect();
+            if !metadata.is_empty() {
+                object.insert("credential_metadata".to_owned(), Value::Object(metadata));
+            }
+        }
         object
             .entry("cryptographic_binding_methods_supported")
             .or_insert(binding);
@@ -233,6 +245,7 @@ mod tests {
             json!(["ES256"])
         );
         assert!(d["claims"][0].get("sd").is_none());
+        assert_eq!(d["credential_metadata"]["claims"], d["claims"]);
         let w = &doc["credential_configurations_supported"]["W"];
         assert_eq!(
             w["cryptographic_binding_methods_supported"],
