@@ -265,13 +265,43 @@ async fn probe_runs_the_whole_flow_from_outside() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8(out.stdout).unwrap();
-    for step in ["metadata", "offer", "token", "verify"] {
+    let steps = [
+        "metadata",
+        "offer",
+        "token",
+        "verify",
+        "nonce",
+        "credential",
+        "check",
+        "notify",
+    ];
+    for step in steps {
         assert!(
             report
                 .lines()
                 .any(|l| l.starts_with("ok") && l.contains(step) && l.contains(" ms")),
             "{report}"
         );
+    }
+    // Both formats, each checked against the keys notary publishes for it.
+    for (credential, check) in [
+        ("UniversityDegree_sd_jwt", "bound to the holder key"),
+        ("UniversityDegree_jwt", "signature valid against did:web:"),
+    ] {
+        let out = run_cli(&[
+            "probe",
+            "--url",
+            &app.base,
+            "--admin-key-file",
+            key_file.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--credential",
+            credential,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report = String::from_utf8(out.stdout).unwrap();
+        assert!(report.contains(check), "{report}");
     }
     let bad = app.home.join("bad-key");
     std::fs::write(&bad, "notary_wrong").unwrap();

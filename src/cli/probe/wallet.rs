@@ -154,7 +154,10 @@ pub(super) async fn obtain_credential(
             if claims["iss"] != doc["id"] {
                 bail!("check: iss is not the did:web of this server");
             }
-            format!("signature valid against {}", doc["id"])
+            format!(
+                "signature valid against {}",
+                doc["id"].as_str().unwrap_or_default()
+            )
         }
     };
     step.ok("check", &detail);
