@@ -29,3 +29,10 @@ CREATE TABLE credentials (
     expires_at        INTEGER NOT NULL
 );
 CREATE INDEX credentials_offer ON credentials (offer_id);
+
+-- An SD-JWT VC's holder key binds one credential only: wallets prove a
+-- fresh key per credential (unlinkability, HAIP's batch issuance), and a
+-- key proven again is refused. W3C credentials name their holder by a
+-- long-lived DID (dataspace connectors have one), so their keys may repeat.
+CREATE UNIQUE INDEX credentials_sd_jwt_holder ON credentials (holder_jkt)
+    WHERE format = 'dc+sd-jwt';

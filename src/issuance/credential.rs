@@ -81,6 +81,9 @@ impl Notary {
         {
             return Err(already_issued());
         }
+        if profile.format == Format::SdJwtVc {
+            self.refuse_bound_keys(&holders).await?;
+        }
         // Every proof carries the same nonce or its own; each is spent once.
         let nonces: BTreeSet<&str> = holders.iter().filter_map(|h| h.nonce.as_deref()).collect();
         for nonce in nonces {
@@ -132,7 +135,27 @@ impl Notary {
             }),
             IssueOutcome::AlreadyIssued => Err(already_issued()),
             IssueOutcome::TokenRevoked => Err(CredentialError::TokenRevoked),
+            IssueOutcome::HolderKeyUsed => Err(key_bound(None)),
         }
+    }
+
+    /// An SD-JWT VC binds a fresh key: wallets make one per credential so
+    /// that relying parties cannot link their presentations, and a key
+    /// proven again means a wallet (or an attacker replaying one's proof
+    /// material) reuses what should be single-use. W3C credentials name a
+    /// long-lived DID instead, whose key may repeat.
+    async fn refuse_bound_keys(&self, holders: &[HolderKey]) -> Result<(), CredentialError> {
+        for (i, holder) in holders.iter().enumerate() {
+            if self
+                .store
+                .holder_key_bound(&holder.jkt)
+                .await
+                .map_err(InternalError::from)?
+            {
+                return Err(key_bound(Some(i + 1)));
+            }
+        }
+        Ok(())
     }
 
     /// The configuration the request names, if the token's offer has it.
@@ -396,6 +419,14 @@ impl Notary {
             }
         }
     }
+}
+
+fn key_bound(proof: Option<usize>) -> CredentialError {
+    let which = proof.map_or_else(|| "a proof".to_owned(), |i| format!("proof {i}"));
+    refused(
+        ErrorCode::InvalidProof,
+        format!("{which}: this key is bound to a credential already; prove a fresh key"),
+    )
 }
 
 fn already_issued() -> CredentialError {

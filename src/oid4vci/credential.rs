@@ -90,6 +90,12 @@ impl CredentialRequest {
         let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
             return Err(invalid("the body must be a JSON object"));
         };
+        if body.contains_key("credential_response_encryption") {
+            return Err(RequestError {
+                code: ErrorCode::InvalidEncryptionParameters,
+                message: "credential response encryption is not supported by this issuer".into(),
+            });
+        }
         let requested = requested(&body)?;
         let (proofs, single_proof) = match (body.get("proofs"), body.get("proof")) {
             (Some(_), Some(_)) => return Err(invalid("send either proofs or proof, not both")),
@@ -341,6 +347,10 @@ mod tests {
             (
                 r#"{"credential_configuration_id":"A","proofs":{"jwt":["x"]},"proof":{"proof_type":"jwt","jwt":"x"}}"#,
                 ErrorCode::InvalidCredentialRequest,
+            ),
+            (
+                r#"{"credential_configuration_id":"A","proofs":{"jwt":["x"]},"credential_response_encryption":{}}"#,
+                ErrorCode::InvalidEncryptionParameters,
             ),
         ] {
             assert_eq!(parse(body).unwrap_err().code, code, "{body}");

@@ -111,9 +111,13 @@ pub fn credential_issuer(m: &MetadataInputs<'_>) -> Value {
         "credential_endpoint": format!("{}/oid4vci/credential", m.public_url),
         "nonce_endpoint": format!("{}/oid4vci/nonce", m.public_url),
         "notification_endpoint": format!("{}/oid4vci/notification", m.public_url),
-        "batch_credential_issuance": { "batch_size": m.batch_size },
         "credential_configurations_supported": configurations,
     });
+    // OID4VCI 1.0 §12.2.4: a batch size is at least 2; one proof per
+    // request is said by leaving the member out.
+    if m.batch_size >= 2 {
+        doc["batch_credential_issuance"] = json!({ "batch_size": m.batch_size });
+    }
     if let Some(display) = m.display {
         doc["display"] = display.clone();
     }
@@ -238,6 +242,13 @@ mod tests {
             "https://notary.example/oid4vci/nonce"
         );
         assert_eq!(doc["batch_credential_issuance"]["batch_size"], 10);
+        m.batch_size = 1;
+        assert!(
+            credential_issuer(&m)
+                .get("batch_credential_issuance")
+                .is_none()
+        );
+        m.batch_size = 10;
         let d = &doc["credential_configurations_supported"]["D"];
         assert_eq!(d["cryptographic_binding_methods_supported"], json!(["jwk"]));
         assert_eq!(

@@ -58,6 +58,9 @@ pub enum ErrorCode {
     InvalidNonce,
     /// OID4VCI §8.3.1.2: the request is well formed but not granted.
     CredentialRequestDenied,
+    /// OID4VCI §8.3.1.2: response encryption asked for, which notary does
+    /// not offer.
+    InvalidEncryptionParameters,
     /// OID4VCI §11.3: the notification names no credential of this token.
     InvalidNotificationId,
     /// OID4VCI §11.3: the notification request is malformed.
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::InvalidProof => "invalid_proof",
             ErrorCode::InvalidNonce => "invalid_nonce",
             ErrorCode::CredentialRequestDenied => "credential_request_denied",
+            ErrorCode::InvalidEncryptionParameters => "invalid_encryption_parameters",
             ErrorCode::InvalidNotificationId => "invalid_notification_id",
             ErrorCode::InvalidNotificationRequest => "invalid_notification_request",
         }

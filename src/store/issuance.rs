@@ -58,6 +58,16 @@ fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Option<i64>) 
 }
 
 impl SqliteStore {
+    pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'",
+        )
+        .bind(holder_jkt)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     pub(super) async fn is_issued(
         &self,
         offer_id: &str,
@@ -123,7 +133,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         for c in &issuance.credentials {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
                  sha256, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
@@ -137,7 +147,16 @@ impl SqliteStore {
             .bind(c.issued_at)
             .bind(c.expires_at)
             .execute(&mut *tx)
-            .await?;
+            .await;
+            // Only the SD-JWT holder-key index can conflict here (ids are
+            // random). Dropping the transaction undoes the issuance row.
+            match inserted {
+                Ok(_) => {}
+                Err(e) => match StoreError::from(e) {
+                    StoreError::Conflict(_) => return Ok(IssueOutcome::HolderKeyUsed),
+                    other => return Err(other),
+                },
+            }
         }
         let events: Vec<(i64, AuditEvent)> = issued_events(issuance)
             .into_iter()
@@ -171,6 +190,16 @@ impl SqliteStore {
 }
 
 impl PgStore {
+    pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM credentials WHERE holder_jkt = $1 AND format = 'dc+sd-jwt'",
+        )
+        .bind(holder_jkt)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     pub(super) async fn is_issued(
         &self,
         offer_id: &str,
@@ -235,7 +264,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         for c in &issuance.credentials {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
                  sha256, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
@@ -249,7 +278,16 @@ impl PgStore {
             .bind(c.issued_at)
             .bind(c.expires_at)
             .execute(&mut *tx)
-            .await?;
+            .await;
+            // Only the SD-JWT holder-key index can conflict here (ids are
+            // random). Dropping the transaction undoes the issuance row.
+            match inserted {
+                Ok(_) => {}
+                Err(e) => match StoreError::from(e) {
+                    StoreError::Conflict(_) => return Ok(IssueOutcome::HolderKeyUsed),
+                    other => return Err(other),
+                },
+            }
         }
         for event in issued_events(issuance) {
             append_audit(&mut tx, &event, now).await?;

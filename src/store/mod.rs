@@ -265,6 +265,11 @@ impl Store {
         dispatch!(self, "record_issuance", s => s.record_issuance(issuance, now).await)
     }
 
+    /// Whether an SD-JWT VC was issued bound to this holder key.
+    pub async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
+        dispatch!(self, "holder_key_bound", s => s.holder_key_bound(holder_jkt).await)
+    }
+
     /// The issuance a wallet's `notification_id` names.
     pub async fn find_issuance(
         &self,

@@ -398,6 +398,9 @@ pub enum IssueOutcome {
     /// The token is no longer the offer's live token (revoked, or the offer
     /// is gone).
     TokenRevoked,
+    /// An SD-JWT VC holder key is bound to another credential already (a
+    /// concurrent request got there first).
+    HolderKeyUsed,
 }
 
 /// A recorded issuance, as a notification finds it.
