@@ -361,7 +361,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Sealed claims deleted at issuance, expiry or revocation are
+            // overwritten in the file, not left in free pages. (With WAL,
+            // the old page may stay in the -wal file until the next
+            // checkpoint copies over it.)
+            .pragma("secure_delete", "ON");
         let open = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
