@@ -645,6 +645,20 @@ impl Config {
                 &self.credential_issuer.credential_configurations_supported,
             )
             .map_err(ConfigError::Invalid)?;
+            // Issuer keys are published at the host's root
+            // (/.well-known/jwt-vc-issuer, /.well-known/did.json), where
+            // verifiers look for the keys of an issuer without a path.
+            let url = &self.server.public_url;
+            if url.trim_start_matches("https://").split_once('/').is_some() {
+                return invalid(format!(
+                    "server.public_url must have no path while notary issues credentials (its issuer metadata and did:web document are served at the host's root), got {url:?}"
+                ));
+            }
+            crate::formats::did::did_web(url).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "server.public_url {url:?} cannot name notary's did:web: {e}"
+                ))
+            })?;
         }
         if i.access_token_typ.is_empty() {
             return invalid("issuance.access_token_typ must not be empty".to_owned());

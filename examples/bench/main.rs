@@ -458,7 +458,7 @@ async fn hsm_throughput(config: &Path, ops: usize) -> Value {
                 move || {
                     let (hsm, key, message) = (hsm.clone(), key.clone(), message.clone());
                     async move {
-                        hsm.sign(&key, message).await.expect("sign");
+                        hsm.sign_credential(&key, message).await.expect("sign");
                     }
                 }
             })

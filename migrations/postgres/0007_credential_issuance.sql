@@ -11,6 +11,9 @@ CREATE TABLE credential_issuances (
     token_jti         TEXT NOT NULL,
     notification_id   TEXT NOT NULL UNIQUE,
     issued_at         BIGINT NOT NULL,
+    -- Wallet notifications recorded (each one an audit entry); bounded so
+    -- that a token holder cannot grow the audit log without limit.
+    notifications     BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (offer_id, configuration_id)
 );
 

@@ -47,12 +47,19 @@ pub(super) async fn credential(
         )?;
         let token = authorize(&state, &headers, &state.behaviour.credential_url).await?;
         admission.succeeded();
-        let body = read_json(&state, &headers, body, MAX_BODY).await?;
+        let body = read_json(
+            &state,
+            &headers,
+            body,
+            MAX_BODY,
+            ErrorCode::InvalidCredentialRequest,
+        )
+        .await?;
         let request = CredentialRequest::parse(&body, state.notary.policy().batch_size)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
         let issued = match state.notary.issue_credentials(&token, &request).await {
             Ok(issued) => issued,
-            Err(e) => return Err(credential_error(&state, e).await),
+            Err(e) => return Err(credential_error(&state, &token, e).await),
         };
         let mut answer = serde_json::json!({
             "credentials": issued.credentials.iter()
@@ -73,7 +80,11 @@ pub(super) async fn credential(
             response
         }
         Err(e) => {
-            count(e.code().as_str());
+            count(match e.code() {
+                // The only 429 here: the address's failure budget is spent.
+                ErrorCode::SlowDown => "flood_limited",
+                code => code.as_str(),
+            });
             e.into_response()
         }
     };
@@ -93,7 +104,14 @@ pub(super) async fn notification(
             .admit_now(peer.ip(), "too many failed notifications from this address")?;
         let token = authorize(&state, &headers, &state.behaviour.notification_url).await?;
         admission.succeeded();
-        let body = read_json(&state, &headers, body, MAX_NOTIFICATION_BODY).await?;
+        let body = read_json(
+            &state,
+            &headers,
+            body,
+            MAX_NOTIFICATION_BODY,
+            ErrorCode::InvalidNotificationRequest,
+        )
+        .await?;
         state
             .notary
             .notify(&token, &body)
@@ -131,11 +149,13 @@ async fn with_dpop_nonce(state: &AppState, mut response: Response) -> Response {
     response
 }
 
+/// Reads a JSON body; every refusal carries the endpoint's own error code.
 async fn read_json(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    code: ErrorCode,
 ) -> Result<axum::body::Bytes, ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -148,21 +168,27 @@ async fn read_json(
     if !json {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidCredentialRequest,
+            code,
             "the body must be application/json",
         ));
     }
-    super::body::read(body, limit, state.behaviour.body_read_timeout).await
+    super::body::read(body, limit, state.behaviour.body_read_timeout)
+        .await
+        .map_err(|e| e.with_code(code))
 }
 
 /// The `Authorization` header's scheme and token.
 fn presented(headers: &HeaderMap) -> Result<(Scheme, &str), ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(invalid_token(
-            Scheme::Bearer,
+        // RFC 6750 §3.1: a request without credentials gets a challenge
+        // without an error code.
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidToken,
             "an access token is required (Authorization: Bearer or DPoP)",
-        ));
+        )
+        .with_challenge(HeaderValue::from_static("Bearer realm=\"notary\"")));
     };
     let value = value.to_str().unwrap_or_default();
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
@@ -272,7 +298,11 @@ fn dpop_error(code: ErrorCode, description: impl Into<String>) -> ApiError {
 
 /// The §8.3.1.2 answer. A proof or nonce error also carries a fresh
 /// `c_nonce`, where wallets of earlier drafts look for it.
-async fn credential_error(state: &AppState, e: CredentialError) -> ApiError {
+async fn credential_error(
+    state: &AppState,
+    token: &AuthorizedToken,
+    e: CredentialError,
+) -> ApiError {
     match e {
         CredentialError::Refused(code, message) => {
             let error = ApiError::new(StatusCode::BAD_REQUEST, code, message);
@@ -292,7 +322,13 @@ async fn credential_error(state: &AppState, e: CredentialError) -> ApiError {
             }
         }
         CredentialError::TokenRevoked => {
-            invalid_token(Scheme::Bearer, "the access token has been revoked")
+            // Challenge in the scheme the token is used with.
+            let scheme = if token.jkt.is_some() {
+                Scheme::Dpop
+            } else {
+                Scheme::Bearer
+            };
+            invalid_token(scheme, "the access token has been revoked")
         }
         CredentialError::Internal(e) => ApiError::internal(&e),
     }

@@ -100,6 +100,13 @@ impl ApiError {
         )
     }
 
+    /// The same error under another code (e.g. a body limit at the
+    /// credential endpoint is an `invalid_credential_request` there).
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
+    }
+
     /// Adds a `WWW-Authenticate` challenge.
     pub fn with_challenge(mut self, challenge: HeaderValue) -> Self {
         self.challenge = Some(challenge);

@@ -73,10 +73,6 @@ impl std::fmt::Debug for EpochKeys {
     }
 }
 
-/// Most derived keys kept; nonces live at most a day (`c_nonce_ttl_secs`),
-/// but live ones cluster in the last hour or two.
-const KEPT_EPOCHS: usize = 4;
-
 impl Notary {
     /// A new nonce, valid for `issuance.c_nonce_ttl_secs`.
     pub async fn fresh_c_nonce(&self) -> Result<FreshNonce, InternalError> {
@@ -183,7 +179,12 @@ impl Notary {
         if !cached.iter().any(|(e, _)| *e == epoch) {
             cached.push((epoch, key.clone()));
             cached.sort_by_key(|(e, _)| std::cmp::Reverse(*e));
-            cached.truncate(KEPT_EPOCHS);
+            // Every hour a live nonce can expire in, and one more: a nonce
+            // that passed the expiry check always finds its key here, so
+            // nonces of many hours cannot make notary derive keys again.
+            let ttl = i64::try_from(self.policy.c_nonce_ttl).unwrap_or(86_400);
+            let kept = usize::try_from((ttl + SKEW_SECS) / EPOCH_SECS + 2).unwrap_or(26);
+            cached.truncate(kept);
         }
         Ok(key)
     }

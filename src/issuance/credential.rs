@@ -189,7 +189,7 @@ impl Notary {
                 .iter()
                 .find(|id| {
                     self.policy.credential_profiles.get(*id).is_some_and(|p| {
-                        p.format_id == *format
+                        super::profiles::Format::parse(format) == Some(p.format)
                             && vct.as_ref().is_none_or(|v| p.vct.as_ref() == Some(v))
                             && types.as_ref().is_none_or(|t| *t == p.types)
                     })
@@ -308,9 +308,6 @@ impl Notary {
         configuration: &str,
         mandatory: bool,
     ) -> Result<Map<String, Value>, CredentialError> {
-        if !mandatory {
-            return Ok(Map::new());
-        }
         if self
             .store
             .is_issued(&token.offer_id, configuration)
@@ -318,6 +315,9 @@ impl Notary {
             .map_err(InternalError::from)?
         {
             return Err(already_issued());
+        }
+        if !mandatory {
+            return Ok(Map::new());
         }
         Err(refused(
             ErrorCode::CredentialRequestDenied,
@@ -377,7 +377,7 @@ impl Notary {
                 let input = prepared.unsigned.signing_input();
                 let signature = self
                     .hsm
-                    .sign(&key.info, input.as_bytes().to_vec())
+                    .sign_credential(&key.info, input.as_bytes().to_vec())
                     .await
                     .map_err(InternalError::from)?;
                 Ok(formats::sd_jwt_vc::assemble(
@@ -412,7 +412,7 @@ impl Notary {
                 let input = unsigned.signing_input();
                 let signature = self
                     .hsm
-                    .sign(&key.info, input.as_bytes().to_vec())
+                    .sign_credential(&key.info, input.as_bytes().to_vec())
                     .await
                     .map_err(InternalError::from)?;
                 Ok(jose::compact(input, &signature))

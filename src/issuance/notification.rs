@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::access::AuthorizedToken;
 use super::{InternalError, Notary};
-use crate::audit::AuditEvent;
 use crate::oid4vci::ErrorCode;
+use crate::store::NotificationOutcome;
 
 /// The events §11.1 defines.
 const EVENTS: [&str; 3] = [
@@ -58,7 +58,7 @@ impl Notary {
         let Some(event) = body
             .get("event")
             .and_then(Value::as_str)
-            .and_then(|e| EVENTS.iter().find(|known| **known == e))
+            .and_then(|e| EVENTS.iter().copied().find(|known| *known == e))
         else {
             return Err(bad(
                 "event must be credential_accepted, credential_failure or credential_deleted",
@@ -69,31 +69,20 @@ impl Notary {
             Some(Value::String(d)) if d.len() <= MAX_FIELD && d.is_ascii() => {}
             Some(_) => return Err(bad("event_description must be a short ASCII string")),
         }
-        let issuance = self
+        match self
             .store
-            .find_issuance(notification_id)
+            .record_notification(notification_id, &token.jti, event, super::now())
             .await
             .map_err(InternalError::from)?
-            .filter(|i| i.token_jti == token.jti && i.offer_id == token.offer_id)
-            .ok_or_else(|| {
-                refused(
-                    ErrorCode::InvalidNotificationId,
-                    "no credential issued to this access token has this notification_id",
-                )
-            })?;
-        let event = AuditEvent::new(
-            "credential.notification",
-            &issuance.offer_id,
-            serde_json::json!({
-                "event": event,
-                "configuration": issuance.configuration_id,
-                "notification_id": notification_id,
-            }),
-        );
-        self.store
-            .audit(event, super::now())
-            .await
-            .map_err(InternalError::from)?;
-        Ok(())
+        {
+            NotificationOutcome::Recorded(_) => Ok(()),
+            NotificationOutcome::Unknown => Err(refused(
+                ErrorCode::InvalidNotificationId,
+                "no credential issued to this access token has this notification_id",
+            )),
+            NotificationOutcome::TooMany => Err(bad(
+                "this credential has had as many notifications as notary records",
+            )),
+        }
     }
 }

@@ -171,6 +171,62 @@ pub enum OfferError {
     Internal(#[from] InternalError),
 }
 
+/// When notary issues the credentials, an offer must be one it can issue:
+/// claims for every configuration that has mandatory ones, and no claim a
+/// format sets itself. As the authorization server alone it takes no claims:
+/// nothing would ever read them, and personal data is not kept for nothing.
+fn check_issuable(
+    policy: &super::Policy,
+    offered: &[String],
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), OfferError> {
+    if !policy.serves_credentials {
+        return match claims {
+            Some(_) => Err(OfferError::Invalid(
+                "claims are taken only when notary issues the credentials; \
+                 this server is the authorization server of another credential issuer"
+                    .to_owned(),
+            )),
+            None => Ok(()),
+        };
+    }
+    for configuration in offered {
+        let given = claims
+            .and_then(|c| c.get(configuration))
+            .and_then(serde_json::Value::as_object);
+        match given {
+            None => {
+                let mandatory = policy
+                    .declared_claims
+                    .get(configuration)
+                    .and_then(Option::as_ref)
+                    .and_then(|d| d.mandatory.iter().next());
+                if let Some(claim) = mandatory {
+                    return Err(crate::oid4vci::claims::ClaimsError::Missing {
+                        configuration: configuration.chars().take(64).collect(),
+                        claim: claim.chars().take(64).collect(),
+                    }
+                    .into());
+                }
+            }
+            Some(given) => {
+                let reserved = policy
+                    .credential_profiles
+                    .get(configuration)
+                    .and_then(|p| Some((p.format.as_str(), p.reserved_claim(given)?)));
+                if let Some((format, claim)) = reserved {
+                    return Err(OfferError::Invalid(format!(
+                        "claims.{} has the claim {:?}, which a {format} credential sets itself",
+                        configuration.chars().take(64).collect::<String>(),
+                        claim.chars().take(64).collect::<String>()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl From<crate::hsm::HsmError> for OfferError {
     fn from(e: crate::hsm::HsmError) -> Self {
         OfferError::Internal(e.into())
@@ -271,6 +327,7 @@ impl Notary {
             }
             crate::oid4vci::claims::check(map, &request.credentials, &policy.declared_claims)?;
         }
+        check_issuable(policy, &request.credentials, request.claims.as_ref())?;
 
         let id = random::token(16)?;
         // Sealed before anything is stored, bound to this offer's id.

@@ -21,6 +21,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format an identifier names (`vc+sd-jwt` is the earlier name of
+    /// `dc+sd-jwt`); `None` for formats notary does not issue.
+    pub fn parse(id: &str) -> Option<Self> {
+        match id {
+            "dc+sd-jwt" | "vc+sd-jwt" => Some(Format::SdJwtVc),
+            "jwt_vc_json" => Some(Format::JwtVcJson),
+            _ => None,
+        }
+    }
+
     /// The identifier recorded in the audit log.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +57,21 @@ pub struct CredentialProfile {
     pub always_visible: BTreeSet<String>,
 }
 
+impl CredentialProfile {
+    /// The first of `claims` whose name the format sets itself (or gives a
+    /// meaning of its own), so that an offer naming it is refused when it is
+    /// made rather than when its credential is requested.
+    pub fn reserved_claim<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a str> {
+        claims
+            .keys()
+            .map(String::as_str)
+            .find(|name| match self.format {
+                Format::SdJwtVc => crate::formats::sd_jwt_vc::RESERVED_CLAIMS.contains(name),
+                Format::JwtVcJson => *name == "id" || name.starts_with('@'),
+            })
+    }
+}
+
 const W3C_BASE_CONTEXT: &str = "https://www.w3.org/2018/credentials/v1";
 
 /// Reads every configuration; an error names the configuration and what it
@@ -64,15 +89,11 @@ fn profile(id: &str, configuration: &Value) -> Result<CredentialProfile, String>
     let format_id = configuration["format"]
         .as_str()
         .ok_or_else(|| format!("credential configuration {id:?} has no format"))?;
-    let format = match format_id {
-        "dc+sd-jwt" | "vc+sd-jwt" => Format::SdJwtVc,
-        "jwt_vc_json" => Format::JwtVcJson,
-        other => {
-            return Err(format!(
-                "credential configuration {id:?} has format {other:?}; notary issues dc+sd-jwt and jwt_vc_json"
-            ));
-        }
-    };
+    let format = Format::parse(format_id).ok_or_else(|| {
+        format!(
+            "credential configuration {id:?} has format {format_id:?}; notary issues dc+sd-jwt and jwt_vc_json"
+        )
+    })?;
     let vct = configuration["vct"].as_str().map(str::to_owned);
     if format == Format::SdJwtVc && vct.is_none() {
         return Err(format!(
@@ -106,7 +127,11 @@ fn profile(id: &str, configuration: &Value) -> Result<CredentialProfile, String>
         .map(|entries| {
             entries
                 .iter()
+                // Only top-level claims are disclosable one by one: a marker
+                // on a nested path would have to reveal its whole parent,
+                // so it is not honoured (the claim stays disclosable).
                 .filter(|e| e["sd"] == "never")
+                .filter(|e| e["path"].as_array().is_some_and(|p| p.len() == 1))
                 .filter_map(|e| e.pointer("/path/0").and_then(Value::as_str))
                 .map(str::to_owned)
                 .collect()
@@ -144,7 +169,8 @@ mod tests {
     fn both_formats_are_read_and_others_refused() {
         let configs = json!({
             "Degree": {"format": "dc+sd-jwt", "vct": "https://x/degree",
-                       "claims": [{"path": ["given_name"]}, {"path": ["degree"], "sd": "never"}]},
+                       "claims": [{"path": ["given_name"]}, {"path": ["degree"], "sd": "never"},
+                                  {"path": ["address", "street"], "sd": "never"}]},
             "Member": {"format": "jwt_vc_json", "credential_definition": {
                 "@context": ["https://www.w3.org/2018/credentials/v1", "https://x/ctx"],
                 "type": ["VerifiableCredential", "DataSpaceCredential"]}},

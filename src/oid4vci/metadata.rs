@@ -89,11 +89,16 @@ pub fn credential_issuer(m: &MetadataInputs<'_>) -> Value {
             .credential_endpoint
             .map(str::to_owned)
             .unwrap_or_else(|| format!("{}/credential", m.credential_issuer));
+        let configurations: serde_json::Map<String, Value> = m
+            .credential_configurations
+            .iter()
+            .map(|(id, configuration)| (id.clone(), with_metadata(configuration)))
+            .collect();
         let mut doc = json!({
             "credential_issuer": m.credential_issuer,
             "authorization_servers": [m.public_url],
             "credential_endpoint": credential_endpoint,
-            "credential_configurations_supported": m.credential_configurations,
+            "credential_configurations_supported": configurations,
         });
         if let Some(display) = m.display {
             doc["display"] = display.clone();
@@ -124,18 +129,13 @@ pub fn credential_issuer(m: &MetadataInputs<'_>) -> Value {
     doc
 }
 
-/// A configuration as served: notary's `sd` markers removed, and the
-/// members wallets need filled in where the config leaves them out.
-fn completed(configuration: &Value) -> Value {
+/// A configuration as served in either mode: notary's `sd` markers
+/// removed, and `display` and `claims` also under `credential_metadata`.
+/// OID4VCI 1.0 final moved them there; drafts read them beside `format`.
+/// Both are served, so wallets of either find them.
+fn with_metadata(configuration: &Value) -> Value {
     let mut served = crate::issuance::profiles::served(configuration);
-    let binding = match configuration["format"].as_str() {
-        Some("jwt_vc_json") => json!(["did:jwk"]),
-        _ => json!(["jwk"]),
-    };
     if let Some(object) = served.as_object_mut() {
-        // OID4VCI 1.0 final moved `display` and `claims` under
-        // `credential_metadata`; drafts read them beside `format`. Both are
-        // served, so wallets of either find them.
         if !object.contains_key("credential_metadata") {
             let metadata: serde_json::Map<String, Value> = ["display", "claims"]
                 .into_iter()
@@ -145,6 +145,19 @@ fn completed(configuration: &Value) -> Value {
                 object.insert("credential_metadata".to_owned(), Value::Object(metadata));
             }
         }
+    }
+    served
+}
+
+/// A configuration as notary serves it when it issues: [`with_metadata`],
+/// and the members wallets need filled in where the config leaves them out.
+fn completed(configuration: &Value) -> Value {
+    let mut served = with_metadata(configuration);
+    let binding = match configuration["format"].as_str() {
+        Some("jwt_vc_json") => json!(["did:jwk"]),
+        _ => json!(["jwk"]),
+    };
+    if let Some(object) = served.as_object_mut() {
         object
             .entry("cryptographic_binding_methods_supported")
             .or_insert(binding);

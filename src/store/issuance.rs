@@ -14,7 +14,10 @@ use sqlx::Row;
 
 use super::postgres::append_audit;
 use super::sqlite::append_audit_entries;
-use super::{IssuanceRecord, IssueOutcome, NewIssuance, PgStore, SqliteStore, StoreError};
+use super::{
+    IssuanceRecord, IssueOutcome, MAX_NOTIFICATIONS, NewIssuance, NotificationOutcome, PgStore,
+    SqliteStore, StoreError,
+};
 use crate::audit::AuditEvent;
 
 /// The sealed-claims column once `configuration`'s claims are removed
@@ -50,6 +53,20 @@ fn issued_events(issuance: &NewIssuance) -> Vec<AuditEvent> {
             )
         })
         .collect()
+}
+
+/// The audit entry of a wallet's notification: the event, never the
+/// wallet's free-text description.
+fn notification_event(record: &IssuanceRecord, notification_id: &str, event: &str) -> AuditEvent {
+    AuditEvent::new(
+        "credential.notification",
+        &record.offer_id,
+        serde_json::json!({
+            "event": event,
+            "configuration": record.configuration_id,
+            "notification_id": notification_id,
+        }),
+    )
 }
 
 /// Whether `row`'s token facts make `jti` the offer's live token.
@@ -167,25 +184,47 @@ impl SqliteStore {
         Ok(IssueOutcome::Issued)
     }
 
-    pub(super) async fn find_issuance(
+    pub(super) async fn record_notification(
         &self,
         notification_id: &str,
-    ) -> Result<Option<IssuanceRecord>, StoreError> {
+        token_jti: &str,
+        event: &'static str,
+        now: i64,
+    ) -> Result<NotificationOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "SELECT offer_id, configuration_id, token_jti FROM credential_issuances \
-             WHERE notification_id = ?",
+            "UPDATE credential_issuances SET notifications = notifications + 1 \
+             WHERE notification_id = ? AND token_jti = ? AND notifications < ? \
+             RETURNING offer_id, configuration_id",
         )
         .bind(notification_id)
-        .fetch_optional(&self.pool)
+        .bind(token_jti)
+        .bind(MAX_NOTIFICATIONS)
+        .fetch_optional(&mut *tx)
         .await?;
-        row.map(|r| {
-            Ok(IssuanceRecord {
-                offer_id: r.try_get("offer_id")?,
-                configuration_id: r.try_get("configuration_id")?,
-                token_jti: r.try_get("token_jti")?,
-            })
-        })
-        .transpose()
+        let Some(row) = row else {
+            let known: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM credential_issuances WHERE notification_id = ? AND token_jti = ?",
+            )
+            .bind(notification_id)
+            .bind(token_jti)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(match known {
+                Some(_) => NotificationOutcome::TooMany,
+                None => NotificationOutcome::Unknown,
+            });
+        };
+        let record = IssuanceRecord {
+            offer_id: row.try_get("offer_id")?,
+            configuration_id: row.try_get("configuration_id")?,
+            token_jti: token_jti.to_owned(),
+        };
+        let entry = notification_event(&record, notification_id, event);
+        append_audit_entries(&mut tx, &[(now, entry)]).await?;
+        tx.commit().await?;
+        Ok(NotificationOutcome::Recorded(record))
     }
 }
 
@@ -296,25 +335,51 @@ impl PgStore {
         Ok(IssueOutcome::Issued)
     }
 
-    pub(super) async fn find_issuance(
+    pub(super) async fn record_notification(
         &self,
         notification_id: &str,
-    ) -> Result<Option<IssuanceRecord>, StoreError> {
+        token_jti: &str,
+        event: &'static str,
+        now: i64,
+    ) -> Result<NotificationOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "SELECT offer_id, configuration_id, token_jti FROM credential_issuances \
-             WHERE notification_id = $1",
+            "UPDATE credential_issuances SET notifications = notifications + 1 \
+             WHERE notification_id = $1 AND token_jti = $2 AND notifications < $3 \
+             RETURNING offer_id, configuration_id",
         )
         .bind(notification_id)
-        .fetch_optional(&self.pool)
+        .bind(token_jti)
+        .bind(MAX_NOTIFICATIONS)
+        .fetch_optional(&mut *tx)
         .await?;
-        row.map(|r| {
-            Ok(IssuanceRecord {
-                offer_id: r.try_get("offer_id")?,
-                configuration_id: r.try_get("configuration_id")?,
-                token_jti: r.try_get("token_jti")?,
-            })
-        })
-        .transpose()
+        let Some(row) = row else {
+            let known: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM credential_issuances WHERE notification_id = $1 AND token_jti = $2",
+            )
+            .bind(notification_id)
+            .bind(token_jti)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(match known {
+                Some(_) => NotificationOutcome::TooMany,
+                None => NotificationOutcome::Unknown,
+            });
+        };
+        let record = IssuanceRecord {
+            offer_id: row.try_get("offer_id")?,
+            configuration_id: row.try_get("configuration_id")?,
+            token_jti: token_jti.to_owned(),
+        };
+        append_audit(
+            &mut tx,
+            &notification_event(&record, notification_id, event),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(NotificationOutcome::Recorded(record))
     }
 }
 

@@ -270,12 +270,17 @@ impl Store {
         dispatch!(self, "holder_key_bound", s => s.holder_key_bound(holder_jkt).await)
     }
 
-    /// The issuance a wallet's `notification_id` names.
-    pub async fn find_issuance(
+    /// Records a wallet's notification `event` about the issuance to the
+    /// token `token_jti` that `notification_id` names, with its audit entry,
+    /// at most [`MAX_NOTIFICATIONS`] times per issuance.
+    pub async fn record_notification(
         &self,
         notification_id: &str,
-    ) -> Result<Option<IssuanceRecord>, StoreError> {
-        dispatch!(self, "find_issuance", s => s.find_issuance(notification_id).await)
+        token_jti: &str,
+        event: &'static str,
+        now: i64,
+    ) -> Result<NotificationOutcome, StoreError> {
+        dispatch!(self, "record_notification", s => s.record_notification(notification_id, token_jti, event, now).await)
     }
 
     /// Stores a new API key (its secret only as a keyed hash).

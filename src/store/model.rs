@@ -413,3 +413,17 @@ pub struct IssuanceRecord {
     /// The access token it was issued to.
     pub token_jti: String,
 }
+
+/// Most notifications recorded per issuance.
+pub const MAX_NOTIFICATIONS: i64 = 5;
+
+/// What became of recording a wallet's notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationOutcome {
+    /// Recorded, with its audit entry, for this issuance.
+    Recorded(IssuanceRecord),
+    /// No issuance to this token has this notification id.
+    Unknown,
+    /// This issuance has had [`MAX_NOTIFICATIONS`] already.
+    TooMany,
+}

@@ -186,8 +186,16 @@ async fn claims_are_checked_against_the_configuration_and_errors_name_no_value()
     assert_eq!(count, "0");
     assert!(!app.log().contains("Secret-Qx7"));
 
-    // A configuration that declares no claims takes any; one offered
-    // without claims is not checked.
+    // A configuration that declares no claims takes any.
+    let (status, body) = post_offer(
+        &app,
+        &json!({"credentials": ["Membership_jwt"], "transactionCode": false,
+                "claims": {"Membership_jwt": {"anything": "goes"}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // notary issues the credentials here, so one with mandatory claims
+    // cannot be offered without its claims: it could never be issued.
     let (status, body) = post_offer(
         &app,
         &json!({"credentials": ["UniversityDegree_jwt", "Membership_jwt"],
@@ -195,7 +203,29 @@ async fn claims_are_checked_against_the_configuration_and_errors_name_no_value()
                 "claims": {"Membership_jwt": {"anything": "goes"}}}),
     )
     .await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("lacks the mandatory claim \"given_name\""),
+        "{body}"
+    );
+    // Nor with a claim its format sets itself.
+    let (status, body) = post_offer(
+        &app,
+        &json!({"credentials": ["Membership_jwt"], "transactionCode": false,
+                "claims": {"Membership_jwt": {"id": "did:example:someone-else"}}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("\"id\""),
+        "{body}"
+    );
 }
 
 #[tokio::test]

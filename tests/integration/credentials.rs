@@ -187,6 +187,26 @@ async fn an_sd_jwt_vc_is_bound_to_the_proven_key_discloses_selectively_and_verif
     assert_eq!(disclosed["family_name"], "Family-Sd1");
     assert_eq!(disclosed["degree"], "Degree-Sd1");
 
+    // A claim the format sets itself is refused when the offer is made.
+    let r = app
+        .http()
+        .post(app.url("/v1/openid/offers/pre-authorized"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"credentials": [SD_JWT], "claims": {SD_JWT: {
+            "given_name": "A", "family_name": "B", "vct": "https://evil.example/other"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let refusal: Value = r.json().await.unwrap();
+    assert!(
+        refusal["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("\"vct\""),
+        "{refusal}"
+    );
+
     // The same token cannot have the same credential again.
     let nonce = fresh_nonce(&app).await;
     let body = json!({"credential_configuration_id": SD_JWT,
@@ -208,6 +228,45 @@ async fn an_sd_jwt_vc_is_bound_to_the_proven_key_discloses_selectively_and_verif
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    // Notifications are bounded per issuance (each is an audit entry), and
+    // only the token the credential went to may send them.
+    let notify = |token: String, event: &'static str| {
+        app.http()
+            .post(app.url("/oid4vci/notification"))
+            .bearer_auth(token)
+            .json(&json!({"notification_id": notification_id, "event": event,
+                          "event_description": "stored nowhere"}))
+            .send()
+    };
+    for _ in 0..4 {
+        let r = notify(access_token(&token), "credential_deleted")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let r = notify(access_token(&token), "credential_deleted")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_notification_request"
+    );
+    let (_, other) = redeemed(&app, "Sd1other", None).await;
+    let r = notify(access_token(&other), "credential_accepted")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_notification_id"
+    );
+    let r = notify(access_token(&token), "credential_exploded")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_notification_request"
+    );
     let audit = app::audit_rows(&app.config_path()).await;
     let sha: String = sha2::Sha256::digest(sd_jwt.as_bytes())
         .iter()
@@ -218,6 +277,10 @@ async fn an_sd_jwt_vc_is_bound_to_the_proven_key_discloses_selectively_and_verif
         "{audit}"
     );
     assert!(audit.contains("credential.notification") && audit.contains("credential_accepted"));
+    assert!(
+        !audit.contains("stored nowhere"),
+        "the wallet's description is not kept"
+    );
     assert!(
         !audit.contains("Sd1"),
         "a claim value reached the audit log"
@@ -665,6 +728,16 @@ async fn as_the_authorization_server_alone_notary_serves_and_advertises_no_crede
     ] {
         assert!(meta.get(absent).is_none(), "{absent}: {meta}");
     }
+    // Claims would never be read here: refused rather than kept.
+    let r = app
+        .http()
+        .post(app.url("/v1/openid/offers/pre-authorized"))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"credentials": [W3C], "claims": {W3C: {"degree": "BSc"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let (_, code, pin) = app.offer_with_pin().await;
     let (status, token) = app
         .redeem_form(&[
