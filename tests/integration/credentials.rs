@@ -884,3 +884,35 @@ async fn a_crash_during_issuance_never_issues_twice_nor_loses_an_issuance() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn an_expired_access_token_is_refused_with_a_challenge() {
+    let app = app::builder()
+        .set("issuance", "access_token_ttl_secs", 1)
+        .start()
+        .await;
+    let (_, token) = redeemed(&app, "Expired1", None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let nonce = fresh_nonce(&app).await;
+    let body = json!({"credential_configuration_id": SD_JWT,
+                      "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}});
+    let (status, answer, headers) = request(&app, &access_token(&token), &body).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{answer}"
+    );
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""),
+        "{headers:?}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+}
