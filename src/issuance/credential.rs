@@ -111,6 +111,7 @@ impl Notary {
                 sha256: hex(&Sha256::digest(credential.as_bytes())),
                 issued_at: now,
                 expires_at: exp,
+                status: None,
             });
             credentials.push(credential);
         }

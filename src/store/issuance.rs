@@ -107,7 +107,7 @@ impl SqliteStore {
     ) -> Result<IssueOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let offer = sqlx::query(
-            "SELECT token_jti, token_revoked_at, claims_sealed FROM offers \
+            "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
              WHERE id = ? AND state = 'redeemed'",
         )
         .bind(&issuance.offer_id)
@@ -142,6 +142,7 @@ impl SqliteStore {
             tx.commit().await?;
             return Ok(IssueOutcome::AlreadyIssued);
         }
+        let subject: Option<String> = offer.try_get("subject")?;
         let remaining =
             without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
         sqlx::query("UPDATE offers SET claims_sealed = ? WHERE id = ?")
@@ -152,7 +153,8 @@ impl SqliteStore {
         for c in &issuance.credentials {
             let inserted = sqlx::query(
                 "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
-                 sha256, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 sha256, issued_at, expires_at, subject, status_list, status_index) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&c.id)
             .bind(&issuance.offer_id)
@@ -163,6 +165,9 @@ impl SqliteStore {
             .bind(&c.sha256)
             .bind(c.issued_at)
             .bind(c.expires_at)
+            .bind(&subject)
+            .bind(c.status.as_ref().map(|(list, _)| list.as_str()))
+            .bind(c.status.as_ref().map(|(_, index)| *index))
             .execute(&mut *tx)
             .await;
             // Only the SD-JWT holder-key index can conflict here (ids are
@@ -263,7 +268,7 @@ impl PgStore {
         // primary key would refuse a second issuance even without it.
         let mut tx = self.begin_write().await?;
         let offer = sqlx::query(
-            "SELECT token_jti, token_revoked_at, claims_sealed FROM offers \
+            "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
              WHERE id = $1 AND state = 'redeemed' FOR UPDATE",
         )
         .bind(&issuance.offer_id)
@@ -295,6 +300,7 @@ impl PgStore {
         if inserted == 0 {
             return Ok(IssueOutcome::AlreadyIssued);
         }
+        let subject: Option<String> = offer.try_get("subject")?;
         let remaining =
             without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
         sqlx::query("UPDATE offers SET claims_sealed = $1 WHERE id = $2")
@@ -305,7 +311,8 @@ impl PgStore {
         for c in &issuance.credentials {
             let inserted = sqlx::query(
                 "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
-                 sha256, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 sha256, issued_at, expires_at, subject, status_list, status_index) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&c.id)
             .bind(&issuance.offer_id)
@@ -316,6 +323,9 @@ impl PgStore {
             .bind(&c.sha256)
             .bind(c.issued_at)
             .bind(c.expires_at)
+            .bind(&subject)
+            .bind(c.status.as_ref().map(|(list, _)| list.as_str()))
+            .bind(c.status.as_ref().map(|(_, index)| *index))
             .execute(&mut *tx)
             .await;
             // Only the SD-JWT holder-key index can conflict here (ids are

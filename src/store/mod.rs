@@ -7,6 +7,7 @@
 
 mod group_commit;
 mod issuance;
+mod status;
 pub mod model;
 mod postgres;
 mod rows;
@@ -281,6 +282,64 @@ impl Store {
         now: i64,
     ) -> Result<NotificationOutcome, StoreError> {
         dispatch!(self, "record_notification", s => s.record_notification(notification_id, token_jti, event, now).await)
+    }
+
+    /// Reserves `count` places in the open status list of `kind` (opening
+    /// a new list of `size` entries when it has too few left).
+    pub async fn reserve_status_slots(
+        &self,
+        kind: StatusListKind,
+        count: i64,
+        size: i64,
+        now: i64,
+    ) -> Result<Vec<StatusSlot>, StoreError> {
+        dispatch!(self, "reserve_status_slots", s => s.reserve_status_slots(kind, count, size, now).await)
+    }
+
+    /// One issued credential's metadata and status.
+    pub async fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        dispatch!(self, "credential", s => s.credential(id).await)
+    }
+
+    /// Issued credentials, newest first, of an offer and/or a subject.
+    pub async fn list_credentials(
+        &self,
+        offer_id: Option<&str>,
+        subject: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CredentialRecord>, StoreError> {
+        dispatch!(self, "list_credentials", s => s.list_credentials(offer_id, subject, limit).await)
+    }
+
+    /// Changes a credential's status, with its audit entry and its list's
+    /// version bump, in one transaction.
+    pub async fn change_status(
+        &self,
+        id: &str,
+        to: CredentialStatus,
+        by: &str,
+        now: i64,
+    ) -> Result<StatusChange, StoreError> {
+        dispatch!(self, "change_status", s => s.change_status(id, to, by, now).await)
+    }
+
+    /// Lists whose signed form is missing, older than their version, or
+    /// expires before `renew_before`, with their statuses.
+    pub async fn status_lists_to_sign(
+        &self,
+        renew_before: i64,
+    ) -> Result<Vec<StatusListContent>, StoreError> {
+        dispatch!(self, "status_lists_to_sign", s => s.status_lists_to_sign(renew_before).await)
+    }
+
+    /// Stores a signed list unless a newer version is stored already.
+    pub async fn save_signed_status_list(&self, list: &SignedStatusList) -> Result<bool, StoreError> {
+        dispatch!(self, "save_signed_status_list", s => s.save_signed_status_list(list).await)
+    }
+
+    /// A signed list as served, by its URI id.
+    pub async fn signed_status_list(&self, uri_id: &str) -> Result<Option<SignedStatusList>, StoreError> {
+        dispatch!(self, "signed_status_list", s => s.signed_status_list(uri_id).await)
     }
 
     /// Stores a new API key (its secret only as a keyed hash).

@@ -370,6 +370,8 @@ pub struct IssuedCredential {
     pub issued_at: i64,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Its place in a status list (list id, index), when status lists are on.
+    pub status: Option<(String, i64)>,
 }
 
 /// The issuance of one credential configuration of an offer: recorded once.
@@ -426,4 +428,164 @@ pub enum NotificationOutcome {
     Unknown,
     /// This issuance has had [`MAX_NOTIFICATIONS`] already.
     TooMany,
+}
+
+/// A credential's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialStatus {
+    /// Valid.
+    Valid,
+    /// Suspended: may be reinstated.
+    Suspended,
+    /// Revoked: final.
+    Revoked,
+}
+
+impl CredentialStatus {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialStatus::Valid => "valid",
+            CredentialStatus::Suspended => "suspended",
+            CredentialStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "valid" => Some(CredentialStatus::Valid),
+            "suspended" => Some(CredentialStatus::Suspended),
+            "revoked" => Some(CredentialStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// The two kinds of status list: the IETF Token Status List (SD-JWT VC)
+/// and the W3C Bitstring Status List (`jwt_vc_json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusListKind {
+    /// IETF Token Status List, 2 bits per entry.
+    Token,
+    /// W3C Bitstring Status List, a revocation and a suspension list.
+    Bitstring,
+}
+
+impl StatusListKind {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusListKind::Token => "token",
+            StatusListKind::Bitstring => "bitstring",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "token" => Some(StatusListKind::Token),
+            "bitstring" => Some(StatusListKind::Bitstring),
+            _ => None,
+        }
+    }
+
+    /// The first letter of its lists' ids.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            StatusListKind::Token => "t",
+            StatusListKind::Bitstring => "w",
+        }
+    }
+}
+
+/// A reserved place in a status list: the list and the counter value the
+/// list's permutation turns into an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSlot {
+    /// The list.
+    pub list_id: String,
+    /// The counter value (0-based).
+    pub n: i64,
+}
+
+/// A credential as the admin API shows it: metadata and status only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialRecord {
+    /// Identifier.
+    pub id: String,
+    /// The offer it was issued for.
+    pub offer_id: String,
+    /// The offer's subject (`userId`), if it had one.
+    pub subject: Option<String>,
+    /// Credential configuration id.
+    pub configuration: String,
+    /// Format.
+    pub format: String,
+    /// `kid` of the credential key that signed it.
+    pub kid: String,
+    /// Holder key thumbprint.
+    pub holder_jkt: String,
+    /// SHA-256 of the credential, hex.
+    pub sha256: String,
+    /// Status.
+    pub status: CredentialStatus,
+    /// Its status list and index, when status lists were on.
+    pub status_list: Option<String>,
+    /// Index in the list.
+    pub status_index: Option<i64>,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds of the last status change.
+    pub status_changed_at: Option<i64>,
+}
+
+/// What became of a status change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusChange {
+    /// Changed now (the list's version was bumped, the change audited).
+    Changed(CredentialRecord),
+    /// It already had that status; nothing written.
+    Unchanged(CredentialRecord),
+    /// Not allowed from its current status (revoked is final; only a
+    /// suspended credential is reinstated).
+    Refused(CredentialStatus),
+    /// No such credential.
+    NotFound,
+}
+
+/// A list to (re)sign, with the statuses that are not `valid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusListContent {
+    /// The list.
+    pub id: String,
+    /// Its kind.
+    pub kind: StatusListKind,
+    /// Entries.
+    pub size: i64,
+    /// The version these statuses are.
+    pub version: i64,
+    /// (index, status) of every credential not valid.
+    pub changed: Vec<(i64, CredentialStatus)>,
+}
+
+/// A signed list as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedStatusList {
+    /// The list's URI id (`t1`, `w1r`, `w1s`).
+    pub uri_id: String,
+    /// The list.
+    pub list_id: String,
+    /// The version it shows.
+    pub version: i64,
+    /// The signed JWT.
+    pub token: String,
+    /// Unix seconds.
+    pub signed_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
 }

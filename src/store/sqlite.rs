@@ -40,7 +40,7 @@ const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, cla
 /// Appends one audit entry inside the caller's transaction. The caller holds
 /// the write lock (`BEGIN IMMEDIATE`), so reading the head and appending
 /// cannot interleave with another writer.
-async fn append_audit(
+pub(super) async fn append_audit(
     conn: &mut SqliteConnection,
     event: &AuditEvent,
     now: i64,
