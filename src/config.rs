@@ -81,6 +81,9 @@ pub struct Config {
     /// Trusted wallet providers for client attestation.
     #[serde(default)]
     pub client_attestation: ClientAttestationConfig,
+    /// Credential status lists.
+    #[serde(default)]
+    pub status: StatusConfig,
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -446,6 +449,35 @@ impl Default for RetentionConfig {
     }
 }
 
+/// `[status]`: revocation and suspension through status lists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Whether issued credentials carry a status reference.
+    pub enabled: bool,
+    /// Entries per list (at least 131,072, the Bitstring Status List minimum).
+    pub list_size: u32,
+    /// Longest time from a status change to the list every instance serves,
+    /// seconds: lists are re-signed at most once per interval.
+    pub sign_interval_secs: u64,
+    /// How long a signed list is valid (`exp`, `validUntil`), seconds.
+    pub list_validity_secs: u64,
+    /// How long relying parties may cache a list (`ttl`, `max-age`), seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            list_size: 131_072,
+            sign_interval_secs: 60,
+            list_validity_secs: 24 * 3600,
+            ttl_secs: 300,
+        }
+    }
+}
+
 /// `[keys]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -659,6 +691,21 @@ impl Config {
                     "server.public_url {url:?} cannot name notary's did:web: {e}"
                 ))
             })?;
+        }
+        let st = &self.status;
+        if st.list_size < 131_072 || !st.list_size.is_power_of_two() || st.list_size > 1 << 24 {
+            return invalid(
+                "status.list_size must be a power of two from 131072 to 16777216".to_owned(),
+            );
+        }
+        if st.sign_interval_secs == 0 || st.sign_interval_secs > 3600 {
+            return invalid("status.sign_interval_secs must be 1..=3600".to_owned());
+        }
+        if st.list_validity_secs < 4 * st.sign_interval_secs || st.ttl_secs == 0 {
+            return invalid(
+                "status.list_validity_secs must be at least 4 × sign_interval_secs, and ttl_secs positive"
+                    .to_owned(),
+            );
         }
         if i.access_token_typ.is_empty() {
             return invalid("issuance.access_token_typ must not be empty".to_owned());

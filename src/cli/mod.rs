@@ -3,6 +3,7 @@
 mod admin_keys;
 mod audit;
 mod check;
+mod credentials;
 mod init;
 mod keys;
 mod migrate;
@@ -51,6 +52,9 @@ enum Command {
     /// Manage credential offers from the host.
     #[command(subcommand)]
     Offers(offers::OffersCommand),
+    /// Issued credentials and their status (revoke, suspend, reinstate).
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Apply database migrations.
     Migrate,
     /// Notary key lifecycle in the HSM, and custody evidence.
@@ -150,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Check => check::run(config).await,
                     Command::AdminKeys(c) => admin_keys::run(config, c).await,
                     Command::Offers(c) => offers::run(config, c).await,
+                    Command::Credentials(c) => credentials::run(config, c).await,
                     Command::Migrate => migrate::run(config).await,
                     Command::Keys(c) => keys::run(config, c).await,
                     Command::Audit(c) => audit::run(config, c).await,

@@ -87,6 +87,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.retention.offers_secs,
         )),
         tokio::spawn(refresh_keys(notary.clone(), config.keys.refresh_secs)),
+        tokio::spawn(sign_status_lists(
+            notary.clone(),
+            config.status.sign_interval_secs,
+        )),
         tokio::spawn(checkpoints(
             notary.clone(),
             config.audit.checkpoint_interval_secs,
@@ -202,6 +206,24 @@ async fn sweep(store: crate::store::Store, every_secs: u64, retention_secs: u64)
             Err(e) => {
                 tracing::warn!(error = %e, "offer sweep failed; retrying at the next interval")
             }
+        }
+    }
+}
+
+/// Re-signs the status lists that changed (or near their expiry) at most
+/// once per interval, and a newly opened list at once.
+async fn sign_status_lists(notary: Notary, every_secs: u64) {
+    let every = Duration::from_secs(every_secs.max(1));
+    loop {
+        let started = tokio::time::Instant::now();
+        match notary.sign_due_status_lists().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(lists = n, "status lists signed"),
+            Err(e) => tracing::error!(error = %e, "could not sign the status lists; retrying"),
+        }
+        // Sleep out the rest of the interval, unless a new list is opened.
+        if let Some(rest) = every.checked_sub(started.elapsed()) {
+            notary.status_signer_wait(rest).await;
         }
     }
 }

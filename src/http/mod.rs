@@ -13,6 +13,7 @@ mod introspect;
 mod offer_page;
 mod offers;
 pub mod server;
+mod status;
 pub mod tls;
 mod token;
 
@@ -219,7 +220,8 @@ pub fn router(state: AppState) -> Router {
             .route(
                 "/.well-known/did.json",
                 get(discovery::did_document).options(preflight),
-            );
+            )
+            .route("/status/{list}", get(status::list).options(preflight));
     }
     let wallet = wallet
         .route(
@@ -247,6 +249,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/openid/offers/{id}",
             get(offers::get).delete(offers::revoke),
         )
+        .route("/v1/credentials", get(status::credentials))
+        .route("/v1/credentials/revoke", post(status::revoke_all))
+        .route("/v1/credentials/{id}", get(status::credential))
+        .route("/v1/credentials/{id}/{action}", post(status::change))
         .route("/v1/audit", get(audit::entries))
         .route("/v1/custody", get(audit::custody))
         .route("/introspect", post(introspect::introspect))
@@ -293,6 +299,11 @@ mod tests {
             ("/v1/openid/offers/{id}", "delete"),
             ("/v1/audit", "get"),
             ("/v1/custody", "get"),
+            ("/status/{list}", "get"),
+            ("/v1/credentials", "get"),
+            ("/v1/credentials/revoke", "post"),
+            ("/v1/credentials/{id}", "get"),
+            ("/v1/credentials/{id}/{action}", "post"),
         ] {
             assert!(doc["paths"][path][method].is_object(), "{method} {path}");
         }

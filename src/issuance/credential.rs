@@ -95,13 +95,25 @@ impl Notary {
                 "no active credential key: run `notary keys rotate --purpose credential`".into(),
             )
         })?;
+        // Places in status lists are reserved before signing (a place of a
+        // credential that is then not issued stays unused: never reused).
+        let places = self.reserve_status(profile.format, holders.len()).await?;
         let mut credentials = Vec::with_capacity(holders.len());
         let mut records = Vec::with_capacity(holders.len());
         let exp = now.saturating_add(i64::try_from(self.policy.credential_validity).unwrap_or(0));
-        for holder in &holders {
+        for (i, holder) in holders.iter().enumerate() {
             let id = credential_id()?;
+            let place = places.as_ref().and_then(|p| p.get(i));
             let credential = self
-                .sign_credential(&profile, &key, &claims, holder, &id, now, exp)
+                .sign_credential(
+                    &profile,
+                    &key,
+                    &claims,
+                    holder,
+                    &id,
+                    (now, exp),
+                    place.map(|p| &p.claim),
+                )
                 .await?;
             records.push(IssuedCredential {
                 id,
@@ -111,7 +123,7 @@ impl Notary {
                 sha256: hex(&Sha256::digest(credential.as_bytes())),
                 issued_at: now,
                 expires_at: exp,
-                status: None,
+                status: place.map(|p| (p.list_id.clone(), p.index)),
             });
             credentials.push(credential);
         }
@@ -335,8 +347,8 @@ impl Notary {
         claims: &Map<String, Value>,
         holder: &HolderKey,
         id: &str,
-        iat: i64,
-        exp: i64,
+        (iat, exp): (i64, i64),
+        status: Option<&Value>,
     ) -> Result<String, CredentialError> {
         let issuer_key = IssuerKey {
             alg: key.info.algorithm(),
@@ -369,7 +381,7 @@ impl Notary {
                         holder_jwk: &holder.jwk,
                         iat,
                         exp,
-                        status: None,
+                        status,
                     },
                     &issuer_key,
                     &mut || next.next().unwrap_or([0; 16]),
@@ -405,7 +417,7 @@ impl Notary {
                         credential_id: id,
                         iat,
                         exp,
-                        status: None,
+                        status,
                     },
                     &issuer_key,
                 )

@@ -17,6 +17,7 @@ mod offers;
 pub mod profiles;
 pub mod proofs;
 pub mod random;
+pub mod status;
 mod redeem;
 mod token;
 
@@ -105,6 +106,8 @@ pub struct Policy {
     pub credential_validity: u64,
     /// Most proofs (credentials) per credential request.
     pub batch_size: usize,
+    /// Status lists.
+    pub status: crate::config::StatusConfig,
 }
 
 impl Policy {
@@ -149,6 +152,7 @@ impl Policy {
             },
             credential_validity: i.credential_validity_secs,
             batch_size: usize::try_from(i.batch_size).unwrap_or(1),
+            status: config.status.clone(),
         })
     }
 }
@@ -162,6 +166,7 @@ pub struct Notary {
     keys: keys::SharedKeyRing,
     nonces: std::sync::Arc<proofs::NonceCache>,
     epoch_keys: std::sync::Arc<c_nonce::EpochKeys>,
+    status_lists: std::sync::Arc<status::StatusState>,
     revocations: std::sync::Arc<redeem::RevocationsInFlight>,
     /// The largest checkpoint this process signed or verified: a new one
     /// must extend it even if checkpoint rows vanish from the database.
@@ -181,6 +186,7 @@ impl Notary {
             keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))),
             nonces: std::sync::Arc::default(),
             epoch_keys: std::sync::Arc::default(),
+            status_lists: std::sync::Arc::default(),
             revocations: std::sync::Arc::default(),
             last_checkpoint: audit_log::LastCheckpoint::default(),
         })

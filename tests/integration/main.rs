@@ -29,6 +29,7 @@ mod multi_instance;
 mod proofs;
 mod secrets_at_rest;
 mod service;
+mod status;
 mod token;
 mod under_attack;
 mod wallet;

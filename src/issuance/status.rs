@@ -1,0 +1,356 @@
+//! Credential status: places in status lists for new credentials, status
+//! changes by issuers, and the lists signed in the HSM by the credential
+//! key and served to relying parties.
+//!
+//! A place is a list and a counter value; the list's index permutation,
+//! keyed by an HMAC of the list id made in the HSM (the same on every
+//! instance, never stored), turns the counter into the index. Indexes are
+//! so never reused and say nothing about the order of issue.
+//!
+//! Lists are signed by whichever instance's signer finds them due: their
+//! version (bumped by every status change) is newer than the signed one,
+//! or the signed one nears its expiry. The signer runs once per
+//! `status.sign_interval_secs`, so a storm of changes costs one signature
+//! per list and interval. A new list is signed at once (the signer is
+//! nudged), so credentials never point at a list that is not served.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::profiles::Format;
+use super::{InternalError, Notary, now};
+use crate::formats::status_list::{
+    IndexPermutation, StatusBits, bitstring_status_list, token_status_list,
+};
+use crate::formats::{self, IssuerKey};
+use crate::store::{
+    AuditFilter, AuditRecord, CredentialRecord, CredentialStatus, SignedStatusList, StatusChange,
+    StatusListContent, StatusListKind,
+};
+
+const PERMUTATION_DOMAIN: &[u8] = b"notary/status-index/v1\0";
+
+/// Per-process state: the lists' permutations, and the signer's nudge.
+#[derive(Default)]
+pub struct StatusState {
+    permutations: Mutex<HashMap<String, Arc<IndexPermutation>>>,
+    nudge: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for StatusState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusState")
+    }
+}
+
+/// A new credential's place in a status list.
+#[derive(Debug, Clone)]
+pub struct StatusPlace {
+    /// The list.
+    pub list_id: String,
+    /// The index.
+    pub index: i64,
+    /// What the credential carries: the `status` claim (SD-JWT VC) or the
+    /// `credentialStatus` entries (W3C).
+    pub claim: Value,
+}
+
+/// The kind of list a format's credentials are placed in.
+fn kind_of(format: Format) -> StatusListKind {
+    match format {
+        Format::SdJwtVc => StatusListKind::Token,
+        Format::JwtVcJson => StatusListKind::Bitstring,
+    }
+}
+
+impl Notary {
+    /// The URL a list is served at.
+    pub fn status_list_uri(&self, uri_id: &str) -> String {
+        format!("{}/status/{uri_id}", self.policy.public_url)
+    }
+
+    /// Places for `count` new credentials of `format`, or `None` when
+    /// status lists are off.
+    pub(super) async fn reserve_status(
+        &self,
+        format: Format,
+        count: usize,
+    ) -> Result<Option<Vec<StatusPlace>>, InternalError> {
+        if !self.policy.status.enabled {
+            return Ok(None);
+        }
+        let kind = kind_of(format);
+        let size = i64::from(self.policy.status.list_size);
+        let slots = self
+            .store
+            .reserve_status_slots(kind, i64::try_from(count).unwrap_or(1), size, now())
+            .await?;
+        if slots.iter().any(|s| s.n == 0) {
+            // A list was opened: have it signed before anyone looks.
+            self.status_lists.nudge.notify_one();
+        }
+        let mut places = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let permutation = self.permutation(&slot.list_id).await?;
+            let index = usize::try_from(slot.n)
+                .ok()
+                .and_then(|n| permutation.index_of(n))
+                .ok_or_else(|| InternalError::Task("a status slot beyond its list".into()))?;
+            let claim = match kind {
+                StatusListKind::Token => token_status_list::reference(
+                    &self.status_list_uri(&slot.list_id),
+                    index,
+                ),
+                StatusListKind::Bitstring => json!([
+                    bitstring_status_list::entry(
+                        &self.status_list_uri(&format!("{}r", slot.list_id)),
+                        "revocation",
+                        index
+                    ),
+                    bitstring_status_list::entry(
+                        &self.status_list_uri(&format!("{}s", slot.list_id)),
+                        "suspension",
+                        index
+                    ),
+                ]),
+            };
+            places.push(StatusPlace {
+                list_id: slot.list_id,
+                index: i64::try_from(index).unwrap_or(i64::MAX),
+                claim,
+            });
+        }
+        Ok(Some(places))
+    }
+
+    /// The list's index permutation, its key derived in the HSM once.
+    async fn permutation(&self, list_id: &str) -> Result<Arc<IndexPermutation>, InternalError> {
+        if let Some(p) = self
+            .status_lists
+            .permutations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(list_id)
+        {
+            return Ok(Arc::clone(p));
+        }
+        let mut message = Zeroizing::new(PERMUTATION_DOMAIN.to_vec());
+        message.extend_from_slice(list_id.as_bytes());
+        let key = Zeroizing::new(self.hsm.keyed_hash(message).await?);
+        let size = usize::try_from(self.policy.status.list_size).unwrap_or(1 << 17);
+        let permutation = Arc::new(
+            IndexPermutation::new(&key, size).map_err(|e| InternalError::Task(e.to_string()))?,
+        );
+        self.status_lists
+            .permutations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(list_id.to_owned(), Arc::clone(&permutation));
+        Ok(permutation)
+    }
+
+    /// Waits until a new list wants signing, or `within` passes.
+    pub async fn status_signer_wait(&self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, self.status_lists.nudge.notified()).await;
+    }
+
+    /// Signs every list that is due; returns how many signed lists were
+    /// stored. Safe on every instance at once.
+    pub async fn sign_due_status_lists(&self) -> Result<usize, InternalError> {
+        let now = now();
+        let validity = i64::try_from(self.policy.status.list_validity_secs).unwrap_or(86_400);
+        // Renew while at least half the validity is left, so a relying
+        // party that fetched late still has a list that is not expired.
+        let due = self.store.status_lists_to_sign(now + validity / 2).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let Some(key) = self.active_credential_key() else {
+            return Err(InternalError::Task(
+                "status lists are due but there is no active credential key".into(),
+            ));
+        };
+        let mut saved = 0;
+        for list in &due {
+            for (uri_id, token) in self.sign_list(list, &key, now, now + validity).await? {
+                let stored = self
+                    .store
+                    .save_signed_status_list(&SignedStatusList {
+                        uri_id,
+                        list_id: list.id.clone(),
+                        version: list.version,
+                        token,
+                        signed_at: now,
+                        expires_at: now + validity,
+                    })
+                    .await?;
+                saved += usize::from(stored);
+            }
+        }
+        Ok(saved)
+    }
+
+    /// The signed form(s) of one list: (URI id, JWT).
+    async fn sign_list(
+        &self,
+        list: &StatusListContent,
+        key: &super::keys::CredentialKey,
+        iat: i64,
+        exp: i64,
+    ) -> Result<Vec<(String, String)>, InternalError> {
+        let size = usize::try_from(list.size).unwrap_or(0);
+        let ttl = i64::try_from(self.policy.status.ttl_secs).unwrap_or(300);
+        let task = |e: formats::FormatError| InternalError::Task(e.to_string());
+        let issuer_key = IssuerKey {
+            alg: key.info.algorithm(),
+            kid: &key.info.kid,
+            x5c: key.x5c.as_deref(),
+        };
+        let set = |bits: &mut StatusBits, index: i64, value: u8| {
+            usize::try_from(index)
+                .ok()
+                .map_or(Ok(()), |i| bits.set(i, value))
+        };
+        let mut signed = Vec::new();
+        match list.kind {
+            StatusListKind::Token => {
+                let mut bits = StatusBits::new(2, size).map_err(task)?;
+                for (index, status) in &list.changed {
+                    let value = match status {
+                        CredentialStatus::Revoked => token_status_list::INVALID,
+                        CredentialStatus::Suspended => token_status_list::SUSPENDED,
+                        CredentialStatus::Valid => token_status_list::VALID,
+                    };
+                    set(&mut bits, *index, value).map_err(task)?;
+                }
+                let uri = self.status_list_uri(&list.id);
+                let unsigned = token_status_list::prepare(&uri, &bits, iat, exp, ttl, &issuer_key)
+                    .map_err(task)?;
+                signed.push((list.id.clone(), self.sign_with(key, &unsigned).await?));
+            }
+            StatusListKind::Bitstring => {
+                let issuer_did =
+                    formats::did::did_web(&self.policy.public_url).map_err(task)?;
+                for (suffix, purpose, marks) in [
+                    ("r", "revocation", CredentialStatus::Revoked),
+                    ("s", "suspension", CredentialStatus::Suspended),
+                ] {
+                    let mut bits = StatusBits::new(1, size).map_err(task)?;
+                    for (index, status) in &list.changed {
+                        if *status == marks {
+                            set(&mut bits, *index, 1).map_err(task)?;
+                        }
+                    }
+                    let uri_id = format!("{}{suffix}", list.id);
+                    let unsigned = bitstring_status_list::prepare(
+                        &self.status_list_uri(&uri_id),
+                        &issuer_did,
+                        purpose,
+                        &bits,
+                        iat,
+                        exp,
+                        ttl,
+                        &issuer_key,
+                    )
+                    .map_err(task)?;
+                    signed.push((uri_id, self.sign_with(key, &unsigned).await?));
+                }
+            }
+        }
+        Ok(signed)
+    }
+
+    async fn sign_with(
+        &self,
+        key: &super::keys::CredentialKey,
+        unsigned: &formats::Unsigned,
+    ) -> Result<String, InternalError> {
+        let input = unsigned.signing_input();
+        let signature = self
+            .hsm
+            .sign_credential(&key.info, input.as_bytes().to_vec())
+            .await?;
+        Ok(crate::jose::compact(input, &signature))
+    }
+
+    /// A signed list as served.
+    pub async fn served_status_list(
+        &self,
+        uri_id: &str,
+    ) -> Result<Option<SignedStatusList>, InternalError> {
+        if uri_id.len() > 32 || !uri_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        Ok(self.store.signed_status_list(uri_id).await?)
+    }
+
+    /// Changes a credential's status on behalf of `by` (an API key id, or
+    /// `cli`).
+    pub async fn change_credential_status(
+        &self,
+        id: &str,
+        to: CredentialStatus,
+        by: &str,
+    ) -> Result<StatusChange, InternalError> {
+        Ok(self.store.change_status(id, to, by, now()).await?)
+    }
+
+    /// Revokes every credential of an offer, or of a subject; returns how
+    /// many changed.
+    pub async fn revoke_credentials_of(
+        &self,
+        offer_id: Option<&str>,
+        subject: Option<&str>,
+        by: &str,
+    ) -> Result<usize, InternalError> {
+        let mut changed = 0;
+        for credential in self
+            .store
+            .list_credentials(offer_id, subject, i64::MAX / 2)
+            .await?
+        {
+            if let StatusChange::Changed(_) = self
+                .store
+                .change_status(&credential.id, CredentialStatus::Revoked, by, now())
+                .await?
+            {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Issued credentials of an offer and/or a subject (metadata only).
+    pub async fn credentials(
+        &self,
+        offer_id: Option<&str>,
+        subject: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CredentialRecord>, InternalError> {
+        Ok(self.store.list_credentials(offer_id, subject, limit).await?)
+    }
+
+    /// One credential and its status history from the audit log.
+    pub async fn credential_history(
+        &self,
+        id: &str,
+    ) -> Result<Option<(CredentialRecord, Vec<AuditRecord>)>, InternalError> {
+        let Some(record) = self.store.credential(id).await? else {
+            return Ok(None);
+        };
+        let history = self
+            .store
+            .audit_entries(&AuditFilter {
+                after_seq: 0,
+                since: 0,
+                event: Some("credential.status_changed".to_owned()),
+                subject: Some(id.to_owned()),
+                limit: 1000,
+            })
+            .await?;
+        Ok(Some((record, history)))
+    }
+}
