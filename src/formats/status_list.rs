@@ -6,19 +6,23 @@
 //!   packs them;
 //! - [`token_status_list`]: the IETF Token Status List
 //!   (draft-ietf-oauth-status-list), a `statuslist+jwt` referenced from
-//!   SD-JWT VC by `status.status_list`.
+//!   SD-JWT VC by `status.status_list`;
+//! - [`bitstring_status_list`]: the W3C Bitstring Status List v1.0, a
+//!   status list credential referenced from `jwt_vc_json` credentials by a
+//!   `BitstringStatusListEntry`.
 //!
 //! As everywhere in [`super`], nothing here does I/O or holds a signing
 //! key: lists are prepared as [`super::Unsigned`] JWS for the HSM to sign.
 
+pub mod bitstring_status_list;
 pub mod token_status_list;
 
 use std::fmt;
 use std::io::{Read, Write as _};
 
 use flate2::Compression;
-use flate2::bufread::ZlibDecoder;
-use flate2::write::ZlibEncoder;
+use flate2::bufread::{GzDecoder, ZlibDecoder};
+use flate2::write::{GzEncoder, ZlibEncoder};
 
 use super::FormatError;
 
@@ -29,7 +33,8 @@ pub const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 
 /// A list's statuses, one small integer of [`bits`](Self::bits) bits per
 /// index, packed as the Token Status List packs them: index 0 in the least
-/// significant bits of byte 0, filling each byte upwards.
+/// significant bits of byte 0, filling each byte upwards. The W3C bitstring
+/// (index 0 in the most significant bit) is derived from this on encoding.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StatusBits {
     bits: u8,
@@ -170,9 +175,26 @@ fn zlib(bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
         .map_err(|_| FormatError::StatusList("compression failed"))
 }
 
+/// GZIP (RFC 1952), highest compression, as the W3C bitstring uses it. The
+/// header carries no name and no time, so equal lists give equal bytes.
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|_| FormatError::StatusList("compression failed"))
+}
+
 /// Inflates a ZLIB stream, checking its checksum; see [`inflate`].
 fn unzlib(compressed: &[u8]) -> Result<Vec<u8>, FormatError> {
     let mut decoder = ZlibDecoder::new(compressed);
+    let bytes = inflate(&mut decoder)?;
+    finished(decoder.into_inner(), bytes)
+}
+
+/// Inflates one GZIP member, checking its CRC and length; see [`inflate`].
+fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, FormatError> {
+    let mut decoder = GzDecoder::new(compressed);
     let bytes = inflate(&mut decoder)?;
     finished(decoder.into_inner(), bytes)
 }

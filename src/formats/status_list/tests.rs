@@ -102,6 +102,7 @@ fn debug_shows_the_shape_not_the_statuses() {
 fn compression_round_trips_and_refuses_bombs_garbage_and_trailing_data() {
     let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(unzlib(&zlib(&bytes).unwrap()).unwrap(), bytes);
+    assert_eq!(gunzip(&gzip(&bytes).unwrap()).unwrap(), bytes);
 
     let zeros = vec![0; MAX_LIST_BYTES + 1];
     let bomb = zlib(&zeros).unwrap();
@@ -110,18 +111,34 @@ fn compression_round_trips_and_refuses_bombs_garbage_and_trailing_data() {
         unzlib(&bomb),
         Err(FormatError::StatusList("the list is too long"))
     );
+    assert!(gunzip(&gzip(&zeros).unwrap()).is_err());
     assert!(unzlib(&zlib(&zeros[..MAX_LIST_BYTES]).unwrap()).is_ok());
 
     let mut trailing = zlib(&bytes).unwrap();
     trailing.push(0);
     assert!(unzlib(&trailing).is_err());
+    let mut trailing = gzip(&bytes).unwrap();
+    trailing.extend(gzip(&bytes).unwrap());
+    assert!(gunzip(&trailing).is_err(), "a second GZIP member");
 
     // A flipped bit in the payload fails the checksum (or the stream).
-    let compressed = zlib(&bytes).unwrap();
-    let mut corrupt = compressed.clone();
-    let last = corrupt.len() - 1;
-    corrupt[last] ^= 1;
-    assert!(unzlib(&corrupt).is_err());
-    assert!(unzlib(&compressed[..compressed.len() / 2]).is_err());
-    assert!(unzlib(b"not compressed").is_err());
+    for (compressed, inflate) in [
+        (
+            zlib(&bytes).unwrap(),
+            unzlib as fn(&[u8]) -> Result<Vec<u8>, FormatError>,
+        ),
+        (
+            gzip(&bytes).unwrap(),
+            gunzip as fn(&[u8]) -> Result<Vec<u8>, FormatError>,
+        ),
+    ] {
+        let mut corrupt = compressed.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        assert!(inflate(&corrupt).is_err());
+        assert!(inflate(&compressed[..compressed.len() / 2]).is_err());
+        assert!(inflate(b"not compressed").is_err());
+    }
+    assert!(unzlib(&gzip(&bytes).unwrap()).is_err(), "GZIP is not ZLIB");
+    assert!(gunzip(&zlib(&bytes).unwrap()).is_err(), "ZLIB is not GZIP");
 }
