@@ -14,7 +14,8 @@
 //! - [`did`]: `did:web` and `did:jwk` identifiers and the `did:web` document;
 //! - [`issuer_metadata`]: the SD-JWT VC issuer metadata document;
 //! - [`status_list`]: credential status (revocation, suspension) as IETF
-//!   Token Status Lists and W3C Bitstring Status Lists.
+//!   Token Status Lists and W3C Bitstring Status Lists, and the keyed
+//!   permutation that hands out list indexes.
 //!
 //! Errors name claims, never their values: values are personal data and
 //! must not reach a response, a log or the audit log.

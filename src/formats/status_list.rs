@@ -9,12 +9,15 @@
 //!   SD-JWT VC by `status.status_list`;
 //! - [`bitstring_status_list`]: the W3C Bitstring Status List v1.0, a
 //!   status list credential referenced from `jwt_vc_json` credentials by a
-//!   `BitstringStatusListEntry`.
+//!   `BitstringStatusListEntry`;
+//! - [`IndexPermutation`]: random-looking, never reused list indexes from a
+//!   counter and a per-list key.
 //!
 //! As everywhere in [`super`], nothing here does I/O or holds a signing
 //! key: lists are prepared as [`super::Unsigned`] JWS for the HSM to sign.
 
 pub mod bitstring_status_list;
+mod permutation;
 pub mod token_status_list;
 
 use std::fmt;
@@ -23,6 +26,8 @@ use std::io::{Read, Write as _};
 use flate2::Compression;
 use flate2::bufread::{GzDecoder, ZlibDecoder};
 use flate2::write::{GzEncoder, ZlibEncoder};
+
+pub use permutation::IndexPermutation;
 
 use super::FormatError;
 
