@@ -115,8 +115,8 @@ fn base_first(base: &str, rest: &[String]) -> Vec<String> {
 }
 
 /// A Unix time as an RFC 3339 UTC date with whole seconds
-/// (`2023-11-14T22:13:20Z`), as VCDM 1.1 dates are written.
-fn rfc3339(unix: i64) -> Result<String, FormatError> {
+/// (`2023-11-14T22:13:20Z`), as VCDM 1.1 and 2.0 dates are written.
+pub(super) fn rfc3339(unix: i64) -> Result<String, FormatError> {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -12,7 +12,10 @@
 //! - [`jwt_vc_json`]: a W3C VC Data Model 1.1 credential as a JWT
 //!   (OID4VCI `jwt_vc_json`), as dataspace wallets take it;
 //! - [`did`]: `did:web` and `did:jwk` identifiers and the `did:web` document;
-//! - [`issuer_metadata`]: the SD-JWT VC issuer metadata document.
+//! - [`issuer_metadata`]: the SD-JWT VC issuer metadata document;
+//! - [`status_list`]: credential status (revocation, suspension) as IETF
+//!   Token Status Lists and W3C Bitstring Status Lists, and the keyed
+//!   permutation that hands out list indexes.
 //!
 //! Errors name claims, never their values: values are personal data and
 //! must not reach a response, a log or the audit log.
@@ -21,6 +24,7 @@ pub mod did;
 pub mod issuer_metadata;
 pub mod jwt_vc_json;
 pub mod sd_jwt_vc;
+pub mod status_list;
 
 use serde_json::{Map, Value};
 
@@ -112,6 +116,10 @@ pub enum FormatError {
     /// A key for a DID document has no `kid` to name its verification method.
     #[error("a key for the DID document has no kid")]
     KeyWithoutKid,
+    /// A status list, a status or a list index is unusable; the message
+    /// says what is wrong, never which status a credential has.
+    #[error("status list: {0}")]
+    StatusList(&'static str),
 }
 
 /// Whether a JWK object carries private or symmetric key material.
