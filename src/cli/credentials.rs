@@ -50,7 +50,8 @@ fn line(c: &CredentialRecord) -> String {
         c.configuration,
         c.offer_id,
         c.status_list.as_deref().unwrap_or("-"),
-        c.status_index.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+        c.status_index
+            .map_or_else(|| "-".to_owned(), |i| i.to_string()),
     )
 }
 

@@ -114,7 +114,11 @@ pub(super) async fn change(
         "revoke" => CredentialStatus::Revoked,
         "suspend" => CredentialStatus::Suspended,
         "reinstate" => CredentialStatus::Valid,
-        _ => return Err(ApiError::not_found("no such action: revoke, suspend or reinstate")),
+        _ => {
+            return Err(ApiError::not_found(
+                "no such action: revoke, suspend or reinstate",
+            ));
+        }
     };
     match state
         .notary

@@ -17,8 +17,8 @@ mod offers;
 pub mod profiles;
 pub mod proofs;
 pub mod random;
-pub mod status;
 mod redeem;
+pub mod status;
 mod token;
 
 use std::collections::{BTreeMap, BTreeSet};

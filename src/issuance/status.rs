@@ -22,9 +22,8 @@ use zeroize::Zeroizing;
 
 use super::profiles::Format;
 use super::{InternalError, Notary, now};
-use crate::formats::status_list::{
-    IndexPermutation, StatusBits, bitstring_status_list, token_status_list,
-};
+use crate::formats::status_list::bitstring_status_list::{self, Purpose};
+use crate::formats::status_list::{IndexPermutation, StatusBits, token_status_list};
 use crate::formats::{self, IssuerKey};
 use crate::store::{
     AuditFilter, AuditRecord, CredentialRecord, CredentialStatus, SignedStatusList, StatusChange,
@@ -100,19 +99,18 @@ impl Notary {
                 .and_then(|n| permutation.index_of(n))
                 .ok_or_else(|| InternalError::Task("a status slot beyond its list".into()))?;
             let claim = match kind {
-                StatusListKind::Token => token_status_list::reference(
-                    &self.status_list_uri(&slot.list_id),
-                    index,
-                ),
+                StatusListKind::Token => {
+                    token_status_list::reference(&self.status_list_uri(&slot.list_id), index)
+                }
                 StatusListKind::Bitstring => json!([
                     bitstring_status_list::entry(
                         &self.status_list_uri(&format!("{}r", slot.list_id)),
-                        "revocation",
+                        Purpose::Revocation,
                         index
                     ),
                     bitstring_status_list::entry(
                         &self.status_list_uri(&format!("{}s", slot.list_id)),
-                        "suspension",
+                        Purpose::Suspension,
                         index
                     ),
                 ]),
@@ -232,11 +230,10 @@ impl Notary {
                 signed.push((list.id.clone(), self.sign_with(key, &unsigned).await?));
             }
             StatusListKind::Bitstring => {
-                let issuer_did =
-                    formats::did::did_web(&self.policy.public_url).map_err(task)?;
+                let issuer_did = formats::did::did_web(&self.policy.public_url).map_err(task)?;
                 for (suffix, purpose, marks) in [
-                    ("r", "revocation", CredentialStatus::Revoked),
-                    ("s", "suspension", CredentialStatus::Suspended),
+                    ("r", Purpose::Revocation, CredentialStatus::Revoked),
+                    ("s", Purpose::Suspension, CredentialStatus::Suspended),
                 ] {
                     let mut bits = StatusBits::new(1, size).map_err(task)?;
                     for (index, status) in &list.changed {
@@ -245,14 +242,17 @@ impl Notary {
                         }
                     }
                     let uri_id = format!("{}{suffix}", list.id);
+                    let list_uri = self.status_list_uri(&uri_id);
                     let unsigned = bitstring_status_list::prepare(
-                        &self.status_list_uri(&uri_id),
-                        &issuer_did,
-                        purpose,
+                        &bitstring_status_list::Input {
+                            list_uri: &list_uri,
+                            issuer_did: &issuer_did,
+                            purpose,
+                            iat,
+                            exp,
+                            ttl_secs: ttl,
+                        },
                         &bits,
-                        iat,
-                        exp,
-                        ttl,
                         &issuer_key,
                     )
                     .map_err(task)?;
@@ -330,7 +330,10 @@ impl Notary {
         subject: Option<&str>,
         limit: i64,
     ) -> Result<Vec<CredentialRecord>, InternalError> {
-        Ok(self.store.list_credentials(offer_id, subject, limit).await?)
+        Ok(self
+            .store
+            .list_credentials(offer_id, subject, limit)
+            .await?)
     }
 
     /// One credential and its status history from the audit log.

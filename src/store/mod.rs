@@ -7,11 +7,11 @@
 
 mod group_commit;
 mod issuance;
-mod status;
 pub mod model;
 mod postgres;
 mod rows;
 mod sqlite;
+mod status;
 
 pub use model::*;
 pub use postgres::PgStore;
@@ -333,12 +333,18 @@ impl Store {
     }
 
     /// Stores a signed list unless a newer version is stored already.
-    pub async fn save_signed_status_list(&self, list: &SignedStatusList) -> Result<bool, StoreError> {
+    pub async fn save_signed_status_list(
+        &self,
+        list: &SignedStatusList,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, "save_signed_status_list", s => s.save_signed_status_list(list).await)
     }
 
     /// A signed list as served, by its URI id.
-    pub async fn signed_status_list(&self, uri_id: &str) -> Result<Option<SignedStatusList>, StoreError> {
+    pub async fn signed_status_list(
+        &self,
+        uri_id: &str,
+    ) -> Result<Option<SignedStatusList>, StoreError> {
         dispatch!(self, "signed_status_list", s => s.signed_status_list(uri_id).await)
     }
 

@@ -30,8 +30,7 @@ async fn issue(app: &TestApp, tag: &str, configuration: &str) -> (String, String
     let nonce = fresh_nonce(app).await;
     let body = json!({"credential_configuration_id": configuration,
                       "proofs": {"jwt": [proof(app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}});
-    let (status, answer, _) =
-        request(app, token["access_token"].as_str().unwrap(), &body).await;
+    let (status, answer, _) = request(app, token["access_token"].as_str().unwrap(), &body).await;
     assert_eq!(status, 200, "{answer}");
     let credential = answer["credentials"][0]["credential"].as_str().unwrap();
     (
@@ -133,7 +132,9 @@ fn token_status(payload: &Value, idx: usize) -> u8 {
 fn bitstring_status(payload: &Value, idx: usize) -> u8 {
     let subject = &payload["vc"]["credentialSubject"];
     let encoded = subject["encodedList"].as_str().unwrap();
-    let gz = URL_SAFE_NO_PAD.decode(encoded.strip_prefix('u').unwrap()).unwrap();
+    let gz = URL_SAFE_NO_PAD
+        .decode(encoded.strip_prefix('u').unwrap())
+        .unwrap();
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut bytes)
@@ -178,10 +179,20 @@ async fn a_revocation_and_a_suspension_reach_the_served_lists() {
     };
     let (revocation, suspension) = (entry("revocation"), entry("suspension"));
     assert_eq!(revocation["type"], "BitstringStatusListEntry");
-    let w3c_idx: usize = revocation["statusListIndex"].as_str().unwrap().parse().unwrap();
+    let w3c_idx: usize = revocation["statusListIndex"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(suspension["statusListIndex"], revocation["statusListIndex"]);
-    let revocation_uri = revocation["statusListCredential"].as_str().unwrap().to_owned();
-    let suspension_uri = suspension["statusListCredential"].as_str().unwrap().to_owned();
+    let revocation_uri = revocation["statusListCredential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let suspension_uri = suspension["statusListCredential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Both lists are served and say "valid" at first.
     eventually("the first signature of the lists", async || {
@@ -193,22 +204,42 @@ async fn a_revocation_and_a_suspension_reach_the_served_lists() {
     let (media, list) = fetch_list(&app, &sd_uri).await.unwrap();
     assert_eq!(media, "application/statuslist+jwt");
     assert_eq!(list["sub"], sd_uri);
-    assert!(list["ttl"].as_i64().unwrap() > 0 && list["exp"].as_i64().unwrap() > list["iat"].as_i64().unwrap());
+    assert!(
+        list["ttl"].as_i64().unwrap() > 0
+            && list["exp"].as_i64().unwrap() > list["iat"].as_i64().unwrap()
+    );
     assert_eq!(token_status(&list, sd_idx), 0);
     let (media, list) = fetch_list(&app, &revocation_uri).await.unwrap();
     assert_eq!(media, "application/vc+jwt");
-    assert_eq!(list["vc"]["credentialSubject"]["statusPurpose"], "revocation");
+    assert_eq!(
+        list["vc"]["credentialSubject"]["statusPurpose"],
+        "revocation"
+    );
     assert_eq!(bitstring_status(&list, w3c_idx), 0);
 
     // Revoke the SD-JWT VC, suspend the W3C one.
-    let sd_id = credential_ids(&app, &sd_offer).await[0]["id"].as_str().unwrap().to_owned();
-    let w3c_id = credential_ids(&app, &w3c_offer).await[0]["id"].as_str().unwrap().to_owned();
+    let sd_id = credential_ids(&app, &sd_offer).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let w3c_id = credential_ids(&app, &w3c_offer).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let auditor = app.new_api_key("auditor");
     assert_eq!(act(&app, &auditor, &sd_id, "revoke").await.0, 403);
     let (status, body) = act(&app, &app.admin_key, &sd_id, "revoke").await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("revoked")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("revoked")),
+        "{body}"
+    );
     let (status, body) = act(&app, &app.admin_key, &w3c_id, "suspend").await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("suspended")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("suspended")),
+        "{body}"
+    );
     eventually("the changes in the served lists", async || {
         let sd = fetch_list(&app, &sd_uri).await.unwrap().1;
         let s = fetch_list(&app, &suspension_uri).await.unwrap().1;
@@ -250,7 +281,11 @@ async fn a_revocation_and_a_suspension_reach_the_served_lists() {
         .collect();
     assert_eq!(steps, ["suspended", "valid"], "{history}");
     let out = app.cli(&["audit", "verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -263,7 +298,10 @@ async fn concurrent_revocations_and_suspensions_end_in_one_state() {
             .await,
     );
     let (sd_jwt, offer) = issue(&app, "Race1", SD_JWT).await;
-    let id = credential_ids(&app, &offer).await[0]["id"].as_str().unwrap().to_owned();
+    let id = credential_ids(&app, &offer).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let barrier = Arc::new(tokio::sync::Barrier::new(32));
     let mut tasks = Vec::new();
     for i in 0..32 {
@@ -310,7 +348,10 @@ async fn a_crash_before_the_next_signature_loses_no_change() {
         fetch_list(&app, &uri).await.is_some()
     })
     .await;
-    let id = credential_ids(&app, &offer).await[0]["id"].as_str().unwrap().to_owned();
+    let id = credential_ids(&app, &offer).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(act(&app, &app.admin_key, &id, "revoke").await.0, 200);
     // Not re-signed yet: the interval is an hour.
     let (_, list) = fetch_list(&app, &uri).await.unwrap();
@@ -331,7 +372,11 @@ async fn indexes_are_spread_over_the_list_and_never_repeat() {
     let mut indexes = Vec::new();
     for i in 0..8 {
         let (sd_jwt, _) = issue(&app, &format!("Spread{i}"), SD_JWT).await;
-        indexes.push(payload_of(&sd_jwt)["status"]["status_list"]["idx"].as_u64().unwrap());
+        indexes.push(
+            payload_of(&sd_jwt)["status"]["status_list"]["idx"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     let mut sorted = indexes.clone();
     sorted.sort_unstable();
