@@ -22,6 +22,7 @@ async fn two_instances() -> Option<(Arc<TestApp>, Arc<Instance>)> {
         .postgres()
         .set("server", "max_connections_per_address", 128)
         .set("keys", "refresh_secs", 1)
+        .set("status", "sign_interval_secs", 1)
         .set("retention", "sweep_interval_secs", 1)
         // Every request comes from one address on purpose.
         .set("flood", "max_failures", 1_000_000)
@@ -384,4 +385,82 @@ async fn sixty_four_credential_requests_across_two_instances_issue_exactly_once(
     };
     let bases = vec![a.base.clone(), b.base.clone()];
     crate::credentials::sixty_four_requests_issue_once(&a, &bases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_status_change_through_one_instance_is_served_by_the_other() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let (offer, token) = crate::credentials::redeemed(&a, "Multi1", None).await;
+    let nonce = crate::credentials::fresh_nonce(&a).await;
+    let body = json!({"credential_configuration_id": crate::credentials::SD_JWT,
+        "proofs": {"jwt": [crate::credentials::proof(&a, &crate::wallet::WalletKey::p256(), &nonce, json!({}), json!({}))]}});
+    let (status, answer, _) =
+        crate::credentials::request(&a, token["access_token"].as_str().unwrap(), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let jws = answer["credentials"][0]["credential"].as_str().unwrap();
+    let payload: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            jws.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let reference = &payload["status"]["status_list"];
+    let idx = reference["idx"].as_u64().unwrap() as usize;
+    let path = reference["uri"].as_str().unwrap().replace(&a.base, "");
+    let list = a
+        .http()
+        .get(a.url(&format!(
+            "/v1/credentials?offer={}",
+            offer["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&a.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let id = list["credentials"][0]["id"].as_str().unwrap().to_owned();
+    let r = a
+        .http()
+        .post(a.url(&format!("/v1/credentials/{id}/revoke")))
+        .bearer_auth(&a.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Instance B serves the revoked list within the interval.
+    let mut seen = false;
+    for _ in 0..100 {
+        let r = a
+            .http()
+            .get(format!("{}{path}", b.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let jwt = r.text().await.unwrap();
+            let claims: Value = serde_json::from_slice(
+                &base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    jwt.split('.').nth(1).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let bits =
+                notary::formats::status_list::token_status_list::decode(&claims["status_list"])
+                    .unwrap();
+            if bits.get(idx) == Some(1) {
+                seen = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "instance B never served the revocation");
 }
