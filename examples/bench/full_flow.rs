@@ -48,6 +48,7 @@ async fn one_flow(c: &reqwest::Client, base: &str, admin_key: &str, i: usize) ->
         .bearer_auth(admin_key)
         .json(
             &json!({"credentials": [CONFIGURATION], "transactionCode": true,
+                      "userId": format!("bench-{}", i % super::status::SUBJECTS),
                       "claims": {CONFIGURATION: {"given_name": format!("Given{i}"),
                                                  "family_name": format!("Family{i}"),
                                                  "degree": "BSc", "graduation_year": 2024}}}),
