@@ -388,3 +388,40 @@ async fn indexes_are_spread_over_the_list_and_never_repeat() {
     let out = app.cli(&["credentials", "list", "--user-id", "nobody"]);
     assert!(out.status.success());
 }
+
+#[tokio::test]
+async fn the_cli_lists_and_changes_status_and_revocation_stays_final() {
+    let app = app::builder().start().await;
+    let (_, offer) = issue(&app, "Cli1", W3C).await;
+    let run = |args: &[&str]| {
+        let out = app.cli(args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, listed, err) = run(&["credentials", "list", "--offer", &offer]);
+    assert!(ok, "{err}");
+    let id = listed.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        listed.contains("valid") && listed.contains("jwt_vc_json"),
+        "{listed}"
+    );
+    let (ok, out, _) = run(&["credentials", "suspend", &id]);
+    assert!(ok && out.contains("suspended"), "{out}");
+    let (ok, out, _) = run(&["credentials", "reinstate", &id]);
+    assert!(ok && out.contains(" valid "), "{out}");
+    let (ok, out, _) = run(&["credentials", "revoke", "--offer", &offer]);
+    assert!(ok && out.contains("revoked 1 credentials"), "{out}");
+    let (ok, _, err) = run(&["credentials", "suspend", &id]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("revocation is final"), "{err}");
+    let audit = app::audit_rows(&app.config_path()).await;
+    assert_eq!(
+        audit.matches("credential.status_changed").count(),
+        3,
+        "{audit}"
+    );
+}
