@@ -211,7 +211,7 @@ async fn sweep(store: crate::store::Store, every_secs: u64, retention_secs: u64)
 }
 
 /// Re-signs the status lists that changed (or near their expiry) at most
-/// once per interval, and a newly opened list at once.
+/// once per interval.
 async fn sign_status_lists(notary: Notary, every_secs: u64) {
     let every = Duration::from_secs(every_secs.max(1));
     loop {
@@ -221,9 +221,8 @@ async fn sign_status_lists(notary: Notary, every_secs: u64) {
             Ok(n) => tracing::info!(lists = n, "status lists signed"),
             Err(e) => tracing::error!(error = %e, "could not sign the status lists; retrying"),
         }
-        // Sleep out the rest of the interval, unless a new list is opened.
         if let Some(rest) = every.checked_sub(started.elapsed()) {
-            notary.status_signer_wait(rest).await;
+            tokio::time::sleep(rest).await;
         }
     }
 }

@@ -11,8 +11,9 @@
 //! version (bumped by every status change) is newer than the signed one,
 //! or the signed one nears its expiry. The signer runs once per
 //! `status.sign_interval_secs`, so a storm of changes costs one signature
-//! per list and interval. A new list is signed at once (the signer is
-//! nudged), so credentials never point at a list that is not served.
+//! per list and interval. A new list is signed by the request that opens
+//! it, before its credential leaves, so credentials never point at a list
+//! that is not served.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,11 +33,10 @@ use crate::store::{
 
 const PERMUTATION_DOMAIN: &[u8] = b"notary/status-index/v1\0";
 
-/// Per-process state: the lists' permutations, and the signer's nudge.
+/// Per-process state: the lists' permutations.
 #[derive(Default)]
 pub struct StatusState {
     permutations: Mutex<HashMap<String, Arc<IndexPermutation>>>,
-    nudge: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for StatusState {
@@ -88,8 +88,9 @@ impl Notary {
             .reserve_status_slots(kind, i64::try_from(count).unwrap_or(1), size, now())
             .await?;
         if slots.iter().any(|s| s.n == 0) {
-            // A list was opened: have it signed before anyone looks.
-            self.status_lists.nudge.notify_one();
+            // A list was opened: sign it now, before a credential that
+            // names it leaves, so relying parties never find it missing.
+            self.sign_due_status_lists().await?;
         }
         let mut places = Vec::with_capacity(slots.len());
         for slot in slots {
@@ -148,11 +149,6 @@ impl Notary {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(list_id.to_owned(), Arc::clone(&permutation));
         Ok(permutation)
-    }
-
-    /// Waits until a new list wants signing, or `within` passes.
-    pub async fn status_signer_wait(&self, within: std::time::Duration) {
-        let _ = tokio::time::timeout(within, self.status_lists.nudge.notified()).await;
     }
 
     /// Signs every list that is due; returns how many signed lists were
