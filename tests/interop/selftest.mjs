@@ -312,7 +312,7 @@ describe('status.mjs against the stand-in server', () => {
   it('passes every case, and shows the decoded status before and after revocation', () => {
     const r = runAgainstMock(undefined, { script: 'status.mjs', env: { ...quick, INTEROP_SHOW: '1' } });
     assert.deepEqual(r.fails, [], r.stderr);
-    assert.equal(r.summary, 'interop-status: 15 passed, 0 failed');
+    assert.equal(r.summary, 'interop-status: 17 passed, 0 failed');
     const out = r.lines.join('\n');
     assert.match(out, /decoded value: 0 \(VALID\)/);
     assert.match(out, /decoded value: 1 \(INVALID\)/);
@@ -322,7 +322,7 @@ describe('status.mjs against the stand-in server', () => {
 
   // fault -> [formats to run, which FAIL lines (regexp), why (regexp), how many]
   const expected = {
-    'status-tsl-bad-sig': ['dc+sd-jwt', /dc\+sd-jwt/, /Invalid JWT Signature|no credential was issued/, 7],
+    'status-tsl-bad-sig': ['dc+sd-jwt', /dc\+sd-jwt/, /Invalid JWT Signature|no credential was issued/, 8],
     'status-tsl-sub': ['dc+sd-jwt', /dc\+sd-jwt/, /unexpected "sub" claim value/, 5],
     'status-tsl-lsb': ['dc+sd-jwt', /suspend|revoke/, /bit order is reversed|shows status 0 \(VALID\), expected revoked/, 3],
     'status-bsl-lsb': ['jwt_vc_json', /suspend|revoke/, /bit order is reversed|expected revoked/, 3],
@@ -333,6 +333,7 @@ describe('status.mjs against the stand-in server', () => {
     'status-never': ['', /suspend|revoke/, /still shows|expected revoked/, 6],
     'status-reinstate-revoked': ['', /revoked-is-final/, /reinstate of a revoked credential: HTTP 200/, 2],
     'status-all-bits': ['jwt_vc_json', /jwt_vc_json suspend/, /suspension bit 1, expected suspended/, 1],
+    'status-list-late': ['', /served-at-issuance/, /right after issuance: HTTP 404, served 0\.\d+ s later/, 2],
   };
   for (const [fault, [formats, which, why, count]] of Object.entries(expected)) {
     it(`notices MOCK_FAULT=${fault}`, () => {

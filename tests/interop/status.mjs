@@ -191,6 +191,31 @@ async function issueCredential(format) {
   const credential = r.json?.credentials?.[0]?.credential;
   check(typeof credential === 'string', `credential endpoint: no credential in ${r.text.slice(0, 200)}`);
 
+  // A relying party may check the status as soon as the holder has the
+  // credential: every list it names should be served by then. What is not
+  // is recorded (the served-at-issuance case reports it) and waited for, so
+  // that the other cases still run.
+  const payload = decodeJwt(credential.split('~')[0]);
+  const received = Date.now();
+  const uris = format === 'dc+sd-jwt'
+    ? [payload.status?.status_list?.uri]
+    : [...new Set((Array.isArray(payload.vc?.credentialStatus) ? payload.vc.credentialStatus : [payload.vc?.credentialStatus]).map((e) => e?.statusListCredential))];
+  const late = [];
+  for (const uri of uris.filter((u) => typeof u === 'string')) {
+    const get = async () => {
+      const g = await fetch(uri, { headers: { accept: format === 'dc+sd-jwt' ? 'application/statuslist+jwt' : 'application/vc+jwt' } });
+      await g.arrayBuffer();
+      return g.status;
+    };
+    const first = await get();
+    if (first === 200) continue;
+    for (let status = first; status !== 200; status = await get()) {
+      check(Date.now() - received < POLL_TIMEOUT_MS, `GET ${uri}: HTTP ${status} ${POLL_TIMEOUT_MS} ms after issuance: the new credential names a status list that is not served`);
+      await sleep(50);
+    }
+    late.push({ uri, first, servedAfterMs: Date.now() - received });
+  }
+
   const algs = config.credential_signing_alg_values_supported ?? ['ES256'];
   const expect = {
     iss: NOTARY_URL, publicUrl: NOTARY_URL, vct: config.vct, types: config.credential_definition?.type ?? [], claims, algs,
@@ -203,7 +228,7 @@ async function issueCredential(format) {
   } catch (e) {
     throw new CaseFailure(`the issued credential does not verify: ${e.message}`);
   }
-  return { format, configId, offerId: offer.id, credential, algs, payload: decodeJwt(credential.split('~')[0]) };
+  return { format, configId, offerId: offer.id, credential, algs, payload, late };
 }
 
 // --- the admin API ----------------------------------------------------------------------
@@ -403,7 +428,7 @@ async function formatCases(format) {
     bystander = await prepare(await issueCredential(format));
     return `[credential ${subject.id}: ${where(subject)}; bystander ${bystander.id}]`;
   });
-  const steps = ['valid', 'admin-auth', 'suspend', 'reinstate', 'revoke', 'revoked-is-final'];
+  const steps = ['served-at-issuance', 'valid', 'admin-auth', 'suspend', 'reinstate', 'revoke', 'revoked-is-final'];
   if (!issued) {
     for (const s of steps) {
       console.log(`FAIL ${format} ${s}: not run, no credential was issued`);
@@ -415,6 +440,13 @@ async function formatCases(format) {
     const obs = await observe(bystander);
     check(matches(obs, 'valid'), `the bystander credential (${where(bystander)}) shows ${describe(obs)}, expected valid`);
   };
+
+  await runCase(`${format} served-at-issuance`, 'fetch', async () => {
+    const late = [...subject.late, ...bystander.late];
+    check(late.length === 0, late.map((l) => `GET ${l.uri} right after issuance: HTTP ${l.first}, served ${(l.servedAfterMs / 1000).toFixed(2)} s later`).join('; ')
+      + ': the new credential named a status list that was not served yet');
+    return '[every list a new credential names answered 200 at once]';
+  });
 
   await runCase(`${format} valid`, libs, async () => {
     const obs = await observe(subject);

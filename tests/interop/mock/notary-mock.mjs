@@ -43,7 +43,7 @@ const FAULTS = [
   'notify-200', 'reissue', 'dpop-as-bearer', 'batch-one', 'no-notification-id', 'nonce-cache',
   // status lists (status.mjs)
   'status-tsl-bad-sig', 'status-tsl-sub', 'status-tsl-lsb', 'status-bsl-lsb', 'status-bsl-short', 'status-bsl-zlib',
-  'status-bsl-purpose', 'status-no-cors', 'status-never', 'status-reinstate-revoked', 'status-all-bits',
+  'status-bsl-purpose', 'status-no-cors', 'status-never', 'status-reinstate-revoked', 'status-all-bits', 'status-list-late',
 ];
 const FAULT = process.env.MOCK_FAULT ?? '';
 const DPOP_NONCES = process.env.MOCK_DPOP_NONCE ? { as: `as-${randomBytes(12).toString("hex")}`, rs: `rs-${randomBytes(12).toString("hex")}` } : undefined;
@@ -137,6 +137,9 @@ const LIST_ENTRIES = 131_072;
 const TSL_URI = `${BASE}/status/tsl-1`;
 const BSL_URI = { revocation: `${BASE}/status/bsl-revocation-1`, suspension: `${BASE}/status/bsl-suspension-1` };
 const issued = new Map(); // credential id -> { id, format, configuration, offerId, idx, history: [{ at, status }] }
+// When each list kind got its first credential; with MOCK_FAULT=status-list-late
+// a list is served only 500 ms after that.
+const listOpened = {};
 const usedIdx = new Set();
 
 function newIndex() {
@@ -151,6 +154,7 @@ function newIndex() {
 
 function recordCredential(offerId, configuration, format) {
   const c = { id: randomUUID(), format, configuration, offerId, idx: newIndex(), history: [{ at: 0, status: 'valid' }] };
+  listOpened[format] ??= Date.now();
   issued.set(c.id, c);
   return c;
 }
@@ -228,6 +232,8 @@ function send(res, status, body, headers = {}) {
   res.end(text);
 }
 function sendList(res, type, body) {
+  const format = type === 'application/statuslist+jwt' ? 'dc+sd-jwt' : 'jwt_vc_json';
+  if (FAULT === 'status-list-late' && !(Date.now() - (listOpened[format] ?? Infinity) >= 500)) return send(res, 404, { error: 'not_found' });
   res.writeHead(200, listHeaders(type, 1));
   res.end(body);
 }
