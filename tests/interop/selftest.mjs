@@ -7,11 +7,14 @@
 // 3. credentials.mjs against the stand-in server (mock/notary-mock.mjs):
 //    clean it passes every case; with each MOCK_FAULT the cases that should
 //    notice it fail, and say why.
+// 4. The status list decoders (lib/status.mjs) on lists built here, and
+//    status.mjs against the stand-in, clean and with each status fault.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { deflateSync, gzipSync } from 'node:zlib';
 
 import * as jose from 'jose';
 import { ProofOfPossessionBuilder } from '@sphereon/oid4vci-client';
@@ -21,6 +24,10 @@ import {
   makeDPoPProof, makeKey, makeProofJwt, sampleClaims,
 } from './lib/support.mjs';
 import { checkDisclosures } from './lib/verify.mjs';
+import { StatusList } from '@sd-jwt/jwt-status-list';
+import {
+  expandBitstring, readBits, readBitsLsbFirst, tokenStatusMsbFirst,
+} from './lib/status.mjs';
 
 describe('did:web', () => {
   it('maps a host with a port to /.well-known/did.json', () => {
@@ -204,7 +211,7 @@ function runAgainstMock(fault, { script = 'credentials.mjs', env = {} } = {}) {
     status: r.status,
     lines,
     fails: lines.filter((l) => l.startsWith('FAIL ')),
-    summary: lines.find((l) => /^interop(-credentials)?: /.test(l)),
+    summary: lines.find((l) => /^interop(-credentials|-status)?: /.test(l)),
     stderr: r.stderr,
   };
 }
@@ -258,6 +265,79 @@ describe('credentials.mjs against the stand-in server', () => {
   for (const [fault, [which, why, count]] of Object.entries(expected)) {
     it(`notices MOCK_FAULT=${fault}`, () => {
       const r = runAgainstMock(fault);
+      assert.equal(r.status, 1, `${fault}: exit ${r.status}\n${r.lines.join('\n')}\n${r.stderr}`);
+      assert.equal(r.fails.length, count, `${fault}:\n${r.fails.join('\n')}`);
+      for (const f of r.fails) {
+        assert.match(f, which);
+        assert.match(f, why);
+      }
+    });
+  }
+});
+
+describe('status list decoding', () => {
+  it('@sd-jwt/jwt-status-list reads the draft\'s 2-bit example (index 0 in the least significant bits)', () => {
+    // draft-ietf-oauth-status-list §4.1, bits 2: statuses 1,2,0,3 | 0,1,0,1 | 1,2,3,3 -> bytes c9 44 f9
+    const lst = Buffer.from(deflateSync(Buffer.from([0xc9, 0x44, 0xf9]))).toString('base64url');
+    const list = StatusList.decompressStatusList(lst, 2);
+    assert.deepEqual(list.statusList, [1, 2, 0, 3, 0, 1, 0, 1, 1, 2, 3, 3]);
+    // Read the other way round, index 0 would be 3 (0xc9 >> 6).
+    assert.equal(tokenStatusMsbFirst(lst, 2, 0), 3);
+    assert.equal(tokenStatusMsbFirst(lst, 2, 3), 1);
+  });
+  it('reads W3C bitstrings with index 0 as the most significant bit of byte 0', () => {
+    const bytes = Buffer.from([0b1000_0001, 0b0100_0000]);
+    assert.deepEqual([0, 1, 6, 7, 8, 9].map((i) => readBits(bytes, i)), [1, 0, 0, 1, 0, 1]);
+    assert.deepEqual([0, 7, 9].map((i) => readBitsLsbFirst(bytes, i)), [1, 1, 0]);
+    // statusSize 2: entry 0 is bits 0-1, entry 4 bits 8-9.
+    assert.equal(readBits(bytes, 0, 2), 0b10);
+    assert.equal(readBits(bytes, 4, 2), 0b01);
+  });
+  it('expands a multibase base64url gzip bitstring, and refuses what is not one', () => {
+    const raw = Buffer.alloc(16384);
+    raw[2] = 0x20;
+    const encoded = `u${gzipSync(raw).toString('base64url')}`;
+    const out = expandBitstring(encoded);
+    assert.equal(out.length * 8, 131072);
+    assert.equal(readBits(out, 18), 1);
+    assert.throws(() => expandBitstring(encoded.slice(1)), /multibase prefix/);
+    assert.throws(() => expandBitstring(`u${deflateSync(raw).toString('base64url')}`), /does not gunzip/);
+    assert.throws(() => expandBitstring(`u${gzipSync(raw).toString('base64')}=`), /base64url without padding/);
+  });
+});
+
+describe('status.mjs against the stand-in server', () => {
+  const quick = { MOCK_STATUS_DELAY_MS: '300', INTEROP_STATUS_TIMEOUT_MS: '3000', INTEROP_STATUS_SETTLE_MS: '600' };
+
+  it('passes every case, and shows the decoded status before and after revocation', () => {
+    const r = runAgainstMock(undefined, { script: 'status.mjs', env: { ...quick, INTEROP_SHOW: '1' } });
+    assert.deepEqual(r.fails, [], r.stderr);
+    assert.equal(r.summary, 'interop-status: 17 passed, 0 failed');
+    const out = r.lines.join('\n');
+    assert.match(out, /decoded value: 0 \(VALID\)/);
+    assert.match(out, /decoded value: 1 \(INVALID\)/);
+    assert.match(out, /revocation: list .*\n.*\n {4}index: \d+; decoded bit: 1 \(revocation set\)/);
+    assert.equal(r.lines.filter((l) => /^ {2}decided by: /.test(l)).length, 4);
+  });
+
+  // fault -> [formats to run, which FAIL lines (regexp), why (regexp), how many]
+  const expected = {
+    'status-tsl-bad-sig': ['dc+sd-jwt', /dc\+sd-jwt/, /Invalid JWT Signature|no credential was issued/, 8],
+    'status-tsl-sub': ['dc+sd-jwt', /dc\+sd-jwt/, /unexpected "sub" claim value/, 5],
+    'status-tsl-lsb': ['dc+sd-jwt', /suspend|revoke/, /bit order is reversed|shows status 0 \(VALID\), expected revoked/, 3],
+    'status-bsl-lsb': ['jwt_vc_json', /suspend|revoke/, /bit order is reversed|expected revoked/, 3],
+    'status-bsl-short': ['jwt_vc_json', /jwt_vc_json/, /STATUS_LIST_LENGTH_ERROR/, 5],
+    'status-bsl-zlib': ['jwt_vc_json', /jwt_vc_json/, /does not gunzip/, 5],
+    'status-bsl-purpose': ['jwt_vc_json', /jwt_vc_json/, /STATUS_VERIFICATION_ERROR/, 5],
+    'status-no-cors': ['', / (valid|suspend|reinstate|revoke|revoked-is-final):/, /Access-Control-Allow-Origin/, 10],
+    'status-never': ['', /suspend|revoke/, /still shows|expected revoked/, 6],
+    'status-reinstate-revoked': ['', /revoked-is-final/, /reinstate of a revoked credential: HTTP 200/, 2],
+    'status-all-bits': ['jwt_vc_json', /jwt_vc_json suspend/, /suspension bit 1, expected suspended/, 1],
+    'status-list-late': ['', /served-at-issuance/, /right after issuance: HTTP 404, served 0\.\d+ s later/, 2],
+  };
+  for (const [fault, [formats, which, why, count]] of Object.entries(expected)) {
+    it(`notices MOCK_FAULT=${fault}`, () => {
+      const r = runAgainstMock(fault, { script: 'status.mjs', env: { ...quick, INTEROP_FORMATS: formats } });
       assert.equal(r.status, 1, `${fault}: exit ${r.status}\n${r.lines.join('\n')}\n${r.stderr}`);
       assert.equal(r.fails.length, count, `${fault}:\n${r.fails.join('\n')}`);
       for (const f of r.fails) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // A stand-in for notary's public and admin HTTP surface, written from
-// shared/SPEC.md §3.3–3.4 and §4, so the interop harness (credentials.mjs)
-// can be exercised without building notary.
+// shared/SPEC.md §3.3–3.5 and §4, so the interop harness (credentials.mjs,
+// status.mjs) can be exercised without building notary.
 //
 // It is NOT a reference: it checks the harness and the libraries' API use,
 // not notary. Keys live in memory, nothing is stored, errors are terse.
@@ -14,11 +14,17 @@
 // and at the resources, so that each is asked for; MOCK_FAULT=<name> makes the
 // stand-in break the contract in one way (see FAULTS), so that selftest.mjs
 // can check that the harness notices.
+//
+// Credential status (§3.5): every credential carries a status reference
+// (MOCK_STATUS=off: none). Changes through POST /v1/credentials/{id}/...
+// reach the served lists MOCK_STATUS_DELAY_MS (default 1000) later, as a
+// re-signing interval would.
 
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { parseArgs } from 'node:util';
+import { deflateSync, gzipSync } from 'node:zlib';
 
 import * as jose from 'jose';
 
@@ -35,6 +41,9 @@ const FAULTS = [
   'sd-cnf', 'sd-extra-disclosure', 'sd-bad-sig', 'sd-typ', 'sd-claim', 'sd-issuer-meta',
   'vc-did-id', 'vc-not-assertion', 'vc-sub', 'vc-claim',
   'notify-200', 'reissue', 'dpop-as-bearer', 'batch-one', 'no-notification-id', 'nonce-cache',
+  // status lists (status.mjs)
+  'status-tsl-bad-sig', 'status-tsl-sub', 'status-tsl-lsb', 'status-bsl-lsb', 'status-bsl-short', 'status-bsl-zlib',
+  'status-bsl-purpose', 'status-no-cors', 'status-never', 'status-reinstate-revoked', 'status-all-bits', 'status-list-late',
 ];
 const FAULT = process.env.MOCK_FAULT ?? '';
 const DPOP_NONCES = process.env.MOCK_DPOP_NONCE ? { as: `as-${randomBytes(12).toString("hex")}`, rs: `rs-${randomBytes(12).toString("hex")}` } : undefined;
@@ -120,6 +129,95 @@ const tokens = new Map(); // access token -> { offerId, jkt }
 const nonces = new Map(); // c_nonce -> expiry
 const notifications = new Map(); // notification_id -> token
 
+// --- credential status (§3.5) ---------------------------------------------------------------
+
+const STATUS_ON = process.env.MOCK_STATUS !== 'off';
+const STATUS_DELAY_MS = Number(process.env.MOCK_STATUS_DELAY_MS ?? 1000);
+const LIST_ENTRIES = 131_072;
+const TSL_URI = `${BASE}/status/tsl-1`;
+const BSL_URI = { revocation: `${BASE}/status/bsl-revocation-1`, suspension: `${BASE}/status/bsl-suspension-1` };
+const issued = new Map(); // credential id -> { id, format, configuration, offerId, idx, history: [{ at, status }] }
+// When each list kind got its first credential; with MOCK_FAULT=status-list-late
+// a list is served only 500 ms after that.
+const listOpened = {};
+const usedIdx = new Set();
+
+function newIndex() {
+  for (;;) {
+    const i = randomInt(LIST_ENTRIES);
+    if (!usedIdx.has(i)) {
+      usedIdx.add(i);
+      return i;
+    }
+  }
+}
+
+function recordCredential(offerId, configuration, format) {
+  const c = { id: randomUUID(), format, configuration, offerId, idx: newIndex(), history: [{ at: 0, status: 'valid' }] };
+  listOpened[format] ??= Date.now();
+  issued.set(c.id, c);
+  return c;
+}
+
+const current = (c) => c.history[c.history.length - 1].status;
+// What the served lists say: the status as of MOCK_STATUS_DELAY_MS ago.
+function served(c) {
+  if (FAULT === 'status-never') return c.history[0].status;
+  const cutoff = Date.now() - STATUS_DELAY_MS;
+  return c.history.filter((h) => h.at <= cutoff).pop().status;
+}
+
+const listHeaders = (type, maxAge) => ({
+  'content-type': type,
+  'cache-control': `public, max-age=${maxAge}`,
+  ...(FAULT !== 'status-no-cors' && { 'access-control-allow-origin': '*' }),
+});
+
+async function tokenStatusList() {
+  const bytes = new Uint8Array(LIST_ENTRIES / 4); // 2 bits per entry
+  for (const c of issued.values()) {
+    if (c.format !== 'dc+sd-jwt') continue;
+    const v = { valid: 0, revoked: 1, suspended: 2 }[served(c)];
+    const shift = FAULT === 'status-tsl-lsb' ? 6 - (c.idx % 4) * 2 : (c.idx % 4) * 2;
+    bytes[c.idx >> 2] |= v << shift;
+  }
+  const iat = now();
+  return new jose.SignJWT({
+    sub: FAULT === 'status-tsl-sub' ? `${TSL_URI}x` : TSL_URI,
+    iat,
+    exp: iat + 60,
+    ttl: 1,
+    status_list: { bits: 2, lst: b64u(deflateSync(bytes, { level: 9 })) },
+  }).setProtectedHeader({ alg: 'ES256', typ: 'statuslist+jwt', kid: credKey.kid })
+    .sign(FAULT === 'status-tsl-bad-sig' ? strayKey.privateKey : credKey.privateKey);
+}
+
+async function bitstringStatusList(purpose) {
+  const bytes = new Uint8Array(FAULT === 'status-bsl-short' ? LIST_ENTRIES / 8 - 1 : LIST_ENTRIES / 8);
+  for (const c of issued.values()) {
+    if (c.format !== 'jwt_vc_json') continue;
+    const s = served(c);
+    if (s !== (purpose === 'revocation' ? 'revoked' : 'suspended') && FAULT !== 'status-all-bits') continue;
+    if (FAULT === 'status-all-bits' && s === 'valid') continue;
+    bytes[c.idx >> 3] |= FAULT === 'status-bsl-lsb' ? 1 << (c.idx & 7) : 0x80 >> (c.idx & 7);
+  }
+  const packed = FAULT === 'status-bsl-zlib' ? deflateSync(bytes) : gzipSync(bytes);
+  const iat = now();
+  const listPurpose = FAULT === 'status-bsl-purpose' && purpose === 'revocation' ? 'suspension' : purpose;
+  const vc = {
+    '@context': ['https://www.w3.org/ns/credentials/v2'],
+    id: BSL_URI[purpose],
+    type: ['VerifiableCredential', 'BitstringStatusListCredential'],
+    issuer: DID,
+    validFrom: new Date(iat * 1000).toISOString(),
+    validUntil: new Date((iat + 60) * 1000).toISOString(),
+    credentialSubject: { id: `${BSL_URI[purpose]}#list`, type: 'BitstringStatusList', statusPurpose: listPurpose, encodedList: `u${b64u(packed)}` },
+  };
+  return new jose.SignJWT({ vc }).setProtectedHeader({ alg: 'ES256', typ: 'vc+jwt', kid: `${DID}#${credKey.kid}` })
+    .setIssuer(DID).setIssuedAt(iat).setNotBefore(iat).setExpirationTime(iat + 60)
+    .sign(credKey.privateKey);
+}
+
 function newNonce() {
   const n = rand();
   nonces.set(n, now() + 300);
@@ -132,6 +230,12 @@ function send(res, status, body, headers = {}) {
   const text = body === undefined ? '' : JSON.stringify(body);
   res.writeHead(status, { ...(body !== undefined && { 'content-type': 'application/json' }), 'cache-control': 'no-store', ...headers });
   res.end(text);
+}
+function sendList(res, type, body) {
+  const format = type === 'application/statuslist+jwt' ? 'dc+sd-jwt' : 'jwt_vc_json';
+  if (FAULT === 'status-list-late' && !(Date.now() - (listOpened[format] ?? Infinity) >= 500)) return send(res, 404, { error: 'not_found' });
+  res.writeHead(200, listHeaders(type, 1));
+  res.end(body);
 }
 const oauthError = (res, status, error, description, headers) => send(res, status, { error, error_description: description }, headers);
 
@@ -174,7 +278,7 @@ async function holderKeyOfProof(jwt) {
 
 // --- credentials ---------------------------------------------------------------------------
 
-async function issueSdJwt(claims, holderJwk) {
+async function issueSdJwt(claims, holderJwk, record) {
   const shown = FAULT === 'sd-claim' ? { ...claims, given_name: 'Mallory' } : claims;
   const disclosures = Object.entries(shown).filter(([k]) => !PLAIN_SD_CLAIMS.includes(k))
     .map(([k, v]) => b64u(JSON.stringify([rand(), k, v])));
@@ -186,6 +290,7 @@ async function issueSdJwt(claims, holderJwk) {
     exp: now() + 365 * 86400,
     vct: issuerMetadata.credential_configurations_supported[SD_ID].vct,
     cnf: { jwk: { kty: holderJwk.kty, crv: holderJwk.crv, x: holderJwk.x, y: holderJwk.y } },
+    ...(record && { status: { status_list: { idx: record.idx, uri: TSL_URI } } }),
     ...plain,
     _sd: disclosures.map((d) => b64u(sha256(d))).sort(),
     _sd_alg: 'sha-256',
@@ -197,7 +302,7 @@ async function issueSdJwt(claims, holderJwk) {
   return `${jwt}~${disclosures.join('~')}~`;
 }
 
-async function issueJwtVc(claims, holderDid) {
+async function issueJwtVc(claims, holderDid, record) {
   const iat = now();
   if (FAULT === 'vc-sub') holderDid = `did:jwk:${b64u(JSON.stringify({ crv: 'P-256', kty: 'EC', x: strayKey.jwk.x, y: strayKey.jwk.y }))}`;
   if (FAULT === 'vc-claim') claims = { ...claims, degree: 'PhD' };
@@ -207,6 +312,15 @@ async function issueJwtVc(claims, holderDid) {
     issuer: DID,
     issuanceDate: new Date(iat * 1000).toISOString(),
     credentialSubject: { id: holderDid, ...claims },
+    ...(record && {
+      credentialStatus: ['revocation', 'suspension'].map((purpose) => ({
+        id: `${BSL_URI[purpose]}#${record.idx}`,
+        type: 'BitstringStatusListEntry',
+        statusPurpose: purpose,
+        statusListIndex: String(record.idx),
+        statusListCredential: BSL_URI[purpose],
+      })),
+    }),
   };
   return new jose.SignJWT({ vc, jti: `urn:uuid:${randomUUID()}` })
     .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: `${DID}#${credKey.kid}` })
@@ -227,6 +341,17 @@ async function route(req, res) {
       return send(res, 200, { issuer: FAULT === 'sd-issuer-meta' ? `${BASE}/other` : BASE, jwks: { keys: [credKey.jwk] } });
     }
     if (p === '/.well-known/did.json') return send(res, 200, didDocument);
+    if (p === new URL(TSL_URI).pathname) return sendList(res, 'application/statuslist+jwt', await tokenStatusList());
+    for (const purpose of Object.keys(BSL_URI)) {
+      if (p === new URL(BSL_URI[purpose]).pathname) return sendList(res, 'application/vc+jwt', await bitstringStatusList(purpose));
+    }
+    if (p === '/v1/credentials') {
+      if (req.headers.authorization !== `Bearer ${ADMIN_KEY}`) return send(res, 401, { error: 'unauthorized' });
+      const offerId = url.searchParams.get('offer');
+      const credentials = [...issued.values()].filter((c) => c.offerId === offerId)
+        .map((c) => ({ id: c.id, format: c.format, configuration: c.configuration, status: current(c) }));
+      return send(res, 200, { credentials });
+    }
     if (p.startsWith('/offers/')) {
       const offer = offers.get(p.slice('/offers/'.length));
       return offer ? send(res, 200, offer.json) : send(res, 404, { error: 'not_found' });
@@ -257,6 +382,17 @@ async function route(req, res) {
       ? `openid-credential-offer://?credential_offer_uri=${encodeURIComponent(`${BASE}/offers/${id}`)}`
       : `openid-credential-offer://?credential_offer=${encodeURIComponent(JSON.stringify(json))}`;
     return send(res, 201, { id, uri, expiresAt: new Date(Date.now() + 600_000).toISOString(), ...(pin && { transactionCode: pin }) });
+  }
+
+  const change = /^\/v1\/credentials\/([^/]+)\/(revoke|suspend|reinstate)$/.exec(p);
+  if (change) {
+    if (req.headers.authorization !== `Bearer ${ADMIN_KEY}`) return send(res, 401, { error: 'unauthorized' });
+    const c = issued.get(decodeURIComponent(change[1]));
+    if (!c) return send(res, 404, { error: 'not_found' });
+    if (current(c) === 'revoked' && FAULT !== 'status-reinstate-revoked') return send(res, 409, { error: 'revoked credentials cannot change' });
+    const status = { revoke: 'revoked', suspend: 'suspended', reinstate: 'valid' }[change[2]];
+    c.history.push({ at: Date.now(), status });
+    return send(res, 200, { id: c.id, status });
   }
 
   if (p === '/oid4vci/token') {
@@ -352,7 +488,8 @@ async function route(req, res) {
     const format = issuerMetadata.credential_configurations_supported[configId].format;
     const credentials = [];
     for (const h of FAULT === 'batch-one' ? holders.slice(0, 1) : holders) {
-      credentials.push({ credential: format === 'dc+sd-jwt' ? await issueSdJwt(offer.claims, h.jwk) : await issueJwtVc(offer.claims, h.did) });
+      const record = STATUS_ON ? recordCredential(token.offerId, configId, format) : undefined;
+      credentials.push({ credential: format === 'dc+sd-jwt' ? await issueSdJwt(offer.claims, h.jwk, record) : await issueJwtVc(offer.claims, h.did, record) });
     }
     offer.issued = FAULT !== 'reissue';
     const notificationId = rand();
