@@ -57,9 +57,12 @@ pub(super) struct ListQuery {
 pub(super) async fn credentials(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(READERS)?;
+    let Query(query) = query.map_err(|_| {
+        ApiError::invalid_request("the query takes offer, userId and limit (1..=1000) only")
+    })?;
     if query.offer.is_none() && query.user_id.is_none() {
         return Err(ApiError::invalid_request(
             "name an offer (offer=ID) or a subject (userId=...)",
@@ -145,14 +148,6 @@ pub(super) async fn change(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeAll {
-    offer: Option<String>,
-    #[serde(rename = "userId")]
-    user_id: Option<String>,
-}
-
 /// `POST /v1/credentials/revoke` `{"offer": ID}` or `{"userId": X}`:
 /// revokes every credential of an offer or of a subject.
 pub(super) async fn revoke_all(
@@ -162,20 +157,26 @@ pub(super) async fn revoke_all(
 ) -> Result<Response, ApiError> {
     caller.require(WRITERS)?;
     let body = super::body::read(body, 4 * 1024, state.behaviour.body_read_timeout).await?;
-    let request: RevokeAll = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::invalid_request("expected {\"offer\": ID} or {\"userId\": X}"))?;
-    if request.offer.is_some() == request.user_id.is_some() {
-        return Err(ApiError::invalid_request(
-            "name either an offer or a userId, not both",
-        ));
-    }
+    // Exactly one of the two members, a non-empty string: a null or an
+    // empty name must never widen or silently empty the selection.
+    let expected = || ApiError::invalid_request("expected {\"offer\": ID} or {\"userId\": X}");
+    let Ok(serde_json::Value::Object(body)) = serde_json::from_slice(&body) else {
+        return Err(expected());
+    };
+    let (name, value) = match (body.len(), body.iter().next()) {
+        (1, Some((name, serde_json::Value::String(value)))) if !value.is_empty() => {
+            (name.as_str(), value.as_str())
+        }
+        _ => return Err(expected()),
+    };
+    let (offer, subject) = match name {
+        "offer" => (Some(value), None),
+        "userId" => (None, Some(value)),
+        _ => return Err(expected()),
+    };
     let revoked = state
         .notary
-        .revoke_credentials_of(
-            request.offer.as_deref(),
-            request.user_id.as_deref(),
-            &caller.0.id,
-        )
+        .revoke_credentials_of(offer, subject, &caller.0.id)
         .await?;
     Ok(Json(serde_json::json!({ "revoked": revoked })).into_response())
 }
