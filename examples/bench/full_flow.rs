@@ -137,11 +137,7 @@ pub async fn run(
         non_200 += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let ms = |p: f64| {
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i].as_secs_f64() * 1e3
-    };
+    let ms = super::percentile_ms(&mut latencies);
     json!({
         "connections": connections,
         "flows": flows,

@@ -628,11 +628,7 @@ async fn redeem(ca: &[u8], base: &str, codes: Vec<(String, String)>, connections
         non_200 += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let ms = |p: f64| {
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i].as_secs_f64() * 1e3
-    };
+    let ms = percentile_ms(&mut latencies);
     json!({
         "connections": connections,
         "redemptions": count,
@@ -642,4 +638,14 @@ async fn redeem(ca: &[u8], base: &str, codes: Vec<(String, String)>, connections
         "p99_9_ms": ms(0.999),
         "non_200": non_200,
     })
+}
+
+/// Sorts `latencies` and returns a lookup of the p-th percentile (0..=1),
+/// in milliseconds.
+fn percentile_ms(latencies: &mut [Duration]) -> impl Fn(f64) -> f64 + '_ {
+    latencies.sort();
+    |p: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i].as_secs_f64() * 1e3
+    }
 }

@@ -142,11 +142,7 @@ pub async fn run(ca: &[u8], base: &str, key: &str, list_size: usize, samples: us
         }
         latencies.push(t.elapsed());
     }
-    latencies.sort();
-    let ms = |p: f64| {
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i].as_secs_f64() * 1e3
-    };
+    let ms = super::percentile_ms(&mut latencies);
     json!({
         "list_entries": list_size,
         "revoked_through_admin_api": wanted,

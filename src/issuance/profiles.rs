@@ -45,8 +45,6 @@ impl Format {
 pub struct CredentialProfile {
     /// The format.
     pub format: Format,
-    /// The `format` as configured (a request naming the format must match).
-    pub format_id: String,
     /// `vct` (SD-JWT VC).
     pub vct: Option<String>,
     /// `credential_definition.type` (W3C VC).
@@ -139,7 +137,6 @@ fn profile(id: &str, configuration: &Value) -> Result<CredentialProfile, String>
         .unwrap_or_default();
     Ok(CredentialProfile {
         format,
-        format_id: format_id.to_owned(),
         vct,
         types,
         contexts,
