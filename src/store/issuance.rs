@@ -12,8 +12,7 @@
 
 use sqlx::Row;
 
-use super::postgres::append_audit;
-use super::sqlite::append_audit_entries;
+use super::status::{numbered, same};
 use super::{
     IssuanceRecord, IssueOutcome, MAX_NOTIFICATIONS, NewIssuance, NotificationOutcome, PgStore,
     SqliteStore, StoreError,
@@ -74,11 +73,15 @@ fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Option<i64>) 
     token_jti.as_deref() == Some(jti) && revoked_at.is_none()
 }
 
-impl SqliteStore {
+/// The issuance methods of one backend: the SQL is written once with `?`
+/// placeholders (numbered for PostgreSQL by `$sql`); `$lock` locks the
+/// offer's row where the backend has row locks; `$append` appends one
+/// audit entry inside the transaction.
+macro_rules! issuance_methods {
+    ($store:ty, $sql:expr, $lock:expr, $append:path) => {
+        impl $store {
     pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'",
-        )
+        let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'")))
         .bind(holder_jkt)
         .fetch_optional(&self.pool)
         .await?;
@@ -90,9 +93,7 @@ impl SqliteStore {
         offer_id: &str,
         configuration_id: &str,
     ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM credential_issuances WHERE offer_id = ? AND configuration_id = ?",
-        )
+        let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credential_issuances WHERE offer_id = ? AND configuration_id = ?")))
         .bind(offer_id)
         .bind(configuration_id)
         .fetch_optional(&self.pool)
@@ -106,10 +107,8 @@ impl SqliteStore {
         now: i64,
     ) -> Result<IssueOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let offer = sqlx::query(
-            "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
-             WHERE id = ? AND state = 'redeemed'",
-        )
+        let offer = sqlx::query(sqlx::AssertSqlSafe($sql(&format!("SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
+             WHERE id = ? AND state = 'redeemed'{}", $lock))))
         .bind(&issuance.offer_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -125,11 +124,9 @@ impl SqliteStore {
             tx.commit().await?;
             return Ok(IssueOutcome::TokenRevoked);
         }
-        let inserted = sqlx::query(
-            "INSERT INTO credential_issuances \
+        let inserted = sqlx::query(sqlx::AssertSqlSafe($sql("INSERT INTO credential_issuances \
              (offer_id, configuration_id, token_jti, notification_id, issued_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
-        )
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING")))
         .bind(&issuance.offer_id)
         .bind(&issuance.configuration_id)
         .bind(&issuance.token_jti)
@@ -145,175 +142,15 @@ impl SqliteStore {
         let subject: Option<String> = offer.try_get("subject")?;
         let remaining =
             without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
-        sqlx::query("UPDATE offers SET claims_sealed = ? WHERE id = ?")
+        sqlx::query(sqlx::AssertSqlSafe($sql("UPDATE offers SET claims_sealed = ? WHERE id = ?")))
             .bind(remaining)
             .bind(&issuance.offer_id)
             .execute(&mut *tx)
             .await?;
         for c in &issuance.credentials {
-            let inserted = sqlx::query(
-                "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
+            let inserted = sqlx::query(sqlx::AssertSqlSafe($sql("INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
                  sha256, issued_at, expires_at, subject, status_list, status_index) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&c.id)
-            .bind(&issuance.offer_id)
-            .bind(&issuance.configuration_id)
-            .bind(&c.format)
-            .bind(&c.kid)
-            .bind(&c.holder_jkt)
-            .bind(&c.sha256)
-            .bind(c.issued_at)
-            .bind(c.expires_at)
-            .bind(&subject)
-            .bind(c.status.as_ref().map(|(list, _)| list.as_str()))
-            .bind(c.status.as_ref().map(|(_, index)| *index))
-            .execute(&mut *tx)
-            .await;
-            // Only the SD-JWT holder-key index can conflict here (ids are
-            // random). Dropping the transaction undoes the issuance row.
-            match inserted {
-                Ok(_) => {}
-                Err(e) => match StoreError::from(e) {
-                    StoreError::Conflict(_) => return Ok(IssueOutcome::HolderKeyUsed),
-                    other => return Err(other),
-                },
-            }
-        }
-        let events: Vec<(i64, AuditEvent)> = issued_events(issuance)
-            .into_iter()
-            .map(|e| (now, e))
-            .collect();
-        append_audit_entries(&mut tx, &events).await?;
-        tx.commit().await?;
-        Ok(IssueOutcome::Issued)
-    }
-
-    pub(super) async fn record_notification(
-        &self,
-        notification_id: &str,
-        token_jti: &str,
-        event: &'static str,
-        now: i64,
-    ) -> Result<NotificationOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE credential_issuances SET notifications = notifications + 1 \
-             WHERE notification_id = ? AND token_jti = ? AND notifications < ? \
-             RETURNING offer_id, configuration_id",
-        )
-        .bind(notification_id)
-        .bind(token_jti)
-        .bind(MAX_NOTIFICATIONS)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            let known: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM credential_issuances WHERE notification_id = ? AND token_jti = ?",
-            )
-            .bind(notification_id)
-            .bind(token_jti)
-            .fetch_optional(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(match known {
-                Some(_) => NotificationOutcome::TooMany,
-                None => NotificationOutcome::Unknown,
-            });
-        };
-        let record = IssuanceRecord {
-            offer_id: row.try_get("offer_id")?,
-            configuration_id: row.try_get("configuration_id")?,
-            token_jti: token_jti.to_owned(),
-        };
-        let entry = notification_event(&record, notification_id, event);
-        append_audit_entries(&mut tx, &[(now, entry)]).await?;
-        tx.commit().await?;
-        Ok(NotificationOutcome::Recorded(record))
-    }
-}
-
-impl PgStore {
-    pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM credentials WHERE holder_jkt = $1 AND format = 'dc+sd-jwt'",
-        )
-        .bind(holder_jkt)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
-    pub(super) async fn is_issued(
-        &self,
-        offer_id: &str,
-        configuration_id: &str,
-    ) -> Result<bool, StoreError> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM credential_issuances WHERE offer_id = $1 AND configuration_id = $2",
-        )
-        .bind(offer_id)
-        .bind(configuration_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
-    pub(super) async fn record_issuance(
-        &self,
-        issuance: &NewIssuance,
-        now: i64,
-    ) -> Result<IssueOutcome, StoreError> {
-        // The writer lock serialises this with every other write; the
-        // primary key would refuse a second issuance even without it.
-        let mut tx = self.begin_write().await?;
-        let offer = sqlx::query(
-            "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
-             WHERE id = $1 AND state = 'redeemed' FOR UPDATE",
-        )
-        .bind(&issuance.offer_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(offer) = offer else {
-            return Ok(IssueOutcome::TokenRevoked);
-        };
-        if !token_is_live(
-            &issuance.token_jti,
-            offer.try_get("token_jti")?,
-            offer.try_get("token_revoked_at")?,
-        ) {
-            return Ok(IssueOutcome::TokenRevoked);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO credential_issuances \
-             (offer_id, configuration_id, token_jti, notification_id, issued_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
-        )
-        .bind(&issuance.offer_id)
-        .bind(&issuance.configuration_id)
-        .bind(&issuance.token_jti)
-        .bind(&issuance.notification_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(IssueOutcome::AlreadyIssued);
-        }
-        let subject: Option<String> = offer.try_get("subject")?;
-        let remaining =
-            without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
-        sqlx::query("UPDATE offers SET claims_sealed = $1 WHERE id = $2")
-            .bind(remaining)
-            .bind(&issuance.offer_id)
-            .execute(&mut *tx)
-            .await?;
-        for c in &issuance.credentials {
-            let inserted = sqlx::query(
-                "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
-                 sha256, issued_at, expires_at, subject, status_list, status_index) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")))
             .bind(&c.id)
             .bind(&issuance.offer_id)
             .bind(&issuance.configuration_id)
@@ -339,7 +176,7 @@ impl PgStore {
             }
         }
         for event in issued_events(issuance) {
-            append_audit(&mut tx, &event, now).await?;
+            $append(&mut tx, &event, now).await?;
         }
         tx.commit().await?;
         Ok(IssueOutcome::Issued)
@@ -353,20 +190,16 @@ impl PgStore {
         now: i64,
     ) -> Result<NotificationOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE credential_issuances SET notifications = notifications + 1 \
-             WHERE notification_id = $1 AND token_jti = $2 AND notifications < $3 \
-             RETURNING offer_id, configuration_id",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe($sql("UPDATE credential_issuances SET notifications = notifications + 1 \
+             WHERE notification_id = ? AND token_jti = ? AND notifications < ? \
+             RETURNING offer_id, configuration_id")))
         .bind(notification_id)
         .bind(token_jti)
         .bind(MAX_NOTIFICATIONS)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            let known: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM credential_issuances WHERE notification_id = $1 AND token_jti = $2",
-            )
+            let known: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credential_issuances WHERE notification_id = ? AND token_jti = ?")))
             .bind(notification_id)
             .bind(token_jti)
             .fetch_optional(&mut *tx)
@@ -382,16 +215,24 @@ impl PgStore {
             configuration_id: row.try_get("configuration_id")?,
             token_jti: token_jti.to_owned(),
         };
-        append_audit(
-            &mut tx,
-            &notification_event(&record, notification_id, event),
-            now,
-        )
-        .await?;
+        let entry = notification_event(&record, notification_id, event);
+        $append(&mut tx, &entry, now).await?;
         tx.commit().await?;
         Ok(NotificationOutcome::Recorded(record))
     }
 }
+    };
+}
+
+issuance_methods!(SqliteStore, same, "", super::sqlite::append_audit);
+// PostgreSQL also locks the offer's row; its writer lock serialises the
+// transaction anyway, and the primary key refuses a second issuance.
+issuance_methods!(
+    PgStore,
+    numbered,
+    " FOR UPDATE",
+    super::postgres::append_audit
+);
 
 #[cfg(test)]
 mod tests {

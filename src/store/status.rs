@@ -14,7 +14,7 @@ use super::{
 use crate::audit::AuditEvent;
 
 /// `?` placeholders as `$1, $2, ...` for PostgreSQL.
-fn numbered(sql: &str) -> String {
+pub(super) fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
     for c in sql.chars() {
@@ -343,7 +343,8 @@ macro_rules! status_methods {
     };
 }
 
-fn same(sql: &str) -> String {
+/// SQL as written, for SQLite.
+pub(super) fn same(sql: &str) -> String {
     sql.to_owned()
 }
 
