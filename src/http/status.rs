@@ -35,7 +35,7 @@ pub(super) async fn list(
     } else {
         "application/vc+jwt"
     };
-    let mut response = signed.token.into_response();
+    let mut response = signed.token.clone().into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {

@@ -33,10 +33,31 @@ use crate::store::{
 
 const PERMUTATION_DOMAIN: &[u8] = b"notary/status-index/v1\0";
 
-/// Per-process state: the lists' permutations.
+/// Per-process state: the lists' permutations, and the lists as last read
+/// for serving.
 #[derive(Default)]
 pub struct StatusState {
     permutations: Mutex<HashMap<String, Arc<IndexPermutation>>>,
+    served: Mutex<HashMap<String, (std::time::Instant, Arc<SignedStatusList>)>>,
+}
+
+/// How long a list read for serving is reused: relying parties fetch lists
+/// far more often than they change, and a second costs nothing against
+/// `sign_interval_secs`.
+const SERVED_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `uri_id` names a list the way notary names them: `t<n>` or
+/// `w<n>r` / `w<n>s`. Anything else is not looked up at all.
+fn is_list_name(uri_id: &str) -> bool {
+    let (digits, ok_suffix) = match uri_id.as_bytes() {
+        [b't', rest @ ..] => (rest, true),
+        [b'w', rest @ .., b'r' | b's'] => (rest, true),
+        _ => (&[][..], false),
+    };
+    ok_suffix
+        && (1..=9).contains(&digits.len())
+        && digits.first() != Some(&b'0')
+        && digits.iter().all(u8::is_ascii_digit)
 }
 
 impl std::fmt::Debug for StatusState {
@@ -273,14 +294,39 @@ impl Notary {
     }
 
     /// A signed list as served.
+    /// A signed list as served, read at most once a second per list and
+    /// process (only lists that exist are kept, and there are few).
     pub async fn served_status_list(
         &self,
         uri_id: &str,
-    ) -> Result<Option<SignedStatusList>, InternalError> {
-        if uri_id.len() > 32 || !uri_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    ) -> Result<Option<Arc<SignedStatusList>>, InternalError> {
+        if !is_list_name(uri_id) {
             return Ok(None);
         }
-        Ok(self.store.signed_status_list(uri_id).await?)
+        if let Some((at, list)) = self
+            .status_lists
+            .served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uri_id)
+        {
+            if at.elapsed() < SERVED_REUSE {
+                return Ok(Some(Arc::clone(list)));
+            }
+        }
+        let Some(list) = self.store.signed_status_list(uri_id).await? else {
+            return Ok(None);
+        };
+        let list = Arc::new(list);
+        self.status_lists
+            .served
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                uri_id.to_owned(),
+                (std::time::Instant::now(), Arc::clone(&list)),
+            );
+        Ok(Some(list))
     }
 
     /// Changes a credential's status on behalf of `by` (an API key id, or
@@ -351,5 +397,32 @@ impl Notary {
             })
             .await?;
         Ok(Some((record, history)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_list_name;
+
+    #[test]
+    fn only_notarys_list_names_are_looked_up() {
+        for name in ["t1", "t42", "w1r", "w17s", "t123456789"] {
+            assert!(is_list_name(name), "{name}");
+        }
+        for name in [
+            "",
+            "t",
+            "t0",
+            "t01",
+            "w1",
+            "w1x",
+            "x1",
+            "t1r",
+            "wr",
+            "t1234567890",
+            "t-1",
+        ] {
+            assert!(!is_list_name(name), "{name}");
+        }
     }
 }
