@@ -9,6 +9,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::jose::PublicKey;
+
 /// The `prev_hash` of the first entry.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -73,7 +75,7 @@ mod tests {
         let pair = Ed25519KeyPair::generate().unwrap();
         let verifier = NoteVerifier {
             name: "example.test/notary-audit".to_owned(),
-            public_key: pair.public_key().as_ref().try_into().unwrap(),
+            key: PublicKey::Ed25519(pair.public_key().as_ref().try_into().unwrap()),
         };
         assert_eq!(NoteVerifier::decode(&verifier.encode()).unwrap(), verifier);
         let body = checkpoint_body(&verifier.name, 7, &[9; 32]);
@@ -90,6 +92,38 @@ mod tests {
         let other = Ed25519KeyPair::generate().unwrap();
         let by_other = signed_note(&body, &verifier, other.sign(body.as_bytes()).as_ref());
         assert!(open_checkpoint(&by_other, &verifier).is_err());
+    }
+
+    #[test]
+    fn ecdsa_verifier_keys_round_trip_and_notes_verify() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let rng = SystemRandom::new();
+        let sign = |pair: &EcdsaKeyPair, body: &str| {
+            pair.sign(&rng, body.as_bytes()).unwrap().as_ref().to_vec()
+        };
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let key =
+            PublicKey::from_ec_point(crate::jose::Algorithm::ES256, pair.public_key().as_ref())
+                .unwrap();
+        let verifier = NoteVerifier {
+            name: "example.test/notary-audit".to_owned(),
+            key,
+        };
+        let text = verifier.encode();
+        assert!(text.contains("+AjBZMBMGByqGSM49"), "{text}");
+        assert_eq!(NoteVerifier::decode(&text).unwrap(), verifier);
+        let body = checkpoint_body(&verifier.name, 3, &[5; 32]);
+        let raw = sign(&pair, &body);
+        let note = signed_note(&body, &verifier, &verifier.note_signature(&raw).unwrap());
+        assert_eq!(open_checkpoint(&note, &verifier).unwrap().size, 3);
+        // The raw r || s form is not what notes carry.
+        assert!(open_checkpoint(&signed_note(&body, &verifier, &raw), &verifier).is_err());
+        let forged = note.replace("\n3\n", "\n4\n");
+        assert!(open_checkpoint(&forged, &verifier).is_err());
+        // A key id computed the Ed25519 way is refused.
+        let tampered = text.replacen(&hex(&verifier.key_id()), "00000000", 1);
+        assert!(NoteVerifier::decode(&tampered).is_err());
     }
 
     #[test]
@@ -122,41 +156,65 @@ mod tests {
     }
 }
 
-/// A signed-note verifier key (C2SP `signed-note`): a name and an Ed25519
-/// public key. Its text form is `name+hex(key id)+base64(0x01 || key)`.
+/// A signed-note verifier key (C2SP `signed-note`): a name and a public key.
+/// Its text form is `name+hex(key id)+base64(type byte || key)`.
+///
+/// Two signature types, as the module allows: Ed25519 (type `0x01`, the
+/// 32-byte key; the default) and ECDSA P-256 (type `0x02`, as the
+/// transparency-dev witness defines it: the key as DER SubjectPublicKeyInfo,
+/// the key id from that DER alone, a DER signature over the note text with
+/// SHA-256). The second exists for modules without Ed25519, such as a TPM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteVerifier {
     /// The key name, also the checkpoints' origin line.
     pub name: String,
-    /// The 32-byte Ed25519 public key.
-    pub public_key: [u8; 32],
+    /// The audit public key.
+    pub key: PublicKey,
 }
 
 /// Signature type byte for Ed25519 in signed notes.
 const ED25519_NOTE_ALG: u8 = 0x01;
+/// Signature type byte for ECDSA in signed notes.
+const ECDSA_NOTE_ALG: u8 = 0x02;
 
 impl NoteVerifier {
-    /// The 4-byte key id: the first bytes of
-    /// SHA-256(name || "\n" || 0x01 || public key).
+    /// The type byte and the key bytes of the text form.
+    fn typed_key(&self) -> (u8, Vec<u8>) {
+        match &self.key {
+            PublicKey::Ed25519(key) => (ED25519_NOTE_ALG, key.to_vec()),
+            PublicKey::P256 { .. } => (
+                ECDSA_NOTE_ALG,
+                crate::x509::subject_public_key_info(&self.key),
+            ),
+        }
+    }
+
+    /// The 4-byte key id: for Ed25519 the first bytes of
+    /// SHA-256(name || "\n" || 0x01 || public key), for ECDSA those of
+    /// SHA-256(DER SubjectPublicKeyInfo).
     pub fn key_id(&self) -> [u8; 4] {
+        let (alg, key) = self.typed_key();
         let mut h = Sha256::new();
-        h.update(self.name.as_bytes());
-        h.update(b"\n");
-        h.update([ED25519_NOTE_ALG]);
-        h.update(self.public_key);
+        if alg == ED25519_NOTE_ALG {
+            h.update(self.name.as_bytes());
+            h.update(b"\n");
+            h.update([alg]);
+        }
+        h.update(key);
         let digest = h.finalize();
         [digest[0], digest[1], digest[2], digest[3]]
     }
 
     /// The verifier key in its text form.
     pub fn encode(&self) -> String {
-        let mut key = vec![ED25519_NOTE_ALG];
-        key.extend_from_slice(&self.public_key);
+        let (alg, key) = self.typed_key();
+        let mut typed = vec![alg];
+        typed.extend_from_slice(&key);
         format!(
             "{}+{}+{}",
             self.name,
             hex(&self.key_id()),
-            base64::engine::general_purpose::STANDARD.encode(key)
+            base64::engine::general_purpose::STANDARD.encode(typed)
         )
     }
 
@@ -172,15 +230,22 @@ impl NoteVerifier {
         let key = base64::engine::general_purpose::STANDARD
             .decode(key)
             .map_err(|_| bad("key is not base64"))?;
-        let (alg, public_key) = key.split_first().ok_or_else(|| bad("empty key"))?;
-        if *alg != ED25519_NOTE_ALG {
-            return Err(bad("only Ed25519 keys are supported"));
-        }
+        let (alg, key) = key.split_first().ok_or_else(|| bad("empty key"))?;
+        let key = match *alg {
+            ED25519_NOTE_ALG => {
+                PublicKey::Ed25519(key.try_into().map_err(|_| bad("key is not 32 bytes"))?)
+            }
+            ECDSA_NOTE_ALG => crate::x509::p256_from_subject_public_key_info(key)
+                .ok_or_else(|| bad("key is not a P-256 SubjectPublicKeyInfo"))?,
+            _ => {
+                return Err(bad(
+                    "only Ed25519 (0x01) and ECDSA P-256 (0x02) keys are supported",
+                ));
+            }
+        };
         let verifier = NoteVerifier {
             name: name.to_owned(),
-            public_key: public_key
-                .try_into()
-                .map_err(|_| bad("key is not 32 bytes"))?,
+            key,
         };
         if hex(&verifier.key_id()) != id {
             return Err(bad("key id does not match the key"));
@@ -188,13 +253,25 @@ impl NoteVerifier {
         Ok(verifier)
     }
 
+    /// The note signature for the raw signature an HSM returns (Ed25519, or
+    /// ECDSA `r || s`, which notes carry as DER).
+    pub fn note_signature(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        match self.key {
+            PublicKey::Ed25519(_) => Some(raw.to_vec()),
+            PublicKey::P256 { .. } => crate::x509::ecdsa_signature_der(raw),
+        }
+    }
+
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ED25519,
-            &self.public_key,
-        )
-        .verify(message, signature)
-        .is_ok()
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ED25519, UnparsedPublicKey};
+        let raw = self.key.raw_bytes();
+        let algorithm: &'static dyn aws_lc_rs::signature::VerificationAlgorithm = match self.key {
+            PublicKey::Ed25519(_) => &ED25519,
+            PublicKey::P256 { .. } => &ECDSA_P256_SHA256_ASN1,
+        };
+        UnparsedPublicKey::new(algorithm, &raw)
+            .verify(message, signature)
+            .is_ok()
     }
 }
 
@@ -301,7 +378,7 @@ pub fn open_checkpoint(note: &str, verifier: &NoteVerifier) -> Result<Checkpoint
             return false;
         };
         name == verifier.name
-            && sig.len() == 4 + 64
+            && sig.len() > 4
             && sig[..4] == key_id
             && verifier.verifies(body.as_bytes(), &sig[4..])
     });

@@ -172,14 +172,20 @@ pub struct HsmConfig {
     /// Label of the HMAC secret key used to hash codes, PINs and API keys,
     /// or a URI naming it: `pkcs11:token=notary;object=notary-hmac-1`.
     pub hashing_key: String,
-    /// Label of the Ed25519 key that signs audit checkpoints (not the Notary
-    /// key), or a URI naming it.
+    /// Label of the key that signs audit checkpoints (Ed25519, or P-256 on
+    /// modules without Ed25519; not the Notary key), or a URI naming it.
     pub audit_key: String,
     /// Label of the AES-256 key that seals offer claims, or a URI naming it.
     /// Default `notary-claims-1`, the label `notary init` and
     /// `notary keys generate-claims-key` give it.
     #[serde(default = "default_claims_key")]
     pub claims_key: String,
+    /// Label of an HMAC-SHA256 key, or a URI naming it: when set, claims are
+    /// sealed with AES-256-CBC under `claims_key` and authenticated with
+    /// HMAC-SHA256 under this key (encrypt-then-MAC), for modules without
+    /// AES-GCM such as a TPM. Unset: AES-256-GCM. Fixed for the life of
+    /// a set-up: claims sealed one way cannot be opened the other.
+    pub claims_mac_key: Option<String>,
     /// Read the PIN from this file (mode 0600 or stricter).
     pub pin_file: Option<PathBuf>,
     /// Read the PIN from this systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
@@ -229,6 +235,13 @@ impl HsmConfig {
     /// The claims key's label (plain, or a URI's `object` attribute).
     pub fn claims_key_label(&self) -> String {
         label_from(&self.claims_key, "object").unwrap_or_else(|_| self.claims_key.clone())
+    }
+
+    /// The claims MAC key's label, when one is configured.
+    pub fn claims_mac_key_label(&self) -> Option<String> {
+        self.claims_mac_key
+            .as_ref()
+            .map(|key| label_from(key, "object").unwrap_or_else(|_| key.clone()))
     }
 }
 
@@ -739,6 +752,22 @@ impl Config {
         ] {
             if let Err(e) = label_from(value, attribute) {
                 return invalid(format!("{field}: {e}"));
+            }
+        }
+        if let Some(key) = &self.hsm.claims_mac_key {
+            if let Err(e) = label_from(key, "object") {
+                return invalid(format!("hsm.claims_mac_key: {e}"));
+            }
+            // One key, one purpose: the MAC key is neither the keyed-hash key
+            // nor the claims encryption key.
+            let label = self.hsm.claims_mac_key_label();
+            if label == Some(self.hsm.hashing_key_label())
+                || label == Some(self.hsm.claims_key_label())
+            {
+                return invalid(
+                    "hsm.claims_mac_key must name a key of its own, not hsm.hashing_key or hsm.claims_key"
+                        .to_owned(),
+                );
             }
         }
         if self.hsm.operation_timeout_ms == 0 || self.hsm.operation_timeout_ms > 600_000 {

@@ -177,6 +177,14 @@ pub fn subject_public_key_info(key: &PublicKey) -> Vec<u8> {
     Public::of(key).subject_public_key_info()
 }
 
+/// The P-256 key in a DER SubjectPublicKeyInfo, if that is what it is
+/// (exactly as [`subject_public_key_info`] encodes it).
+pub fn p256_from_subject_public_key_info(der: &[u8]) -> Option<PublicKey> {
+    let point = der.get(der.len().checked_sub(65)?..)?;
+    let key = PublicKey::from_ec_point(Algorithm::ES256, point)?;
+    (subject_public_key_info(&key) == der).then_some(key)
+}
+
 /// A key whose private half signs elsewhere (in the HSM), as rcgen's
 /// [`SigningKey`]. `sign` returns what notary's signer returns (JWS form:
 /// Ed25519 signature, or ECDSA `r || s`); X.509 wants ECDSA signatures as a

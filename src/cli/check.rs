@@ -16,6 +16,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ok   HSM token {:?} ({} {}, serial {})",
         token.label, token.manufacturer, token.model, token.serial
     );
+    print_mechanisms(&notary).await?;
     let now = crate::issuance::now();
     let ring = notary.key_ring();
     let active = ring.active.as_ref().map(|k| k.kid.clone());
@@ -79,5 +80,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("ok   database (schema current)");
     notary.store().close().await;
     notary.hsm().close();
+    Ok(())
+}
+
+/// One line per key role: the mechanism the token will be asked for.
+/// (Start-up has already refused any role the token cannot serve.)
+async fn print_mechanisms(notary: &crate::issuance::Notary) -> anyhow::Result<()> {
+    let hsm = notary.hsm();
+    let mut roles = Vec::new();
+    if let Some(key) = notary.key_ring().active.as_ref() {
+        roles.push(("access tokens", key.algorithm()));
+    }
+    if let Some(key) = notary.active_credential_key() {
+        roles.push(("credentials", key.info.algorithm()));
+    }
+    roles.push((
+        "audit checkpoints",
+        hsm.audit_public_key().await?.algorithm(),
+    ));
+    for (role, alg) in roles {
+        let mechanism = hsm.signing_mechanism(role, alg)?;
+        println!("ok   {role}: {} with {}", alg.as_str(), mechanism.name());
+    }
+    let keyed_hash = hsm
+        .capabilities()
+        .keyed_hash()
+        .map_err(anyhow::Error::msg)?;
+    println!("ok   keyed hash: {keyed_hash}");
+    println!("ok   claims encryption: {}", hsm.sealing().describe());
+    let limit = hsm
+        .capabilities()
+        .max_sessions
+        .map_or("none stated".to_owned(), |n| n.to_string());
+    println!(
+        "ok   HSM sessions: {} for operations and 1 kept logged in (token limit: {limit})",
+        hsm.sessions()
+    );
     Ok(())
 }

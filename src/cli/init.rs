@@ -23,7 +23,7 @@ use cryptoki::session::UserType;
 
 use super::module_env;
 use crate::config::Config;
-use crate::hsm::{self, keys};
+use crate::hsm::{self, KeyRole, keys};
 use crate::issuance::keys::create_first_key;
 use crate::issuance::random;
 use crate::issuance::{Notary, Policy};
@@ -49,6 +49,10 @@ pub struct InitArgs {
     /// Credential key algorithm: ES256 (P-256, what HAIP wallets require) or EdDSA.
     #[arg(long, default_value = "ES256")]
     credential_alg: Algorithm,
+    /// Audit checkpoint key algorithm: EdDSA (Ed25519) or ES256 (P-256, for
+    /// modules without Ed25519, such as a TPM).
+    #[arg(long, default_value = "EdDSA")]
+    audit_alg: Algorithm,
     /// Database URL (default: SQLite in DIR).
     #[arg(long)]
     database: Option<String>,
@@ -58,6 +62,39 @@ pub struct InitArgs {
     /// PKCS#11 module (default: the installed SoftHSM2).
     #[arg(long)]
     module: Option<PathBuf>,
+    /// Use this existing, initialised token (a TPM, an HSM, a token made in a
+    /// key ceremony) instead of creating a SoftHSM2 token: keys found under
+    /// the labels below are adopted under the custody rule, missing signing
+    /// keys are generated when the token can, and the PIN is read from
+    /// --pin-file.
+    #[arg(long, requires_all = ["module", "pin_file"])]
+    token: Option<String>,
+    /// The user PIN of --token (mode 0600); the configuration refers to it.
+    #[arg(long, requires = "token")]
+    pin_file: Option<PathBuf>,
+    /// Environment the module reads (KEY=VALUE, repeatable), written to
+    /// [hsm.module_env], e.g. TPM2_PKCS11_STORE=/var/lib/notary/tpm.
+    #[arg(long = "module-env", value_name = "KEY=VALUE", requires = "token")]
+    module_env: Vec<String>,
+    /// With --token: label of the access-token (Notary) key.
+    #[arg(long, default_value = SIGNING_LABEL)]
+    signing_key: String,
+    /// With --token: label of the credential key.
+    #[arg(long, default_value = CREDENTIAL_LABEL)]
+    credential_key: String,
+    /// With --token: label of the HMAC key for keyed hashes.
+    #[arg(long, default_value = HASHING_LABEL)]
+    hashing_key: String,
+    /// With --token: label of the audit checkpoint key.
+    #[arg(long, default_value = AUDIT_LABEL)]
+    audit_key: String,
+    /// With --token: label of the AES-256 claims key.
+    #[arg(long, default_value = CLAIMS_LABEL)]
+    claims_key: String,
+    /// With --token: label of an HMAC-SHA256 key; seals claims with AES-CBC
+    /// and HMAC (for tokens without AES-GCM, such as a TPM).
+    #[arg(long, requires = "token")]
+    claims_mac_key: Option<String>,
 }
 
 const TOKEN_LABEL: &str = "notary";
@@ -114,37 +151,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     }
     refuse_shared_dir(&dir)?;
     make_dir(&dir)?;
-    let tokens = dir.join("tokens");
-    make_dir(&tokens)?;
-    let softhsm_conf = dir.join("softhsm2.conf");
-    write_private(
-        &softhsm_conf,
-        &format!(
-            "# SoftHSM2 configuration written by `notary init`.\n\
-             directories.tokendir = {}\n\
-             objectstore.backend = file\n\
-             log.level = ERROR\n\
-             slots.removable = false\n",
-            tokens.display()
-        ),
-    )?;
-    let env = [(
-        "SOFTHSM2_CONF".to_owned(),
-        softhsm_conf.display().to_string(),
-    )]
-    .into_iter()
-    .collect();
-    // Re-executes `notary init` with SOFTHSM2_CONF set, unless it already is.
-    module_env::ensure(&env)?;
-    crate::memory::forbid_core_dumps().context("disabling core dumps")?;
-
-    let user_pin = HsmPin::new(random::token(18)?);
-    let so_pin = HsmPin::new(random::token(18)?);
-    make_dir(&dir.join("hsm"))?;
-    write_secret(&dir.join("hsm/user-pin"), user_pin.expose())?;
-    write_secret(&dir.join("hsm/so-pin"), so_pin.expose())?;
-
-    create_token_and_keys(&module, &user_pin, &so_pin)?;
+    let hsm_section = match &args.token {
+        Some(token) => existing_token(&args, token, &module)?,
+        None => new_softhsm_token(&dir, &module, args.audit_alg)?,
+    };
     let hosts = tls_hosts(&args.listen, &public_url);
     write_tls(&dir, &hosts)?;
 
@@ -157,7 +167,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         // whatever creates it later.
         write_private(&dir.join("notary.db"), "")?;
     }
-    let config_text = config_file(&args, &public_url, &module, &database);
+    let config_text = config_file(&args, &public_url, &hsm_section, &database);
     let staged = dir.join("notary.toml.new");
     write_private(&staged, &config_text)?;
     let config = Config::load(&staged)?;
@@ -167,17 +177,34 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         let store = Store::connect(&config.database_url(), 2).await?;
         store.migrate().await?;
         let hsm = super::open_hsm(&config).await?;
-        let first =
-            create_first_key(&hsm, &store, KeyPurpose::Token, args.alg, SIGNING_LABEL).await?;
-        let credential = create_first_key(
-            &hsm,
-            &store,
-            KeyPurpose::Credential,
-            args.credential_alg,
-            CREDENTIAL_LABEL,
-        )
-        .await?;
-        let notary = Notary::open(hsm, store, Policy::from_config(&config)?).await?;
+        let notary = match &args.token {
+            None => {
+                create_first_key(&hsm, &store, KeyPurpose::Token, args.alg, SIGNING_LABEL).await?;
+                create_first_key(
+                    &hsm,
+                    &store,
+                    KeyPurpose::Credential,
+                    args.credential_alg,
+                    CREDENTIAL_LABEL,
+                )
+                .await?;
+                Notary::open(hsm, store, Policy::from_config(&config)?).await?
+            }
+            Some(_) => {
+                let notary = Notary::open(hsm, store, Policy::from_config(&config)?).await?;
+                adopt_existing_keys(&notary, &args).await?;
+                notary
+            }
+        };
+        let first = notary
+            .key_ring()
+            .active
+            .clone()
+            .context("no active Notary key")?;
+        let credential = notary
+            .active_credential_key()
+            .map(|k| k.info.clone())
+            .context("no active credential key")?;
         let verifier = notary.note_verifier().await?;
         write_private(
             &config.resolve(&config.audit.verifier_key_file),
@@ -186,22 +213,32 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         let created = notary.create_api_key(Role::Admin, "initial admin").await?;
         notary.store().close().await;
         notary.hsm().close();
-        anyhow::Ok((created, first.kid, credential.kid))
+        anyhow::Ok((created, first.kid.clone(), credential.kid))
     })?;
     write_secret(&dir.join("admin-key"), admin_key.secret.expose())?;
     fs::rename(&staged, dir.join("notary.toml")).context("finishing notary.toml")?;
 
     println!("notary set-up created in {}", dir.display());
-    println!(
-        "  Notary key: {} ({}), generated inside the SoftHSM2 token {TOKEN_LABEL:?}",
-        kid,
-        args.alg.as_str()
-    );
-    println!(
-        "  credential key: {} ({}), generated inside the same token",
-        credential_kid,
-        args.credential_alg.as_str()
-    );
+    match &args.token {
+        None => {
+            println!(
+                "  Notary key: {} ({}), generated inside the SoftHSM2 token {TOKEN_LABEL:?}",
+                kid,
+                args.alg.as_str()
+            );
+            println!(
+                "  credential key: {} ({}), generated inside the same token",
+                credential_kid,
+                args.credential_alg.as_str()
+            );
+        }
+        Some(token) => {
+            println!(
+                "  keys on the existing token {token:?}: Notary key {kid}, credential key {credential_kid}"
+            );
+            println!("  (each recorded in the audit log as key.adopted or key.generated)");
+        }
+    }
     println!("  public URL: {public_url}   listen: {}", args.listen);
     println!(
         "  TLS certificate (self-signed): {}",
@@ -287,9 +324,144 @@ fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Makes the SoftHSM2 token of a development set-up: its configuration and
+/// token directory in `dir`, fresh PINs, and the hashing, audit and claims
+/// keys. Returns the `[hsm]` section of the configuration.
+fn new_softhsm_token(dir: &Path, module: &Path, audit_alg: Algorithm) -> anyhow::Result<String> {
+    let tokens = dir.join("tokens");
+    make_dir(&tokens)?;
+    let softhsm_conf = dir.join("softhsm2.conf");
+    write_private(
+        &softhsm_conf,
+        &format!(
+            "# SoftHSM2 configuration written by `notary init`.\n\
+             directories.tokendir = {}\n\
+             objectstore.backend = file\n\
+             log.level = ERROR\n\
+             slots.removable = false\n",
+            tokens.display()
+        ),
+    )?;
+    let env = [(
+        "SOFTHSM2_CONF".to_owned(),
+        softhsm_conf.display().to_string(),
+    )]
+    .into_iter()
+    .collect();
+    // Re-executes `notary init` with SOFTHSM2_CONF set, unless it already is.
+    module_env::ensure(&env)?;
+    crate::memory::forbid_core_dumps().context("disabling core dumps")?;
+
+    let user_pin = HsmPin::new(random::token(18)?);
+    let so_pin = HsmPin::new(random::token(18)?);
+    make_dir(&dir.join("hsm"))?;
+    write_secret(&dir.join("hsm/user-pin"), user_pin.expose())?;
+    write_secret(&dir.join("hsm/so-pin"), so_pin.expose())?;
+    create_token_and_keys(module, &user_pin, &so_pin, audit_alg)?;
+    Ok(format!(
+        r#"[hsm]
+module = "{module}"
+token = "{TOKEN_LABEL}"
+hashing_key = "{HASHING_LABEL}"
+audit_key = "{AUDIT_LABEL}"
+claims_key = "{CLAIMS_LABEL}"
+# The PIN is never in this file. Production: pin_credential = "notary-hsm-pin"
+# (systemd LoadCredentialEncrypted=). This development set-up reads a file.
+pin_file = "hsm/user-pin"
+
+[hsm.module_env]
+SOFTHSM2_CONF = "softhsm2.conf"
+"#,
+        module = module.display()
+    ))
+}
+
+/// Checks the arguments of a set-up on an existing token and applies its
+/// module environment. Returns the `[hsm]` section of the configuration.
+fn existing_token(args: &InitArgs, token: &str, module: &Path) -> anyhow::Result<String> {
+    let pin_file = absolute(
+        args.pin_file
+            .as_deref()
+            .context("--token needs --pin-file")?,
+    )?;
+    let mut env = std::collections::BTreeMap::new();
+    for pair in &args.module_env {
+        let (key, value) = pair
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .with_context(|| format!("--module-env {pair:?}: expected KEY=VALUE"))?;
+        env.insert(key.to_owned(), value.to_owned());
+    }
+    module_env::ensure(&env)?;
+    crate::memory::forbid_core_dumps().context("disabling core dumps")?;
+    // Marks a started set-up, as for a SoftHSM2 token; holds no PIN here.
+    make_dir(&args.dir.join("hsm"))?;
+    let quoted = |text: &str| toml::Value::String(text.to_owned()).to_string();
+    let mut section = format!(
+        "[hsm]\nmodule = {}\ntoken = {}\nhashing_key = {}\naudit_key = {}\nclaims_key = {}\n",
+        quoted(&module.display().to_string()),
+        quoted(token),
+        quoted(&args.hashing_key),
+        quoted(&args.audit_key),
+        quoted(&args.claims_key),
+    );
+    if let Some(mac) = &args.claims_mac_key {
+        section += &format!("claims_mac_key = {}\n", quoted(mac));
+    }
+    section += &format!(
+        "# The PIN is never in this file; production: pin_credential (systemd credentials).\n\
+         pin_file = {}\n\n[hsm.module_env]\n",
+        quoted(&pin_file.display().to_string())
+    );
+    for (key, value) in &env {
+        section += &format!("{} = {}\n", quoted(key), quoted(value));
+    }
+    Ok(section)
+}
+
+/// On an existing token: adopts the Notary and credential keys when the
+/// token holds them (else generates them there), and records the adoption
+/// of the fixed keys, each with a `key.adopted` audit entry.
+async fn adopt_existing_keys(notary: &Notary, args: &InitArgs) -> anyhow::Result<()> {
+    for (purpose, label, alg) in [
+        (KeyPurpose::Token, &args.signing_key, args.alg),
+        (
+            KeyPurpose::Credential,
+            &args.credential_key,
+            args.credential_alg,
+        ),
+    ] {
+        let kid = match notary.hsm().signing_key(label).await {
+            Ok(_) => notary.adopt_key(purpose, label).await?.kid,
+            Err(crate::hsm::HsmError::KeyNotFound(_)) => {
+                notary
+                    .generate_key(purpose, alg, Some(label.clone()))
+                    .await?
+                    .kid
+            }
+            Err(e) => return Err(e.into()),
+        };
+        notary.rotate_key(purpose, alg, None, Some(&kid)).await?;
+    }
+    notary.refresh_keys().await?;
+    let mut fixed = vec![KeyRole::Hashing, KeyRole::Audit, KeyRole::Claims];
+    if args.claims_mac_key.is_some() {
+        fixed.push(KeyRole::ClaimsMac);
+    }
+    for role in fixed {
+        notary.adopt_fixed_key(role).await?;
+    }
+    Ok(())
+}
+
 /// Initialises the token, sets the user PIN and generates the hashing key,
 /// the audit key and the claims key in it (the first Notary key follows through `Hsm`).
-fn create_token_and_keys(module: &Path, user_pin: &HsmPin, so_pin: &HsmPin) -> anyhow::Result<()> {
+fn create_token_and_keys(
+    module: &Path,
+    user_pin: &HsmPin,
+    so_pin: &HsmPin,
+    audit_alg: Algorithm,
+) -> anyhow::Result<()> {
     let pkcs11 = hsm::load_module(module)?;
     let free = pkcs11
         .get_slots_with_token()
@@ -323,7 +495,7 @@ fn create_token_and_keys(module: &Path, user_pin: &HsmPin, so_pin: &HsmPin) -> a
     random::fill(&mut id)?;
     keys::generate_hashing_key(&session, HASHING_LABEL, &id)?;
     random::fill(&mut id)?;
-    keys::generate_signing_key(&session, Algorithm::EdDSA, AUDIT_LABEL, &id)?;
+    keys::generate_signing_key(&session, audit_alg, AUDIT_LABEL, &id)?;
     random::fill(&mut id)?;
     keys::generate_claims_key(&session, CLAIMS_LABEL, &id)?;
     session.logout().context("logging out")?;
@@ -382,7 +554,7 @@ fn write_tls(dir: &Path, hosts: &[String]) -> anyhow::Result<()> {
     write_secret(&dir.join("tls/key.pem"), key.serialize_pem().trim_end())
 }
 
-fn config_file(args: &InitArgs, public_url: &str, module: &Path, database: &str) -> String {
+fn config_file(args: &InitArgs, public_url: &str, hsm_section: &str, database: &str) -> String {
     format!(
         r#"# notary configuration, written by `notary init`.
 # Relative paths are relative to this file's directory.
@@ -399,19 +571,7 @@ key = "tls/key.pem"
 [database]
 url = "{database}"
 
-[hsm]
-module = "{module}"
-token = "{TOKEN_LABEL}"
-hashing_key = "{HASHING_LABEL}"
-audit_key = "{AUDIT_LABEL}"
-claims_key = "{CLAIMS_LABEL}"
-# The PIN is never in this file. Production: pin_credential = "notary-hsm-pin"
-# (systemd LoadCredentialEncrypted=). This development set-up reads a file.
-pin_file = "hsm/user-pin"
-
-[hsm.module_env]
-SOFTHSM2_CONF = "softhsm2.conf"
-
+{hsm_section}
 [issuance]
 access_token_ttl_secs = 300
 access_token_typ = "at+jwt"
@@ -465,6 +625,5 @@ claims = [
 "#,
         listen = args.listen,
         metrics_listen = args.metrics_listen,
-        module = module.display(),
     )
 }

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::hsm::KeyRole;
 use crate::issuance::rfc3339;
 use crate::jose::Algorithm;
 use crate::store::KeyPurpose;
@@ -35,6 +36,23 @@ fn algorithm_for(purpose: KeyPurpose, alg: Option<Algorithm>) -> Algorithm {
         KeyPurpose::Token => Algorithm::EdDSA,
         KeyPurpose::Credential => Algorithm::ES256,
     })
+}
+
+/// The role of an adopted key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdoptRole {
+    /// Signs access tokens (a Notary key).
+    Token,
+    /// Signs credentials and status lists.
+    Credential,
+    /// Signs audit checkpoints (`hsm.audit_key`).
+    Audit,
+    /// Computes keyed hashes of codes, PINs and API keys (`hsm.hashing_key`).
+    Hashing,
+    /// Encrypts offer claims (`hsm.claims_key`).
+    Claims,
+    /// Authenticates claims sealed with AES-CBC (`hsm.claims_mac_key`).
+    ClaimsMac,
 }
 
 /// Key lifecycle commands.
@@ -85,6 +103,28 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Adopt a key that already exists on the token (made in a key ceremony
+    /// with the module's own tool): it must pass the custody rule, and is
+    /// recorded in the audit log with its attributes and public key hash.
+    /// A token or credential key becomes pending (active with --activate);
+    /// a fixed key (hashing, audit, claims, claims-mac) must be the one the
+    /// configuration names.
+    Adopt {
+        /// What the key is for.
+        #[arg(long, value_enum)]
+        role: AdoptRole,
+        /// Its CKA_LABEL, or a PKCS#11 URI naming it (pkcs11:object=LABEL).
+        #[arg(long)]
+        label: String,
+        /// Make an adopted token or credential key active at once.
+        #[arg(long)]
+        activate: bool,
+        /// First set to false the usage flags the key's role forbids
+        /// (CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, ...), which generic tools
+        /// leave at the module's defaults. Only ever removes a permission.
+        #[arg(long)]
+        restrict_usage: bool,
+    },
     /// Print the custody evidence of every key, as read from the token.
     CustodyReport {
         /// JSON instead of text.
@@ -134,8 +174,17 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let KeysCommand::Adopt {
+        role,
+        label,
+        restrict_usage: true,
+        ..
+    } = &command
+    {
+        restrict_usage(&config, *role, label).await?;
+    }
     let notary = super::open_notary(&config).await?;
-    let result = run_with(&notary, command, chain).await;
+    let result = run_with(&notary, &config, command, chain).await;
     notary.store().close().await;
     notary.hsm().close();
     result
@@ -143,6 +192,7 @@ pub async fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
 
 async fn run_with(
     notary: &crate::issuance::Notary,
+    config: &Config,
     command: KeysCommand,
     chain: Option<Vec<u8>>,
 ) -> anyhow::Result<()> {
@@ -264,6 +314,12 @@ async fn run_with(
         KeysCommand::GenerateClaimsKey => {
             anyhow::bail!("generate-claims-key runs before the key ring is opened")
         }
+        KeysCommand::Adopt {
+            role,
+            label,
+            activate,
+            ..
+        } => adopt(notary, config, role, &label, activate).await?,
         KeysCommand::CustodyReport { json } => {
             let report = notary.custody_report().await?;
             if json {
@@ -335,11 +391,21 @@ fn print_report(report: &crate::issuance::custody::CustodyReport) {
                 .as_deref()
                 .unwrap_or("(not returned by the token)")
         );
+        if let Some(allowed) = &c.allowed_mechanisms {
+            println!("  CKA_ALLOWED_MECHANISMS {}", allowed.join(", "));
+        }
         for a in &c.attributes {
             let value = a
                 .value
                 .map_or("(not returned by the token)".to_owned(), |v| v.to_string());
-            println!("  {:<22} {value}", a.name);
+            // A usage flag the rule forbids, made moot by the allowed mechanisms.
+            let moot = c.usage_bounded && a.required.is_some_and(|r| Some(r) != a.value);
+            let note = if moot {
+                "  (grants nothing: only the mechanisms above are allowed)"
+            } else {
+                ""
+            };
+            println!("  {:<22} {value}{note}", a.name);
         }
         if let Some(n) = key.signatures {
             println!("  signatures (audit log) {n}");
@@ -355,4 +421,123 @@ fn print_report(report: &crate::issuance::custody::CustodyReport) {
             Some(v) => println!("  custody rule           VIOLATED: {v}"),
         }
     }
+}
+
+/// The custody role of an adopted key.
+fn key_role(role: AdoptRole) -> KeyRole {
+    match role {
+        AdoptRole::Token => KeyRole::Signing,
+        AdoptRole::Credential => KeyRole::Credential,
+        AdoptRole::Audit => KeyRole::Audit,
+        AdoptRole::Hashing => KeyRole::Hashing,
+        AdoptRole::Claims => KeyRole::Claims,
+        AdoptRole::ClaimsMac => KeyRole::ClaimsMac,
+    }
+}
+
+/// `keys adopt --restrict-usage`: narrows the key's usage flags in a login
+/// of its own, before the key ring (which refuses such a key) is opened.
+async fn restrict_usage(config: &Config, role: AdoptRole, label: &str) -> anyhow::Result<()> {
+    let label = crate::hsm::uri::label_from(label, "object")?;
+    let settings = super::hsm_settings(config);
+    let pin = config.hsm_pin()?;
+    let narrowed = tokio::task::spawn_blocking(move || {
+        crate::hsm::restrict_usage(&settings, &pin, key_role(role), &label)
+    })
+    .await
+    .context("HSM task failed")??;
+    if narrowed.is_empty() {
+        println!("usage already limited to the key's role");
+    } else {
+        println!("set to false: {}", narrowed.join(", "));
+    }
+    Ok(())
+}
+
+/// `keys adopt`.
+async fn adopt(
+    notary: &crate::issuance::Notary,
+    config: &Config,
+    role: AdoptRole,
+    label: &str,
+    activate: bool,
+) -> anyhow::Result<()> {
+    let label = crate::hsm::uri::label_from(label, "object")?;
+    let (key_role, configured, field) = match role {
+        AdoptRole::Token | AdoptRole::Credential => {
+            let purpose = match role {
+                AdoptRole::Token => KeyPurpose::Token,
+                _ => KeyPurpose::Credential,
+            };
+            let k = notary.adopt_key(purpose, &label).await?;
+            println!(
+                "adopted {} ({}, {}, {}): pending",
+                k.kid,
+                k.label,
+                k.alg,
+                purpose.as_str()
+            );
+            if activate {
+                let alg = algorithm_for(purpose, None);
+                let (k, previous) = notary.rotate_key(purpose, alg, None, Some(&k.kid)).await?;
+                println!("active: {}", k.kid);
+                if let Some(previous) = previous {
+                    println!("retiring: {previous}");
+                }
+            } else {
+                println!(
+                    "make it active with: notary keys rotate --purpose {} --kid {}",
+                    purpose.as_str(),
+                    k.kid
+                );
+            }
+            return Ok(());
+        }
+        AdoptRole::Audit => (
+            KeyRole::Audit,
+            Some(config.hsm.audit_key_label()),
+            "hsm.audit_key",
+        ),
+        AdoptRole::Hashing => (
+            KeyRole::Hashing,
+            Some(config.hsm.hashing_key_label()),
+            "hsm.hashing_key",
+        ),
+        AdoptRole::Claims => (
+            KeyRole::Claims,
+            Some(config.hsm.claims_key_label()),
+            "hsm.claims_key",
+        ),
+        AdoptRole::ClaimsMac => (
+            KeyRole::ClaimsMac,
+            config.hsm.claims_mac_key_label(),
+            "hsm.claims_mac_key",
+        ),
+    };
+    // The fixed keys are found by the labels the configuration gives, and
+    // changing one (say the hashing key) would orphan everything made with
+    // the old one: adoption records the configured key, it never switches.
+    if configured.as_deref() != Some(label.as_str()) {
+        anyhow::bail!(
+            "{field} does not name {label:?}: set {field} = \"{label}\" in the configuration first"
+        );
+    }
+    let custody = notary.adopt_fixed_key(key_role).await?;
+    println!(
+        "adopted {:?} ({}) as the {} key: {}",
+        custody.label,
+        custody.key.as_deref().unwrap_or("unknown type"),
+        field,
+        custody.summary()
+    );
+    if key_role == KeyRole::Audit {
+        let path = config.resolve(&config.audit.verifier_key_file);
+        let verifier = notary.note_verifier().await?;
+        if !path.exists() {
+            std::fs::write(&path, verifier.encode() + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote the audit verifier key to {}", path.display());
+        }
+    }
+    Ok(())
 }

@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a complete single-host set-up (SoftHSM2 token, keys, TLS, database, admin key).
-    Init(init::InitArgs),
+    Init(Box<init::InitArgs>),
     /// Run the server.
     Serve,
     /// Validate the config and reach the HSM and the database.
@@ -127,7 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => {
             init_logging(default_level, crate::config::LogFormat::Text);
-            init::run(args)
+            init::run(*args)
         }
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{}", crate::config::REFERENCE);
@@ -194,6 +194,7 @@ pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
         hashing_key: config.hsm.hashing_key_label(),
         audit_key: config.hsm.audit_key_label(),
         claims_key: config.hsm.claims_key_label(),
+        claims_mac_key: config.hsm.claims_mac_key_label(),
         sessions: config.hsm.sessions.unwrap_or(2 * cores),
         operation_timeout: std::time::Duration::from_millis(config.hsm.operation_timeout_ms),
     }
@@ -259,6 +260,10 @@ pub async fn open_notary(config: &Config) -> anyhow::Result<Notary> {
 fn init_logging(default: &str, format: crate::config::LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
+    // cryptoki logs an ERROR for every mechanism number it has no name for
+    // (a TPM lists CKM_AES_OFB in CKA_ALLOWED_MECHANISMS): not an error of
+    // notary's, and not one an operator can act on.
+    let default = &format!("{default},cryptoki::mechanism=off");
     let (filter, bad) = match std::env::var("NOTARY_LOG") {
         Ok(spec) => match EnvFilter::try_new(&spec) {
             Ok(filter) => (filter, None),

@@ -4,7 +4,7 @@
 //! the module's defaults, which differ between vendors (some make keys
 //! extractable unless told otherwise).
 
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
@@ -111,15 +111,14 @@ pub fn generate_claims_key(session: &Session, label: &str, id: &[u8]) -> Result<
 fn kinds(role: KeyRole) -> (ObjectClass, &'static [KeyType]) {
     match role {
         KeyRole::Claims => (ObjectClass::SECRET_KEY, &[KeyType::AES]),
-        KeyRole::Hashing => (
+        KeyRole::Hashing | KeyRole::ClaimsMac => (
             ObjectClass::SECRET_KEY,
             &[KeyType::GENERIC_SECRET, KeyType::SHA256_HMAC],
         ),
-        KeyRole::Signing | KeyRole::Credential => (
+        KeyRole::Signing | KeyRole::Credential | KeyRole::Audit => (
             ObjectClass::PRIVATE_KEY,
             &[KeyType::EC_EDWARDS, KeyType::EC],
         ),
-        KeyRole::Audit => (ObjectClass::PRIVATE_KEY, &[KeyType::EC_EDWARDS]),
     }
 }
 
@@ -303,6 +302,13 @@ pub struct Custody {
     /// Why the key type or size does not fit the key's role, if it does not.
     #[serde(skip)]
     key_problem: Option<String>,
+    /// `CKA_ALLOWED_MECHANISMS`, when the token sets it.
+    pub allowed_mechanisms: Option<Vec<String>>,
+    /// Whether `CKA_ALLOWED_MECHANISMS` confines the key to mechanisms of
+    /// its role (say, ECDSA only): then a usage flag the rule forbids, such
+    /// as `CKA_DECRYPT` on a TPM's EC key, grants nothing and is not a
+    /// violation.
+    pub usage_bounded: bool,
     /// Boolean attributes, the custody rule's first.
     pub attributes: Vec<CustodyAttribute>,
 }
@@ -319,6 +325,9 @@ impl Custody {
             let Some(required) = attr.required else {
                 continue;
             };
+            if self.usage_bounded && USAGE_ATTRIBUTES.contains(&attr.name) {
+                continue;
+            }
             match attr.value {
                 None => {
                     return Some(format!(
@@ -341,7 +350,12 @@ impl Custody {
     /// A one-line summary for logs and `check`.
     pub fn summary(&self) -> String {
         let key = format!("key={}", self.key.as_deref().unwrap_or("unavailable"));
+        let allowed = self
+            .allowed_mechanisms
+            .as_ref()
+            .map(|list| format!("CKA_ALLOWED_MECHANISMS={}", list.join(",")));
         std::iter::once(key)
+            .chain(allowed)
             .chain(self.attributes.iter().map(|a| match a.value {
                 Some(v) => format!("{}={v}", a.name),
                 None => format!("{}=unavailable", a.name),
@@ -396,7 +410,7 @@ const CLAIMS_KEY_ATTRIBUTES: [(&str, AttributeType, Option<bool>); 3] = [
 /// must have (if the rule covers it).
 fn rule_for(role: KeyRole) -> Vec<(&'static str, AttributeType, Option<bool>)> {
     match role {
-        KeyRole::Hashing => BOOLEAN_ATTRIBUTES
+        KeyRole::Hashing | KeyRole::ClaimsMac => BOOLEAN_ATTRIBUTES
             .iter()
             .chain(SECRET_KEY_ATTRIBUTES.iter())
             .copied()
@@ -411,6 +425,53 @@ fn rule_for(role: KeyRole) -> Vec<(&'static str, AttributeType, Option<bool>)> {
             .collect(),
         KeyRole::Signing | KeyRole::Credential | KeyRole::Audit => BOOLEAN_ATTRIBUTES.to_vec(),
     }
+}
+
+/// The attributes that grant a use (as opposed to those that say where a
+/// key was made and who may read it).
+const USAGE_ATTRIBUTES: [&str; 6] = [
+    "CKA_DECRYPT",
+    "CKA_UNWRAP",
+    "CKA_DERIVE",
+    "CKA_ENCRYPT",
+    "CKA_WRAP",
+    "CKA_SIGN",
+];
+
+/// Whether `mechanism` belongs to what a key of `role` does: sign (ECDSA,
+/// EdDSA), MAC (HMAC-SHA-*), or encrypt (AES modes), and nothing else.
+fn serves_role(role: KeyRole, mechanism: MechanismType) -> bool {
+    /// `CKM_AES_OFB`, `CKM_AES_CFB64`, `CKM_AES_CFB8`, `CKM_AES_CFB1` (which
+    /// cryptoki has no names for).
+    const AES_STREAM_MODES: [u64; 4] = [0x2104, 0x2105, 0x2106, 0x2108];
+    let of_role: &[MechanismType] = match role {
+        KeyRole::Signing | KeyRole::Credential | KeyRole::Audit => &[
+            MechanismType::ECDSA,
+            MechanismType::ECDSA_SHA1,
+            MechanismType::ECDSA_SHA224,
+            MechanismType::ECDSA_SHA256,
+            MechanismType::ECDSA_SHA384,
+            MechanismType::ECDSA_SHA512,
+            MechanismType::EDDSA,
+        ],
+        KeyRole::Hashing | KeyRole::ClaimsMac => &[
+            MechanismType::SHA1_HMAC,
+            MechanismType::SHA224_HMAC,
+            MechanismType::SHA256_HMAC,
+            MechanismType::SHA384_HMAC,
+            MechanismType::SHA512_HMAC,
+        ],
+        KeyRole::Claims => &[
+            MechanismType::AES_ECB,
+            MechanismType::AES_CBC,
+            MechanismType::AES_CBC_PAD,
+            MechanismType::AES_CTR,
+            MechanismType::AES_GCM,
+            MechanismType::AES_CFB128,
+        ],
+    };
+    of_role.contains(&mechanism)
+        || (role == KeyRole::Claims && AES_STREAM_MODES.contains(&*mechanism))
 }
 
 /// The claims key's size: AES-256.
@@ -455,7 +516,7 @@ fn key_description(attrs: &[Attribute], role: KeyRole) -> (Option<String>, Optio
     if role == KeyRole::Claims {
         return aes_description(attrs, key_type);
     }
-    if role == KeyRole::Hashing {
+    if role == KeyRole::Hashing || role == KeyRole::ClaimsMac {
         let bytes = attrs.iter().find_map(|a| match a {
             Attribute::ValueLen(n) => Some(usize::from(*n)),
             _ => None,
@@ -496,12 +557,6 @@ fn key_description(attrs: &[Attribute], role: KeyRole) -> (Option<String>, Optio
             );
         }
     };
-    if role == KeyRole::Audit && curve != "Ed25519" {
-        return (
-            Some(curve.to_owned()),
-            Some("the audit key must be Ed25519".to_owned()),
-        );
-    }
     (Some(curve.to_owned()), None)
 }
 
@@ -549,7 +604,7 @@ pub fn read_custody(
     let mut wanted: Vec<AttributeType> = rule.iter().map(|(_, t, _)| *t).collect();
     wanted.extend([AttributeType::Id, AttributeType::KeyType]);
     wanted.push(match role {
-        KeyRole::Hashing | KeyRole::Claims => AttributeType::ValueLen,
+        KeyRole::Hashing | KeyRole::Claims | KeyRole::ClaimsMac => AttributeType::ValueLen,
         KeyRole::Signing | KeyRole::Credential | KeyRole::Audit => AttributeType::EcParams,
     });
     let attrs = session
@@ -579,14 +634,70 @@ pub fn read_custody(
             required: *required,
         })
         .collect();
+    // Read on its own too: many tokens do not know the attribute.
+    let allowed = session
+        .get_attributes(handle, &[AttributeType::AllowedMechanisms])
+        .ok()
+        .and_then(|attrs| {
+            attrs.into_iter().find_map(|a| match a {
+                Attribute::AllowedMechanisms(list) => Some(list),
+                _ => None,
+            })
+        })
+        .filter(|list| !list.is_empty());
+    let usage_bounded = allowed
+        .as_ref()
+        .is_some_and(|list| list.iter().all(|m| serves_role(role, *m)));
     Ok(Custody {
         label: label.to_owned(),
         id,
         key_gen_mechanism,
         key,
         key_problem,
+        allowed_mechanisms: allowed.map(|list| list.iter().map(|m| m.to_string()).collect()),
+        usage_bounded,
         attributes,
     })
+}
+
+/// Narrows a key's usage flags to its role's rule: every usage attribute
+/// (`CKA_DECRYPT`, `CKA_UNWRAP`, `CKA_DERIVE`, `CKA_ENCRYPT`, `CKA_WRAP`,
+/// `CKA_SIGN`) the rule forbids but the key allows is set to false with
+/// `C_SetAttributeValue`. Generic tools (pkcs11-tool, p11tool) leave a
+/// module's defaults in place, which on SoftHSM2 let an EC private key
+/// decrypt and unwrap. Narrowing only ever takes a permission away;
+/// attributes that prove where the key was made (`CKA_LOCAL`,
+/// `CKA_NEVER_EXTRACTABLE`, ...) cannot be changed, so a key that fails
+/// those stays refused. Returns the names of the attributes changed.
+pub fn restrict_usage(
+    session: &Session,
+    role: KeyRole,
+    label: &str,
+) -> Result<Vec<&'static str>, HsmError> {
+    let handle = find_key(session, role, label)?;
+    let custody = read_custody(session, handle, role, label)?;
+    let mut narrowed = Vec::new();
+    for attr in &custody.attributes {
+        let usage = match attr.name {
+            "CKA_DECRYPT" => Attribute::Decrypt(false),
+            "CKA_UNWRAP" => Attribute::Unwrap(false),
+            "CKA_DERIVE" => Attribute::Derive(false),
+            "CKA_ENCRYPT" => Attribute::Encrypt(false),
+            "CKA_WRAP" => Attribute::Wrap(false),
+            "CKA_SIGN" => Attribute::Sign(false),
+            _ => continue,
+        };
+        if attr.required == Some(false) && attr.value == Some(true) {
+            session.update_attributes(handle, &[usage]).map_err(|e| {
+                HsmError::Unsupported(format!(
+                    "key {label:?}: the token would not set {} to false ({e})",
+                    attr.name
+                ))
+            })?;
+            narrowed.push(attr.name);
+        }
+    }
+    Ok(narrowed)
 }
 
 /// Finds the key of `role` labelled `label` and refuses it unless it
@@ -660,6 +771,8 @@ mod tests {
             key_gen_mechanism: None,
             key,
             key_problem,
+            allowed_mechanisms: None,
+            usage_bounded: false,
             attributes: rule_for(role)
                 .iter()
                 .map(|(name, t, required)| CustodyAttribute {
@@ -689,6 +802,41 @@ mod tests {
         read.push(Attribute::KeyType(KeyType::GENERIC_SECRET));
         read.push(Attribute::ValueLen(bytes.into()));
         read
+    }
+
+    #[test]
+    fn a_usage_flag_is_moot_when_allowed_mechanisms_confine_the_key_to_its_role() {
+        // A TPM's EC key: CKA_DECRYPT true, but only ECDSA is allowed.
+        let mut read = attrs(&[
+            (AttributeType::Local, true),
+            (AttributeType::NeverExtractable, true),
+            (AttributeType::AlwaysSensitive, true),
+            (AttributeType::Extractable, false),
+            (AttributeType::Sensitive, true),
+            (AttributeType::Private, true),
+            (AttributeType::Derive, false),
+            (AttributeType::Decrypt, true),
+            (AttributeType::Unwrap, false),
+        ]);
+        read.extend([
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+        ]);
+        let mut custody = custody_of(&read, KeyRole::Credential);
+        assert!(custody.violation().unwrap().contains("CKA_DECRYPT"));
+        custody.usage_bounded = true;
+        assert_eq!(custody.violation(), None);
+        // Never what says where the key was made.
+        custody.attributes[0].value = Some(false);
+        assert!(custody.violation().unwrap().contains("CKA_LOCAL"));
+        assert!(serves_role(
+            KeyRole::Credential,
+            MechanismType::ECDSA_SHA256
+        ));
+        assert!(!serves_role(KeyRole::Credential, MechanismType::AES_CBC));
+        assert!(!serves_role(KeyRole::Hashing, MechanismType::ECDSA));
+        assert!(serves_role(KeyRole::Claims, MechanismType::AES_CTR));
+        assert!(!serves_role(KeyRole::Claims, MechanismType::AES_KEY_WRAP));
     }
 
     #[test]

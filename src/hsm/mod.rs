@@ -11,6 +11,7 @@
 //! - Cached handles go stale after a logout or a token reset; on the errors
 //!   that mean "stale" we log in again, look the keys up again and retry once.
 
+pub mod capabilities;
 pub mod keys;
 mod pool;
 mod sealing;
@@ -31,6 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::jose::{Algorithm, PublicKey};
 use crate::secret::HsmPin;
+use capabilities::{Capabilities, EcdsaMode, Sealing, SignMechanism};
 pub use keys::Custody;
 use pool::{KeyRef, Pool};
 
@@ -120,7 +122,11 @@ pub struct HsmSettings {
     /// use, so that `keys generate-claims-key` can log in to a token made
     /// before the key existed.
     pub claims_key: String,
-    /// Pooled sessions (and concurrent operations).
+    /// Label of the HMAC key that authenticates sealed claims, when claims
+    /// are sealed with AES-CBC and HMAC (tokens without AES-GCM).
+    pub claims_mac_key: Option<String>,
+    /// Pooled sessions (and concurrent operations), at most; fewer when the
+    /// token allows fewer.
     pub sessions: usize,
     /// Longest wait for one operation before it fails as unavailable.
     pub operation_timeout: std::time::Duration,
@@ -162,6 +168,11 @@ pub struct TokenIdentity {
 pub struct Hsm {
     inner: Arc<Pool>,
     token: Arc<TokenIdentity>,
+    capabilities: Arc<Capabilities>,
+    /// How claims are sealed (from the configuration, checked against the token).
+    sealing: Sealing,
+    /// How P-256 keys sign on this token.
+    ecdsa: EcdsaMode,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -188,6 +199,34 @@ pub enum KeyRole {
     Audit,
     /// The AES-256 key that seals offer claims.
     Claims,
+    /// The HMAC key that authenticates sealed claims (AES-CBC sealing only).
+    ClaimsMac,
+}
+
+/// One signature by a private key: pure EdDSA, or ECDSA returning `r || s`
+/// (what JWS wants), over a SHA-256 digest made here when the token offers
+/// raw `CKM_ECDSA` (SoftHSM 2.6 has no `CKM_ECDSA_SHA256`), else with the
+/// token hashing.
+fn sign_with(
+    session: &cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+    alg: Algorithm,
+    ecdsa: EcdsaMode,
+    message: &[u8],
+) -> Result<Vec<u8>, CkError> {
+    match (alg, ecdsa) {
+        (Algorithm::EdDSA, _) => session.sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            key,
+            message,
+        ),
+        (Algorithm::ES256, EcdsaMode::OverDigest) => {
+            session.sign(&Mechanism::Ecdsa, key, &Sha256::digest(message))
+        }
+        (Algorithm::ES256, EcdsaMode::HashingInToken) => {
+            session.sign(&Mechanism::EcdsaSha256, key, message)
+        }
+    }
 }
 
 /// Loads and initialises a PKCS#11 module.
@@ -228,6 +267,33 @@ pub fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
     }
 }
 
+/// Narrows the usage flags of the key of `role` labelled `label` on the
+/// token of `settings` to what its role allows (see
+/// [`keys::restrict_usage`]), in a login of its own: a fixed key with too
+/// broad a usage keeps [`Hsm::open`] from starting at all. Blocking.
+/// Returns the attributes set to false.
+pub fn restrict_usage(
+    settings: &HsmSettings,
+    pin: &HsmPin,
+    role: KeyRole,
+    label: &str,
+) -> Result<Vec<&'static str>, HsmError> {
+    let pkcs11 = load_module(&settings.module)?;
+    let narrowed = find_token(&pkcs11, &settings.token).and_then(|slot| {
+        let session = pkcs11
+            .open_rw_session(slot)
+            .map_err(|e| HsmError::from_pkcs11("opening a session", e))?;
+        session
+            .login(cryptoki::session::UserType::User, Some(&auth_pin(pin)))
+            .map_err(|e| HsmError::from_pkcs11("logging in", e))?;
+        let narrowed = keys::restrict_usage(&session, role, label);
+        let _ = session.logout();
+        narrowed
+    });
+    let _ = pkcs11.finalize();
+    narrowed
+}
+
 /// Converts notary's PIN type into cryptoki's without an intermediate copy
 /// that outlives the call (cryptoki's `AuthPin` zeroizes on drop too).
 pub fn auth_pin(pin: &HsmPin) -> AuthPin {
@@ -243,17 +309,76 @@ impl Hsm {
         let info = pkcs11
             .get_token_info(slot)
             .map_err(|e| HsmError::from_pkcs11("reading token info", e))?;
+        // Blank-padded by the standard; some modules (tpm2-pkcs11) pad with NULs.
+        let field = |text: &str| text.trim_end_matches([' ', '\0']).to_owned();
         let token = TokenIdentity {
-            label: info.label().trim_end().to_owned(),
-            manufacturer: info.manufacturer_id().trim_end().to_owned(),
-            model: info.model().trim_end().to_owned(),
-            serial: info.serial_number().trim_end().to_owned(),
+            label: field(info.label()),
+            manufacturer: field(info.manufacturer_id()),
+            model: field(info.model()),
+            serial: field(info.serial_number()),
         };
-        let pool = Pool::open(pkcs11, slot, auth_pin(pin), &token.serial, settings)?;
+        // What the token can do is read before the PIN is presented: a
+        // token that cannot serve a role is refused without a login.
+        let capabilities = Capabilities::read(&pkcs11, slot)?;
+        capabilities.keyed_hash().map_err(HsmError::Unsupported)?;
+        let sealing = capabilities
+            .sealing(settings.claims_mac_key.is_some())
+            .map_err(HsmError::Unsupported)?;
+        let ecdsa = match capabilities.signing("", Algorithm::ES256) {
+            Ok(SignMechanism::Ecdsa(mode)) => mode,
+            _ => EcdsaMode::OverDigest,
+        };
+        let sessions = capabilities::session_budget(settings.sessions, capabilities.max_sessions)
+            .map_err(HsmError::Unsupported)?;
+        if sessions < settings.sessions {
+            tracing::warn!(
+                configured = settings.sessions,
+                used = sessions,
+                "hsm.sessions lowered to stay within the token's session limit (ulMaxSessionCount)"
+            );
+        }
+        let settings = HsmSettings {
+            sessions,
+            ..settings.clone()
+        };
+        let pool = Pool::open(pkcs11, slot, auth_pin(pin), &token.serial, &settings)?;
+        let audit_alg = pool
+            .with_keeper(|s| keys::read_public_key(s, KeyRole::Audit, &settings.audit_key))?
+            .algorithm();
+        if let Err(refused) = capabilities.signing("audit checkpoints", audit_alg) {
+            pool.close();
+            return Err(HsmError::Unsupported(refused));
+        }
         Ok(Hsm {
             inner: Arc::new(pool),
             token: Arc::new(token),
+            capabilities: Arc::new(capabilities),
+            sealing,
+            ecdsa,
         })
+    }
+
+    /// What the token can do, as read at start-up.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Sessions the pool may open for operations (the keeper session aside).
+    pub fn sessions(&self) -> usize {
+        self.inner.sessions()
+    }
+
+    /// How offer claims are sealed.
+    pub fn sealing(&self) -> Sealing {
+        self.sealing
+    }
+
+    /// Refuses a key of `alg` for `role` (e.g. "access tokens") when the
+    /// token cannot sign with it; the message names the missing mechanism.
+    pub fn signing_mechanism(&self, role: &str, alg: Algorithm) -> Result<SignMechanism, HsmError> {
+        self.capabilities
+            .signing(role, alg)
+            .map_err(HsmError::Unsupported)
     }
 
     /// The token's identity.
@@ -305,6 +430,14 @@ impl Hsm {
         label: &str,
         id: Vec<u8>,
     ) -> Result<SigningKeyInfo, HsmError> {
+        self.signing_mechanism("the new key", alg)?;
+        if !self.capabilities.generates_key_pair(alg) {
+            return Err(HsmError::Unsupported(format!(
+                "the token cannot generate {} key pairs itself; make the key with the module's own \
+                 tool and adopt it (notary keys adopt)",
+                alg.as_str()
+            )));
+        }
         let label = label.to_owned();
         self.with_keeper("generating a signing key", move |_, s| {
             keys::generate_signing_key(s, alg, &label, &id)?;
@@ -343,12 +476,9 @@ impl Hsm {
     pub async fn custody(&self, role: KeyRole, label: Option<&str>) -> Result<Custody, HsmError> {
         let label = label.map(str::to_owned);
         self.with_keeper("reading custody attributes", move |pool, s| {
-            let (hashing, audit) = pool.fixed_labels();
             let label = match role {
-                KeyRole::Hashing => hashing.to_owned(),
-                KeyRole::Audit => audit.to_owned(),
-                KeyRole::Claims => pool.claims_label().to_owned(),
                 KeyRole::Signing | KeyRole::Credential => label.unwrap_or_default(),
+                fixed => pool.label_of(fixed).unwrap_or_default().to_owned(),
             };
             let handle = keys::find_key(s, role, &label)?;
             keys::read_custody(s, handle, role, &label)
@@ -384,42 +514,25 @@ impl Hsm {
         signing_input: Vec<u8>,
     ) -> Result<Vec<u8>, HsmError> {
         let alg = key.algorithm();
+        let ecdsa = self.ecdsa;
         self.inner
             .run(
                 context,
                 KeyRef::Signing(key.label.clone()),
-                move |session, handle| {
-                    match alg {
-                        Algorithm::EdDSA => session.sign(
-                            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                            handle,
-                            &signing_input,
-                        ),
-                        // SoftHSM 2.6 has no CKM_ECDSA_SHA256: hash here, sign the
-                        // digest; CKM_ECDSA returns r||s, which is what JWS wants.
-                        Algorithm::ES256 => {
-                            let digest = Sha256::digest(&signing_input);
-                            session.sign(&Mechanism::Ecdsa, handle, &digest)
-                        }
-                    }
-                },
+                move |session, handle| sign_with(session, handle, alg, ecdsa, &signing_input),
             )
             .await
     }
 
-    /// Ed25519 signature of `message` with the audit key.
-    pub async fn sign_audit(&self, message: Vec<u8>) -> Result<Vec<u8>, HsmError> {
+    /// Signature of `message` with the audit key, whose algorithm is `alg`
+    /// (Ed25519, or ES256 as raw `r || s`).
+    pub async fn sign_audit(&self, alg: Algorithm, message: Vec<u8>) -> Result<Vec<u8>, HsmError> {
+        let ecdsa = self.ecdsa;
         self.inner
             .run(
                 "signing an audit checkpoint",
                 KeyRef::Audit,
-                move |session, handle| {
-                    session.sign(
-                        &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                        handle,
-                        &message,
-                    )
-                },
+                move |session, handle| sign_with(session, handle, alg, ecdsa, &message),
             )
             .await
     }

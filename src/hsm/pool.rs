@@ -27,6 +27,8 @@ pub(super) enum KeyRef {
     Signing(String),
     /// The AES key that seals offer claims.
     Claims,
+    /// The HMAC key that authenticates claims sealed with AES-CBC.
+    ClaimsMac,
 }
 
 struct LoginState {
@@ -44,6 +46,8 @@ struct LoginState {
     signing: HashMap<String, ObjectHandle>,
     /// The claims key's handle, found (and its custody checked) on first use.
     claims: Option<ObjectHandle>,
+    /// The claims MAC key's handle, likewise.
+    claims_mac: Option<ObjectHandle>,
 }
 
 pub(super) struct Pool {
@@ -53,6 +57,7 @@ pub(super) struct Pool {
     hashing_label: String,
     audit_label: String,
     claims_label: String,
+    claims_mac_label: Option<String>,
     state: Mutex<LoginState>,
     idle: Mutex<Vec<(u64, Session)>>,
     /// Held (shared) by every PKCS#11 call; taken exclusively only to
@@ -102,6 +107,7 @@ impl Pool {
             hashing_label: settings.hashing_key.clone(),
             audit_label: settings.audit_key.clone(),
             claims_label: settings.claims_key.clone(),
+            claims_mac_label: settings.claims_mac_key.clone(),
             state: Mutex::new(LoginState {
                 pkcs11,
                 slot,
@@ -111,6 +117,7 @@ impl Pool {
                 audit,
                 signing: HashMap::new(),
                 claims: None,
+                claims_mac: None,
             }),
             idle: Mutex::new(Vec::with_capacity(sessions)),
             gate: RwLock::new(()),
@@ -203,6 +210,23 @@ impl Pool {
         (&self.hashing_label, &self.audit_label)
     }
 
+    /// The configured label of a fixed key (`None` for signing keys, and
+    /// for the claims MAC key when none is configured).
+    pub(super) fn label_of(&self, role: KeyRole) -> Option<&str> {
+        match role {
+            KeyRole::Hashing => Some(&self.hashing_label),
+            KeyRole::Audit => Some(&self.audit_label),
+            KeyRole::Claims => Some(&self.claims_label),
+            KeyRole::ClaimsMac => self.claims_mac_label.as_deref(),
+            KeyRole::Signing | KeyRole::Credential => None,
+        }
+    }
+
+    /// Sessions the pool opens for operations, at most.
+    pub(super) fn sessions(&self) -> usize {
+        self.max_idle
+    }
+
     /// Label of the claims key.
     pub(super) fn claims_label(&self) -> &str {
         &self.claims_label
@@ -290,8 +314,12 @@ impl Pool {
                         last = Some(e);
                         generation
                     }
+                    // The session is closed, not pooled: some modules
+                    // (tpm2-pkcs11) leave a failed operation active, and
+                    // the session's next call would fail with
+                    // CKR_OPERATION_ACTIVE. Other sessions keep the login.
                     Err(Failure::Stale(e)) | Err(Failure::Other(e)) => {
-                        self.checkin(session, generation);
+                        drop(session);
                         return Err(e);
                     }
                 }
@@ -366,6 +394,20 @@ impl Pool {
                 state.claims = Some(handle);
                 Ok(handle)
             }
+            KeyRef::ClaimsMac => {
+                if let Some(handle) = state.claims_mac {
+                    return Ok(handle);
+                }
+                let label = self.claims_mac_label.as_deref().ok_or_else(|| {
+                    Failure::Other(HsmError::KeyNotFound(
+                        "no claims MAC key is configured (hsm.claims_mac_key)".to_owned(),
+                    ))
+                })?;
+                let handle = keys::find_custodied_key(session, KeyRole::ClaimsMac, label)
+                    .map_err(Failure::from_hsm)?;
+                state.claims_mac = Some(handle);
+                Ok(handle)
+            }
         }
     }
 
@@ -408,6 +450,7 @@ impl Pool {
         state.keeper = None;
         state.signing.clear();
         state.claims = None;
+        state.claims_mac = None;
         // Both paths check the token's serial before logging in, and the
         // custody of the fixed keys after (signing keys: on first use).
         let relogin = self.log_in(&state.pkcs11, state.slot).and_then(|keeper| {

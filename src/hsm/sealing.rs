@@ -1,17 +1,30 @@
-//! Sealing with the claims key: AES-256-GCM computed inside the token
-//! (`C_Encrypt`/`C_Decrypt` with `CKM_AES_GCM`), so the key never leaves it
-//! and a copy of the database, backups included, holds only ciphertext.
+//! Sealing with the claims key, computed inside the token so the key never
+//! leaves it and a copy of the database, backups included, holds only
+//! ciphertext. Two schemes, chosen by the configuration (see
+//! `capabilities::Sealing` and docs/threat-model.md):
 //!
-//! The sealed form is `iv ‖ ciphertext ‖ tag`: a fresh 96-bit IV from the
-//! operating system for every encryption (never a counter, which several
-//! instances sharing the key could not keep unique), and a 128-bit tag.
-//! The caller's associated data binds the ciphertext to where it belongs;
-//! it is authenticated, not stored.
+//! - **AES-256-GCM** (`CKM_AES_GCM`): `iv ‖ ciphertext ‖ tag`, a fresh
+//!   96-bit IV from the operating system for every encryption (never a
+//!   counter, which several instances sharing the key could not keep
+//!   unique), and a 128-bit tag.
+//! - **AES-256-CBC then HMAC-SHA256** (`CKM_AES_CBC`, `CKM_SHA256_HMAC`), for
+//!   tokens without GCM such as a TPM: `iv ‖ ciphertext ‖ mac`, a fresh
+//!   random 128-bit IV, PKCS#7 padding added and removed here, and the MAC
+//!   computed by a second key over the scheme's name and the SHA-256 of the
+//!   associated data's length and bytes, the IV and the ciphertext. Opening checks the MAC
+//!   (in constant time) before anything is decrypted, so a changed byte
+//!   never reaches the padding check and there is no padding oracle.
+//!
+//! Either way the caller's associated data binds the ciphertext to where it
+//! belongs; it is authenticated, not stored.
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
+use super::capabilities::Sealing;
 use super::pool::KeyRef;
 use super::{Hsm, HsmError};
 
@@ -20,10 +33,138 @@ pub const IV_BYTES: usize = 12;
 /// Length of the GCM tag, bytes.
 pub const TAG_BYTES: usize = 16;
 
+/// CBC: the AES block and IV size, bytes.
+const BLOCK_BYTES: usize = 16;
+/// CBC: the HMAC-SHA256 tag, bytes.
+const MAC_BYTES: usize = 32;
+/// CBC: what the MAC input starts with, so it can never be mistaken for
+/// another HMAC input of the same key.
+const MAC_DOMAIN: &[u8] = b"notary/claims/aes-256-cbc-hmac-sha256\n";
+
 impl Hsm {
-    /// Encrypts `plaintext` with the claims key, binding `aad`; returns
-    /// `iv ‖ ciphertext ‖ tag`. `plaintext` is wiped when the call ends.
+    /// Encrypts `plaintext` with the claims key, binding `aad`, by the
+    /// configured scheme. `plaintext` is wiped when the call ends.
     pub async fn encrypt_claims(
+        &self,
+        aad: Vec<u8>,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>, HsmError> {
+        match self.sealing() {
+            Sealing::AesGcm => self.encrypt_gcm(aad, plaintext).await,
+            Sealing::AesCbcHmac => self.encrypt_cbc_hmac(aad, plaintext).await,
+        }
+    }
+
+    /// Decrypts what [`Hsm::encrypt_claims`] returned for the same `aad`;
+    /// anything else (another offer's ciphertext, a changed byte) fails and
+    /// no plaintext comes out.
+    pub async fn decrypt_claims(
+        &self,
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        match self.sealing() {
+            Sealing::AesGcm => self.decrypt_gcm(aad, sealed).await,
+            Sealing::AesCbcHmac => self.decrypt_cbc_hmac(aad, sealed).await,
+        }
+    }
+
+    async fn encrypt_cbc_hmac(
+        &self,
+        aad: Vec<u8>,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>, HsmError> {
+        let mut iv = [0u8; BLOCK_BYTES];
+        getrandom::fill(&mut iv).map_err(|e| HsmError::Internal {
+            context: "making an IV for sealing claims",
+            detail: e.to_string(),
+        })?;
+        let padded = pkcs7_pad(&plaintext);
+        drop(plaintext);
+        let ciphertext = self
+            .inner
+            .run("sealing claims", KeyRef::Claims, move |session, handle| {
+                session.encrypt(&Mechanism::AesCbc(iv), handle, &padded)
+            })
+            .await?;
+        let mac = self.claims_mac(&aad, &iv, &ciphertext).await?;
+        let mut sealed = Vec::with_capacity(BLOCK_BYTES + ciphertext.len() + MAC_BYTES);
+        sealed.extend_from_slice(&iv);
+        sealed.extend_from_slice(&ciphertext);
+        sealed.extend_from_slice(&mac);
+        Ok(sealed)
+    }
+
+    async fn decrypt_cbc_hmac(
+        &self,
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let refused = |why: &str| HsmError::Internal {
+            context: "opening sealed claims",
+            detail: why.to_owned(),
+        };
+        let body_len = sealed
+            .len()
+            .checked_sub(BLOCK_BYTES + MAC_BYTES)
+            .filter(|n| *n > 0 && n % BLOCK_BYTES == 0)
+            .ok_or_else(|| refused("the sealed value has the wrong length"))?;
+        let (iv, rest) = sealed.split_at(BLOCK_BYTES);
+        let (ciphertext, mac) = rest.split_at(body_len);
+        let iv: [u8; BLOCK_BYTES] = iv.try_into().unwrap_or_default();
+        let expected = self.claims_mac(&aad, &iv, ciphertext).await?;
+        if !bool::from(expected.ct_eq(mac)) {
+            return Err(refused("the sealed value's MAC does not verify"));
+        }
+        let ciphertext = ciphertext.to_vec();
+        let padded = self
+            .inner
+            .run(
+                "opening sealed claims",
+                KeyRef::Claims,
+                move |session, handle| {
+                    session
+                        .decrypt(&Mechanism::AesCbc(iv), handle, &ciphertext)
+                        .map(Zeroizing::new)
+                },
+            )
+            .await?;
+        pkcs7_unpad(padded).ok_or_else(|| refused("the sealed value's padding is malformed"))
+    }
+
+    /// The MAC of a CBC-sealed value, computed with the claims MAC key.
+    async fn claims_mac(
+        &self,
+        aad: &[u8],
+        iv: &[u8; BLOCK_BYTES],
+        ciphertext: &[u8],
+    ) -> Result<[u8; MAC_BYTES], HsmError> {
+        // The token MACs a SHA-256 digest of the sealed value, not the value
+        // itself: tpm2-pkcs11 refuses HMAC input over 4096 bytes, and claims
+        // can be longer. Forging then needs a SHA-256 collision as well.
+        let mut digest = Sha256::new();
+        digest.update(u64::try_from(aad.len()).unwrap_or(u64::MAX).to_be_bytes());
+        digest.update(aad);
+        digest.update(iv);
+        digest.update(ciphertext);
+        let mut input = MAC_DOMAIN.to_vec();
+        input.extend_from_slice(&digest.finalize());
+        let mac = self
+            .inner
+            .run(
+                "authenticating sealed claims",
+                KeyRef::ClaimsMac,
+                move |session, handle| session.sign(&Mechanism::Sha256Hmac, handle, &input),
+            )
+            .await?;
+        mac.try_into().map_err(|_| HsmError::Internal {
+            context: "authenticating sealed claims",
+            detail: "HMAC-SHA256 did not return 32 bytes".to_owned(),
+        })
+    }
+
+    /// AES-GCM: `iv ‖ ciphertext ‖ tag`.
+    async fn encrypt_gcm(
         &self,
         aad: Vec<u8>,
         plaintext: Zeroizing<Vec<u8>>,
@@ -50,11 +191,10 @@ impl Hsm {
         Ok(sealed)
     }
 
-    /// Decrypts what [`Hsm::encrypt_claims`] returned for the same `aad`.
-    /// Anything else (another offer's ciphertext, a changed byte) fails:
-    /// tokens report a tag mismatch as `CKR_ENCRYPTED_DATA_INVALID`, or, as
-    /// SoftHSM does, `CKR_GENERAL_ERROR`; either way no plaintext comes out.
-    pub async fn decrypt_claims(
+    /// AES-GCM opening. Tokens report a tag mismatch as
+    /// `CKR_ENCRYPTED_DATA_INVALID`, or, as SoftHSM does, `CKR_GENERAL_ERROR`;
+    /// either way no plaintext comes out.
+    async fn decrypt_gcm(
         &self,
         aad: Vec<u8>,
         sealed: Vec<u8>,
@@ -86,4 +226,54 @@ impl Hsm {
 fn tag_bits() -> cryptoki::types::Ulong {
     const TAG_BITS: u64 = 8 * TAG_BYTES as u64;
     cryptoki::types::Ulong::from(TAG_BITS)
+}
+
+/// PKCS#7 padding to a whole number of AES blocks (1 to 16 bytes, each the
+/// pad length). The copy is wiped when dropped.
+fn pkcs7_pad(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
+    let pad = BLOCK_BYTES - plaintext.len() % BLOCK_BYTES;
+    let mut padded = Zeroizing::new(Vec::with_capacity(plaintext.len() + pad));
+    padded.extend_from_slice(plaintext);
+    padded.resize(plaintext.len() + pad, u8::try_from(pad).unwrap_or(16));
+    padded
+}
+
+/// Removes PKCS#7 padding; `None` when it is malformed. Only ever called on
+/// a value whose MAC verified, so its timing tells an attacker nothing.
+fn pkcs7_unpad(mut padded: Zeroizing<Vec<u8>>) -> Option<Zeroizing<Vec<u8>>> {
+    let pad = usize::from(*padded.last()?);
+    if pad == 0 || pad > BLOCK_BYTES || pad > padded.len() {
+        return None;
+    }
+    let body = padded.len() - pad;
+    if padded[body..].iter().any(|b| usize::from(*b) != pad) {
+        return None;
+    }
+    padded.truncate(body);
+    Some(padded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkcs7_padding_round_trips_and_refuses_malformed_padding() {
+        for len in 0..40 {
+            let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let padded = pkcs7_pad(&plaintext);
+            assert_eq!(padded.len() % BLOCK_BYTES, 0);
+            assert!(padded.len() > plaintext.len());
+            assert_eq!(
+                pkcs7_unpad(padded).unwrap().as_slice(),
+                plaintext.as_slice()
+            );
+        }
+        for bad in [&[][..], &[0u8; 16][..], &[17u8; 16][..], &[3, 3, 2][..]] {
+            assert!(
+                pkcs7_unpad(Zeroizing::new(bad.to_vec())).is_none(),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -13,18 +13,10 @@ const PAGE: i64 = 5_000;
 impl Notary {
     /// The verifier key of this log's checkpoints (name = origin).
     pub async fn note_verifier(&self) -> Result<NoteVerifier, InternalError> {
-        let public = self.hsm.audit_public_key().await?;
-        let public_key = match public {
-            crate::jose::PublicKey::Ed25519(key) => key,
-            crate::jose::PublicKey::P256 { .. } => {
-                return Err(InternalError::Hsm(crate::hsm::HsmError::Unsupported(
-                    "the audit key must be Ed25519".to_owned(),
-                )));
-            }
-        };
+        let key = self.hsm.audit_public_key().await?;
         Ok(NoteVerifier {
             name: self.policy.audit_origin.clone(),
-            public_key,
+            key,
         })
     }
 
@@ -55,11 +47,17 @@ impl Notary {
             return Err(refuse(reason));
         }
         let body = audit::checkpoint_body(&verifier.name, size, &head_hash);
-        let signature = self
+        let raw = self
             .hsm
-            .sign_audit(body.as_bytes().to_vec())
+            .sign_audit(verifier.key.algorithm(), body.as_bytes().to_vec())
             .await
             .map_err(internal)?;
+        let signature = verifier.note_signature(&raw).ok_or_else(|| {
+            internal(crate::hsm::HsmError::Internal {
+                context: "signing an audit checkpoint",
+                detail: format!("the audit key returned a {}-byte signature", raw.len()),
+            })
+        })?;
         let record = CheckpointRecord {
             size,
             head_hash: head_hash.clone(),
@@ -416,7 +414,7 @@ mod tests {
     fn verifier() -> NoteVerifier {
         NoteVerifier {
             name: "example.test/notary-audit".to_owned(),
-            public_key: [7; 32],
+            key: crate::jose::PublicKey::Ed25519([7; 32]),
         }
     }
 

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::keys::{KeyError, hex, internal, role_of};
 use super::{Notary, now};
+use crate::hsm::capabilities::Sealing;
 use crate::hsm::{Custody, KeyRole, TokenIdentity};
 use crate::store::{KeyPurpose, KeyState};
 use crate::x509::{CertificateFacts, leaf_facts};
@@ -93,7 +94,7 @@ impl Notary {
         keys.push(KeyEvidence {
             role: KeyRole::Audit,
             kid: None,
-            algorithm: "EdDSA".to_owned(),
+            algorithm: audit_public.algorithm().as_str().to_owned(),
             state: None,
             public_key_sha256: Some(hex(&Sha256::digest(audit_public.raw_bytes()))),
             custody: self
@@ -104,10 +105,15 @@ impl Notary {
             signatures: Some(i64::try_from(checkpoints).unwrap_or(i64::MAX)),
             certificate: None,
         });
-        for (role, algorithm) in [
-            (KeyRole::Hashing, "HMAC-SHA256"),
-            (KeyRole::Claims, "AES-256-GCM"),
-        ] {
+        let mut secret_keys = vec![(KeyRole::Hashing, "HMAC-SHA256")];
+        match self.hsm.sealing() {
+            Sealing::AesGcm => secret_keys.push((KeyRole::Claims, "AES-256-GCM")),
+            Sealing::AesCbcHmac => secret_keys.extend([
+                (KeyRole::Claims, "AES-256-CBC"),
+                (KeyRole::ClaimsMac, "HMAC-SHA256"),
+            ]),
+        }
+        for (role, algorithm) in secret_keys {
             keys.push(KeyEvidence {
                 role,
                 kid: None,

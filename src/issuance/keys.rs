@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::{InternalError, Notary, now, random};
 use crate::audit::AuditEvent;
-use crate::hsm::{Hsm, KeyRole, SigningKeyInfo};
-use crate::jose::Algorithm;
+use crate::hsm::{Custody, Hsm, HsmError, KeyRole, SigningKeyInfo};
+use crate::jose::{Algorithm, PublicKey};
 use crate::store::{KeyPurpose, KeyState, SigningKeyRecord, Store};
 
 pub use super::custody::{CustodyReport, KeyEvidence};
@@ -165,6 +165,38 @@ pub(super) fn role_of(purpose: KeyPurpose) -> KeyRole {
     }
 }
 
+/// The facts a `key.adopted` entry records: label, CKA_ID, how the token
+/// says the key was made, type, every custody attribute as read, and the
+/// public key's SHA-256 for a key pair.
+fn adoption_details(custody: &Custody, public: Option<&PublicKey>) -> serde_json::Value {
+    let attributes: serde_json::Map<String, serde_json::Value> = custody
+        .attributes
+        .iter()
+        .map(|a| {
+            (
+                a.name.to_owned(),
+                serde_json::to_value(a.value).unwrap_or_default(),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "label": custody.label,
+        "id": custody.id,
+        "key": custody.key,
+        "key_gen_mechanism": custody.key_gen_mechanism,
+        "attributes": attributes,
+        "public_key_sha256": public.map(|p| hex(&Sha256::digest(p.raw_bytes()))),
+    })
+}
+
+/// What keys of `purpose` sign, as messages and `check` name it.
+pub fn purpose_name(purpose: KeyPurpose) -> &'static str {
+    match purpose {
+        KeyPurpose::Token => "access tokens",
+        KeyPurpose::Credential => "credentials",
+    }
+}
+
 /// Reads a recorded key from the token, refusing it unless it passes the
 /// custody rule and has the recorded kid.
 async fn checked_key(hsm: &Hsm, record: &SigningKeyRecord) -> Result<SigningKeyInfo, KeyError> {
@@ -178,6 +210,15 @@ async fn checked_key(hsm: &Hsm, record: &SigningKeyRecord) -> Result<SigningKeyI
         )));
     }
     let info = hsm.signing_key(&record.label).await.map_err(internal)?;
+    if let Err(refused) = hsm
+        .capabilities()
+        .signing(purpose_name(record.purpose), info.algorithm())
+    {
+        return Err(KeyError::Refused(format!(
+            "key {:?}: {refused}",
+            record.label
+        )));
+    }
     if info.kid != record.kid {
         return Err(KeyError::Refused(format!(
             "key {:?} on the token has kid {} but the database records {}",
@@ -283,6 +324,92 @@ impl Notary {
         )
         .await?;
         Ok(record)
+    }
+
+    /// Adopts a key pair of `purpose` that was made on the token outside
+    /// notary (a key ceremony with the vendor's tool): it must pass the
+    /// custody rule (made on the token, never extractable, always
+    /// sensitive, sign-only) and be one the token can sign with. It is
+    /// recorded as pending, with a `key.adopted` audit entry carrying its
+    /// attributes and public key hash; `rotate_key` makes it active.
+    pub async fn adopt_key(
+        &self,
+        purpose: KeyPurpose,
+        label: &str,
+    ) -> Result<SigningKeyRecord, KeyError> {
+        let existing = self.store.list_signing_keys().await.map_err(internal)?;
+        if let Some(record) = existing.iter().find(|r| r.label == label) {
+            return Err(KeyError::Refused(format!(
+                "the key labelled {label:?} is recorded already (kid {}, {})",
+                record.kid,
+                record.state.as_str()
+            )));
+        }
+        let role = role_of(purpose);
+        let custody = match self.hsm.custody(role, Some(label)).await {
+            Ok(custody) => custody,
+            Err(HsmError::KeyNotFound(why)) => return Err(KeyError::Refused(why)),
+            Err(e) => return Err(internal(e)),
+        };
+        if let Some(violation) = custody.violation() {
+            return Err(KeyError::Refused(format!("refusing to adopt {violation}")));
+        }
+        let info = self.hsm.signing_key(label).await.map_err(internal)?;
+        if let Err(refused) = self
+            .hsm
+            .capabilities()
+            .signing(purpose_name(purpose), info.algorithm())
+        {
+            return Err(KeyError::Refused(refused));
+        }
+        if existing.iter().any(|r| r.kid == info.kid) {
+            return Err(KeyError::Refused(format!(
+                "the key labelled {label:?} is a recorded key under another label (kid {})",
+                info.kid
+            )));
+        }
+        let record = SigningKeyRecord {
+            kid: info.kid.clone(),
+            label: label.to_owned(),
+            purpose,
+            alg: info.algorithm().as_str().to_owned(),
+            public_jwk: info.public_key.to_jwk().to_string(),
+            state: KeyState::Pending,
+            created_at: now(),
+            activated_at: None,
+            verify_until: None,
+            retired_at: None,
+            x5c: None,
+        };
+        let mut details = adoption_details(&custody, Some(&info.public_key));
+        details["purpose"] = purpose.as_str().into();
+        details["alg"] = info.algorithm().as_str().into();
+        let event = AuditEvent::new("key.adopted", &record.kid, details);
+        self.store
+            .insert_signing_key(&record, event)
+            .await
+            .map_err(internal)?;
+        Ok(record)
+    }
+
+    /// Records the adoption of a fixed key (the keyed-hash, audit, claims
+    /// or claims MAC key), which the configuration names: checks its
+    /// custody and writes a `key.adopted` audit entry with its attributes
+    /// (and the audit key's public key hash). Returns its custody.
+    pub async fn adopt_fixed_key(&self, role: KeyRole) -> Result<Custody, KeyError> {
+        let custody = self.hsm.custody(role, None).await.map_err(internal)?;
+        if let Some(violation) = custody.violation() {
+            return Err(KeyError::Refused(format!("refusing to adopt {violation}")));
+        }
+        let public = match role {
+            KeyRole::Audit => Some(self.hsm.audit_public_key().await.map_err(internal)?),
+            _ => None,
+        };
+        let mut details = adoption_details(&custody, public.as_ref());
+        details["role"] = serde_json::to_value(role).unwrap_or_default();
+        let event = AuditEvent::new("key.adopted", &custody.label, details);
+        self.store.audit(event, now()).await.map_err(internal)?;
+        Ok(custody)
     }
 
     /// Whether a label is used by a recorded key or by any key on the token
