@@ -218,6 +218,11 @@ pub(crate) async fn open_hsm(config: &Config) -> anyhow::Result<Hsm> {
         ),
         Err(e) => return Err(e.into()),
     }
+    if hsm.sealing() == crate::hsm::capabilities::Sealing::AesCbcHmac {
+        if let Some(violation) = hsm.custody(KeyRole::ClaimsMac, None).await?.violation() {
+            anyhow::bail!("refusing to use the HSM keys: {violation}");
+        }
+    }
     Ok(hsm)
 }
 

@@ -22,6 +22,7 @@ pub struct Builder {
     binary: PathBuf,
     log_level: &'static str,
     alg: &'static str,
+    init_args: Vec<&'static str>,
     edits: Vec<(&'static str, &'static str, toml::Value)>,
 }
 
@@ -33,6 +34,7 @@ pub fn builder() -> Builder {
         binary: PathBuf::from(BIN),
         log_level: "debug",
         alg: "EdDSA",
+        init_args: Vec::new(),
         edits: Vec::new(),
     }
 }
@@ -68,6 +70,12 @@ impl Builder {
         self
     }
 
+    /// Further arguments for `notary init` (e.g. `--audit-alg ES256`).
+    pub fn init_args(mut self, args: &[&'static str]) -> Self {
+        self.init_args.extend_from_slice(args);
+        self
+    }
+
     pub fn alg(mut self, alg: &'static str) -> Self {
         self.alg = alg;
         self
@@ -96,19 +104,23 @@ impl Builder {
         } else {
             fresh_database()
         };
-        let out = run_cli(&[
+        let listen = format!("127.0.0.1:{port}");
+        let metrics_listen = format!("127.0.0.1:{metrics_port}");
+        let mut init = vec![
             "init",
             "--database",
             database.as_deref().unwrap_or("sqlite:notary.db"),
             "--dir",
             home.to_str().unwrap(),
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            &listen,
             "--alg",
             self.alg,
             "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ]);
+            &metrics_listen,
+        ];
+        init.extend(self.init_args.iter().copied());
+        let out = run_cli(&init);
         assert!(
             out.status.success(),
             "init failed: {}",

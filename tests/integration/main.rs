@@ -25,6 +25,7 @@ mod introspection;
 mod keys;
 mod leaks;
 mod memory;
+mod modules;
 mod multi_instance;
 mod proofs;
 mod secrets_at_rest;

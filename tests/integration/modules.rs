@@ -1,0 +1,289 @@
+//! What differs between PKCS#11 modules, shown on SoftHSM2: keys made by a
+//! generic tool (pkcs11-tool) as a key ceremony would, adopted only within
+//! the custody rule; an ES256 audit key (for modules without Ed25519); and
+//! claims sealed with AES-CBC and HMAC (for modules without AES-GCM). The
+//! TPM itself runs in `scripts/test-tpm`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+use crate::app::{self, TestApp, run_cli};
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn refused(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Runs pkcs11-tool, logged in, on the app's SoftHSM2 token.
+fn pkcs11_tool(home: &Path, args: &[&str]) -> String {
+    let config: toml::Table = std::fs::read_to_string(home.join("notary.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let module = config["hsm"]["module"].as_str().unwrap();
+    let pin = std::fs::read_to_string(home.join("hsm/user-pin")).unwrap();
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", home.join("softhsm2.conf"))
+        .args(["--module", module, "--token-label", "notary", "--login"])
+        .args(["--pin", pin.trim()])
+        .args(args)
+        .output()
+        .expect("pkcs11-tool (apt-get install opensc)");
+    ok(out)
+}
+
+fn audit_events(app: &TestApp, event: &str) -> Vec<Value> {
+    ok(app.cli(&["audit", "export"]))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == event)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_ceremony_key_from_pkcs11_tool_is_adopted_only_within_the_custody_rule() {
+    let app = app::builder().start().await;
+    // pkcs11-tool leaves SoftHSM2's defaults: the private key may also
+    // decrypt and unwrap. Adoption refuses it, naming the attribute.
+    pkcs11_tool(
+        &app.home,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "ceremony-credential",
+            "--usage-sign",
+            "--sensitive",
+            "--private",
+        ],
+    );
+    let why = refused(app.cli(&[
+        "keys",
+        "adopt",
+        "--role",
+        "credential",
+        "--label",
+        "ceremony-credential",
+    ]));
+    assert!(
+        why.contains("CKA_DECRYPT is true but must be false"),
+        "{why}"
+    );
+    assert!(audit_events(&app, "key.adopted").is_empty());
+
+    // Narrowed to signing, it is adopted and made active.
+    let out = ok(app.cli(&[
+        "keys",
+        "adopt",
+        "--role",
+        "credential",
+        "--label",
+        "pkcs11:object=ceremony-credential",
+        "--restrict-usage",
+        "--activate",
+    ]));
+    assert!(
+        out.contains("set to false: CKA_DECRYPT, CKA_UNWRAP"),
+        "{out}"
+    );
+    let kid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("active: "))
+        .unwrap()
+        .to_owned();
+    let report: Value =
+        serde_json::from_str(&ok(app.cli(&["keys", "custody-report", "--json"]))).unwrap();
+    let key = report["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap();
+    assert_eq!(key["role"], "credential");
+    assert_eq!(key["state"], "active");
+    let attribute = |name: &str| {
+        key["custody"]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap()["value"]
+            .clone()
+    };
+    assert_eq!(attribute("CKA_DECRYPT"), false);
+    assert_eq!(attribute("CKA_LOCAL"), true);
+    assert_eq!(attribute("CKA_NEVER_EXTRACTABLE"), true);
+    let adopted = audit_events(&app, "key.adopted");
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    let details: Value = serde_json::from_str(adopted[0]["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["label"], "ceremony-credential");
+    assert_eq!(details["public_key_sha256"], key["public_key_sha256"]);
+    assert_eq!(details["attributes"]["CKA_DECRYPT"], false);
+
+    // The credential endpoint signs with the adopted key (running servers
+    // pick it up within [keys] refresh_secs; a restart is immediate).
+    let mut app = app;
+    app.kill_and_restart().await;
+    let probe = ok(run_cli(&[
+        "probe",
+        "--url",
+        &app.base,
+        "--admin-key-file",
+        app.home.join("admin-key").to_str().unwrap(),
+        "--ca",
+        app.home.join("tls/cert.pem").to_str().unwrap(),
+        "--credential",
+        "UniversityDegree_sd_jwt",
+    ]));
+    assert!(probe.contains("bound to the holder key"), "{probe}");
+    let issued = audit_events(&app, "credential.issued");
+    assert!(
+        issued
+            .iter()
+            .any(|e| e["details"].as_str().unwrap().contains(&kid)),
+        "{issued:?}"
+    );
+
+    // A key that was ever extractable can never be adopted: narrowing
+    // cannot change where a key has been.
+    pkcs11_tool(
+        &app.home,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "leaky",
+            "--usage-sign",
+            "--extractable",
+        ],
+    );
+    let why = refused(app.cli(&[
+        "keys",
+        "adopt",
+        "--role",
+        "token",
+        "--label",
+        "leaky",
+        "--restrict-usage",
+    ]));
+    assert!(
+        why.contains("EXTRACTABLE") || why.contains("SENSITIVE"),
+        "{why}"
+    );
+    assert!(!ok(app.cli(&["keys", "list"])).contains("leaky"));
+}
+
+#[tokio::test]
+async fn es256_audit_checkpoints_and_cbc_sealed_claims_work_end_to_end() {
+    let mut app = app::builder()
+        .init_args(&["--audit-alg", "ES256"])
+        .start()
+        .await;
+    let verifier = std::fs::read_to_string(app.home.join("audit-key.pub")).unwrap();
+    // Signed-note type 0x02 (ECDSA) and a DER SubjectPublicKeyInfo.
+    assert!(verifier.contains("+AjBZMBMGByqGSM49"), "{verifier}");
+
+    // A claims MAC key, as a ceremony would make it, then configured.
+    app.stop();
+    pkcs11_tool(
+        &app.home,
+        &[
+            "--keygen",
+            "--key-type",
+            "GENERIC:32",
+            "--label",
+            "claims-mac",
+            "--usage-sign",
+            "--sensitive",
+            "--private",
+        ],
+    );
+    let config = app.home.join("notary.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    table["hsm"]
+        .as_table_mut()
+        .unwrap()
+        .insert("claims_mac_key".into(), "claims-mac".into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    // pkcs11-tool's secret key may encrypt, decrypt, wrap and unwrap: the
+    // server refuses it until it is narrowed to MACs.
+    let why = refused(app.cli(&["check"]));
+    assert!(why.contains("claims-mac"), "{why}");
+    ok(app.cli(&[
+        "keys",
+        "adopt",
+        "--role",
+        "claims-mac",
+        "--label",
+        "claims-mac",
+        "--restrict-usage",
+    ]));
+    let check = ok(app.cli(&["check"]));
+    assert!(
+        check.contains("audit checkpoints: ES256 with CKM_ECDSA"),
+        "{check}"
+    );
+    assert!(
+        check.contains("claims encryption: CKM_AES_CBC + CKM_SHA256_HMAC"),
+        "{check}"
+    );
+    app.kill_and_restart().await;
+
+    // A credential carries the claims, opened from their CBC + HMAC seal.
+    let probe = ok(run_cli(&[
+        "probe",
+        "--url",
+        &app.base,
+        "--admin-key-file",
+        app.home.join("admin-key").to_str().unwrap(),
+        "--ca",
+        app.home.join("tls/cert.pem").to_str().unwrap(),
+        "--credential",
+        "UniversityDegree_sd_jwt",
+    ]));
+    assert!(probe.contains("3 disclosures"), "{probe}");
+    let offer = app
+        .create_offer(serde_json::json!({
+            "credentials": ["UniversityDegree_sd_jwt"],
+            "transactionCode": false,
+            "claims": {"UniversityDegree_sd_jwt": {"given_name": "Ada", "family_name": "Lovelace"}},
+        }))
+        .await;
+    let id = offer["id"].as_str().unwrap();
+    let stored = app::db_text(
+        &config,
+        &format!("SELECT claims_sealed FROM offers WHERE id = '{id}'"),
+    )
+    .await;
+    let stored: Value = serde_json::from_str(stored.trim()).unwrap();
+    let blob = URL_SAFE_NO_PAD
+        .decode(stored["UniversityDegree_sd_jwt"].as_str().unwrap())
+        .unwrap();
+    // iv (16) ‖ whole AES blocks ‖ HMAC-SHA256 (32): not GCM's 12 ‖ n ‖ 16.
+    let bytes = blob.len();
+    assert!(bytes > 48 && (bytes - 48) % 16 == 0, "{bytes} bytes");
+
+    ok(app.cli(&["audit", "checkpoint"]));
+    let verified = ok(app.cli(&["audit", "verify"]));
+    assert!(verified.contains("checkpoint(s) signed by"), "{verified}");
+}
