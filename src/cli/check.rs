@@ -16,7 +16,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ok   HSM token {:?} ({} {}, serial {})",
         token.label, token.manufacturer, token.model, token.serial
     );
-    print_mechanisms(&notary).await?;
+    print_mechanisms(&notary)?;
     let now = crate::issuance::now();
     let ring = notary.key_ring();
     let active = ring.active.as_ref().map(|k| k.kid.clone());
@@ -85,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// One line per key role: the mechanism the token will be asked for.
 /// (Start-up has already refused any role the token cannot serve.)
-async fn print_mechanisms(notary: &crate::issuance::Notary) -> anyhow::Result<()> {
+fn print_mechanisms(notary: &crate::issuance::Notary) -> anyhow::Result<()> {
     let hsm = notary.hsm();
     let mut roles = Vec::new();
     if let Some(key) = notary.key_ring().active.as_ref() {
@@ -94,10 +94,7 @@ async fn print_mechanisms(notary: &crate::issuance::Notary) -> anyhow::Result<()
     if let Some(key) = notary.active_credential_key() {
         roles.push(("credentials", key.info.algorithm()));
     }
-    roles.push((
-        "audit checkpoints",
-        hsm.audit_public_key().await?.algorithm(),
-    ));
+    roles.push(("audit checkpoints", hsm.audit_algorithm()));
     for (role, alg) in roles {
         let mechanism = hsm.signing_mechanism(role, alg)?;
         println!("ok   {role}: {} with {}", alg.as_str(), mechanism.name());

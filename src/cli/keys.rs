@@ -463,7 +463,7 @@ async fn adopt(
     activate: bool,
 ) -> anyhow::Result<()> {
     let label = crate::hsm::uri::label_from(label, "object")?;
-    let (key_role, configured, field) = match role {
+    let (configured, field) = match role {
         AdoptRole::Token | AdoptRole::Credential => {
             let purpose = match role {
                 AdoptRole::Token => KeyPurpose::Token,
@@ -493,26 +493,10 @@ async fn adopt(
             }
             return Ok(());
         }
-        AdoptRole::Audit => (
-            KeyRole::Audit,
-            Some(config.hsm.audit_key_label()),
-            "hsm.audit_key",
-        ),
-        AdoptRole::Hashing => (
-            KeyRole::Hashing,
-            Some(config.hsm.hashing_key_label()),
-            "hsm.hashing_key",
-        ),
-        AdoptRole::Claims => (
-            KeyRole::Claims,
-            Some(config.hsm.claims_key_label()),
-            "hsm.claims_key",
-        ),
-        AdoptRole::ClaimsMac => (
-            KeyRole::ClaimsMac,
-            config.hsm.claims_mac_key_label(),
-            "hsm.claims_mac_key",
-        ),
+        AdoptRole::Audit => (Some(config.hsm.audit_key_label()), "hsm.audit_key"),
+        AdoptRole::Hashing => (Some(config.hsm.hashing_key_label()), "hsm.hashing_key"),
+        AdoptRole::Claims => (Some(config.hsm.claims_key_label()), "hsm.claims_key"),
+        AdoptRole::ClaimsMac => (config.hsm.claims_mac_key_label(), "hsm.claims_mac_key"),
     };
     // The fixed keys are found by the labels the configuration gives, and
     // changing one (say the hashing key) would orphan everything made with
@@ -522,6 +506,7 @@ async fn adopt(
             "{field} does not name {label:?}: set {field} = \"{label}\" in the configuration first"
         );
     }
+    let key_role = key_role(role);
     let custody = notary.adopt_fixed_key(key_role).await?;
     println!(
         "adopted {:?} ({}) as the {} key: {}",

@@ -63,6 +63,18 @@ pub struct Operations {
     pub generate: bool,
 }
 
+/// Every mechanism a role may be given (the others are never asked about).
+const CONSIDERED: [MechanismType; 8] = [
+    MechanismType::EDDSA,
+    MechanismType::ECDSA,
+    MechanismType::ECDSA_SHA256,
+    MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+    MechanismType::ECC_KEY_PAIR_GEN,
+    MechanismType::SHA256_HMAC,
+    MechanismType::AES_GCM,
+    MechanismType::AES_CBC,
+];
+
 /// The token's mechanisms and session limit, as read at start-up.
 #[derive(Debug, Clone)]
 pub struct Capabilities {
@@ -78,8 +90,10 @@ impl Capabilities {
         let types = pkcs11
             .get_mechanism_list(slot)
             .map_err(|e| HsmError::from_pkcs11("reading the token's mechanisms", e))?;
-        let mut mechanisms = Vec::with_capacity(types.len());
-        for mechanism in types {
+        let mut mechanisms = Vec::with_capacity(CONSIDERED.len());
+        // Only the mechanisms notary could choose are described: one call
+        // each, which over a network HSM's link is a round trip apiece.
+        for mechanism in types.into_iter().filter(|m| CONSIDERED.contains(m)) {
             // A mechanism the module lists but will not describe is unusable.
             if let Ok(info) = pkcs11.get_mechanism_info(slot, mechanism) {
                 let operations = Operations {
@@ -144,6 +158,16 @@ impl Capabilities {
                 "{role}: the token has neither CKM_ECDSA nor CKM_ECDSA_SHA256 for a P-256 key; \
                  use a module that signs with P-256"
             )),
+        }
+    }
+
+    /// How P-256 keys sign here: raw `CKM_ECDSA` over notary's digest when
+    /// the token has it, else `CKM_ECDSA_SHA256` (a token with neither has
+    /// its P-256 keys refused by [`Capabilities::signing`]).
+    pub fn ecdsa_mode(&self) -> EcdsaMode {
+        match self.signing("", Algorithm::ES256) {
+            Ok(SignMechanism::Ecdsa(mode)) => mode,
+            _ => EcdsaMode::OverDigest,
         }
     }
 

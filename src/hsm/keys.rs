@@ -8,9 +8,6 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-use sha2::{Digest, Sha256};
-
 use super::{HsmError, KeyRole};
 use crate::jose::{Algorithm, PublicKey};
 
@@ -217,14 +214,13 @@ pub fn read_public_key(
 fn pairs_with(session: &Session, private: ObjectHandle, public: &PublicKey) -> bool {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
     const CHALLENGE: &[u8] = b"notary/key-pair-check";
-    let signed = match public.algorithm() {
-        Algorithm::EdDSA => session.sign(
-            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-            private,
-            CHALLENGE,
-        ),
-        Algorithm::ES256 => session.sign(&Mechanism::Ecdsa, private, &Sha256::digest(CHALLENGE)),
-    };
+    let signed = super::sign_with(
+        session,
+        private,
+        public.algorithm(),
+        super::capabilities::EcdsaMode::OverDigest,
+        CHALLENGE,
+    );
     let Ok(signature) = signed else {
         return false;
     };

@@ -173,6 +173,8 @@ pub struct Hsm {
     sealing: Sealing,
     /// How P-256 keys sign on this token.
     ecdsa: EcdsaMode,
+    /// The audit key's algorithm (fixed for the life of a set-up).
+    audit_alg: Algorithm,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -207,7 +209,7 @@ pub enum KeyRole {
 /// (what JWS wants), over a SHA-256 digest made here when the token offers
 /// raw `CKM_ECDSA` (SoftHSM 2.6 has no `CKM_ECDSA_SHA256`), else with the
 /// token hashing.
-fn sign_with(
+pub(crate) fn sign_with(
     session: &cryptoki::session::Session,
     key: cryptoki::object::ObjectHandle,
     alg: Algorithm,
@@ -324,10 +326,6 @@ impl Hsm {
         let sealing = capabilities
             .sealing(settings.claims_mac_key.is_some())
             .map_err(HsmError::Unsupported)?;
-        let ecdsa = match capabilities.signing("", Algorithm::ES256) {
-            Ok(SignMechanism::Ecdsa(mode)) => mode,
-            _ => EcdsaMode::OverDigest,
-        };
         let sessions = capabilities::session_budget(settings.sessions, capabilities.max_sessions)
             .map_err(HsmError::Unsupported)?;
         if sessions < settings.sessions {
@@ -352,9 +350,10 @@ impl Hsm {
         Ok(Hsm {
             inner: Arc::new(pool),
             token: Arc::new(token),
+            ecdsa: capabilities.ecdsa_mode(),
             capabilities: Arc::new(capabilities),
             sealing,
-            ecdsa,
+            audit_alg,
         })
     }
 
@@ -418,7 +417,11 @@ impl Hsm {
     /// The audit key's public half.
     pub async fn audit_public_key(&self) -> Result<PublicKey, HsmError> {
         self.with_keeper("reading the audit public key", |pool, s| {
-            keys::read_public_key(s, KeyRole::Audit, pool.fixed_labels().1)
+            keys::read_public_key(
+                s,
+                KeyRole::Audit,
+                pool.label_of(KeyRole::Audit).unwrap_or_default(),
+            )
         })
         .await
     }
@@ -455,7 +458,10 @@ impl Hsm {
     /// a key with that label is already there; returns its custody.
     pub async fn generate_claims_key(&self, id: Vec<u8>) -> Result<Custody, HsmError> {
         self.with_keeper("generating the claims key", move |pool, s| {
-            let label = pool.claims_label().to_owned();
+            let label = pool
+                .label_of(KeyRole::Claims)
+                .unwrap_or_default()
+                .to_owned();
             match keys::find_key(s, KeyRole::Claims, &label) {
                 Err(HsmError::KeyNotFound(_)) => {}
                 Ok(_) => {
@@ -524,10 +530,15 @@ impl Hsm {
             .await
     }
 
-    /// Signature of `message` with the audit key, whose algorithm is `alg`
-    /// (Ed25519, or ES256 as raw `r || s`).
-    pub async fn sign_audit(&self, alg: Algorithm, message: Vec<u8>) -> Result<Vec<u8>, HsmError> {
-        let ecdsa = self.ecdsa;
+    /// The audit key's algorithm.
+    pub fn audit_algorithm(&self) -> Algorithm {
+        self.audit_alg
+    }
+
+    /// Signature of `message` with the audit key (Ed25519, or ES256 as raw
+    /// `r || s`).
+    pub async fn sign_audit(&self, message: Vec<u8>) -> Result<Vec<u8>, HsmError> {
+        let (alg, ecdsa) = (self.audit_alg, self.ecdsa);
         self.inner
             .run(
                 "signing an audit checkpoint",

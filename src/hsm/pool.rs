@@ -205,11 +205,6 @@ impl Pool {
         }
     }
 
-    /// Labels of the fixed keys: (hashing, audit).
-    pub(super) fn fixed_labels(&self) -> (&str, &str) {
-        (&self.hashing_label, &self.audit_label)
-    }
-
     /// The configured label of a fixed key (`None` for signing keys, and
     /// for the claims MAC key when none is configured).
     pub(super) fn label_of(&self, role: KeyRole) -> Option<&str> {
@@ -225,11 +220,6 @@ impl Pool {
     /// Sessions the pool opens for operations, at most.
     pub(super) fn sessions(&self) -> usize {
         self.max_idle
-    }
-
-    /// Label of the claims key.
-    pub(super) fn claims_label(&self) -> &str {
-        &self.claims_label
     }
 
     /// Runs one PKCS#11 operation on an HSM thread with a pooled session
@@ -383,31 +373,20 @@ impl Pool {
                 state.signing.insert(label.clone(), handle);
                 Ok(handle)
             }
-            KeyRef::Claims => {
-                if let Some(handle) = state.claims {
-                    return Ok(handle);
-                }
-                // As for signing keys: custody checked again on first use
-                // since start-up or a recovery.
-                let handle = keys::find_custodied_key(session, KeyRole::Claims, &self.claims_label)
-                    .map_err(Failure::from_hsm)?;
-                state.claims = Some(handle);
-                Ok(handle)
-            }
-            KeyRef::ClaimsMac => {
-                if let Some(handle) = state.claims_mac {
-                    return Ok(handle);
-                }
-                let label = self.claims_mac_label.as_deref().ok_or_else(|| {
-                    Failure::Other(HsmError::KeyNotFound(
-                        "no claims MAC key is configured (hsm.claims_mac_key)".to_owned(),
-                    ))
-                })?;
-                let handle = keys::find_custodied_key(session, KeyRole::ClaimsMac, label)
-                    .map_err(Failure::from_hsm)?;
-                state.claims_mac = Some(handle);
-                Ok(handle)
-            }
+            // As for signing keys: custody checked again on first use
+            // since start-up or a recovery.
+            KeyRef::Claims => first_use(
+                session,
+                &mut state.claims,
+                KeyRole::Claims,
+                Some(&self.claims_label),
+            ),
+            KeyRef::ClaimsMac => first_use(
+                session,
+                &mut state.claims_mac,
+                KeyRole::ClaimsMac,
+                self.claims_mac_label.as_deref(),
+            ),
         }
     }
 
@@ -544,6 +523,29 @@ fn login(pkcs11: &Pkcs11, slot: Slot, pin: &AuthPin) -> Result<Session, HsmError
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
         Err(e) => Err(HsmError::from_pkcs11("logging in", e)),
     }
+}
+
+/// The cached handle of a fixed key found on first use, or finds it now
+/// (custody checked) and caches it. `label` is `None` when the key is not
+/// configured.
+fn first_use(
+    session: &Session,
+    cached: &mut Option<ObjectHandle>,
+    role: KeyRole,
+    label: Option<&str>,
+) -> Result<ObjectHandle, Failure> {
+    if let Some(handle) = *cached {
+        return Ok(handle);
+    }
+    // Only the claims MAC key is optional.
+    let label = label.ok_or_else(|| {
+        Failure::Other(HsmError::KeyNotFound(
+            "no claims MAC key is configured (hsm.claims_mac_key)".to_owned(),
+        ))
+    })?;
+    let handle = keys::find_custodied_key(session, role, label).map_err(Failure::from_hsm)?;
+    *cached = Some(handle);
+    Ok(handle)
 }
 
 fn find_fixed(

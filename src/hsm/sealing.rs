@@ -74,11 +74,7 @@ impl Hsm {
         aad: Vec<u8>,
         plaintext: Zeroizing<Vec<u8>>,
     ) -> Result<Vec<u8>, HsmError> {
-        let mut iv = [0u8; BLOCK_BYTES];
-        getrandom::fill(&mut iv).map_err(|e| HsmError::Internal {
-            context: "making an IV for sealing claims",
-            detail: e.to_string(),
-        })?;
+        let iv = random_iv::<BLOCK_BYTES>()?;
         let padded = pkcs7_pad(&plaintext);
         drop(plaintext);
         let ciphertext = self
@@ -169,11 +165,7 @@ impl Hsm {
         aad: Vec<u8>,
         plaintext: Zeroizing<Vec<u8>>,
     ) -> Result<Vec<u8>, HsmError> {
-        let mut iv = [0u8; IV_BYTES];
-        getrandom::fill(&mut iv).map_err(|e| HsmError::Internal {
-            context: "making an IV for sealing claims",
-            detail: e.to_string(),
-        })?;
+        let iv = random_iv::<IV_BYTES>()?;
         // A retry after stale handles reuses this IV, but only for the same
         // key, plaintext and associated data: the output is identical, so
         // nothing is learnt from the repetition.
@@ -226,6 +218,17 @@ impl Hsm {
 fn tag_bits() -> cryptoki::types::Ulong {
     const TAG_BITS: u64 = 8 * TAG_BYTES as u64;
     cryptoki::types::Ulong::from(TAG_BITS)
+}
+
+/// A fresh IV from the operating system (never a counter: several
+/// instances share the key).
+fn random_iv<const N: usize>() -> Result<[u8; N], HsmError> {
+    let mut iv = [0u8; N];
+    getrandom::fill(&mut iv).map_err(|e| HsmError::Internal {
+        context: "making an IV for sealing claims",
+        detail: e.to_string(),
+    })?;
+    Ok(iv)
 }
 
 /// PKCS#7 padding to a whole number of AES blocks (1 to 16 bytes, each the

@@ -49,7 +49,7 @@ impl Notary {
         let body = audit::checkpoint_body(&verifier.name, size, &head_hash);
         let raw = self
             .hsm
-            .sign_audit(verifier.key.algorithm(), body.as_bytes().to_vec())
+            .sign_audit(body.as_bytes().to_vec())
             .await
             .map_err(internal)?;
         let signature = verifier.note_signature(&raw).ok_or_else(|| {

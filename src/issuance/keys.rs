@@ -362,6 +362,13 @@ impl Notary {
         {
             return Err(KeyError::Refused(refused));
         }
+        // One key, one purpose: the audit key (a key pair of the same class
+        // and type) never signs tokens or credentials too.
+        if info.public_key == self.hsm.audit_public_key().await.map_err(internal)? {
+            return Err(KeyError::Refused(format!(
+                "the key labelled {label:?} is the audit key; a key serves one role"
+            )));
+        }
         if existing.iter().any(|r| r.kid == info.kid) {
             return Err(KeyError::Refused(format!(
                 "the key labelled {label:?} is a recorded key under another label (kid {})",

@@ -50,6 +50,21 @@ fn pkcs11_tool(home: &Path, args: &[&str]) -> String {
     ok(out)
 }
 
+/// `notary probe` for an SD-JWT VC, from outside, as a wallet would.
+fn probe_sd_jwt(app: &TestApp) -> String {
+    ok(run_cli(&[
+        "probe",
+        "--url",
+        &app.base,
+        "--admin-key-file",
+        app.home.join("admin-key").to_str().unwrap(),
+        "--ca",
+        app.home.join("tls/cert.pem").to_str().unwrap(),
+        "--credential",
+        "UniversityDegree_sd_jwt",
+    ]))
+}
+
 fn audit_events(app: &TestApp, event: &str) -> Vec<Value> {
     ok(app.cli(&["audit", "export"]))
         .lines()
@@ -143,17 +158,7 @@ async fn a_ceremony_key_from_pkcs11_tool_is_adopted_only_within_the_custody_rule
     // pick it up within [keys] refresh_secs; a restart is immediate).
     let mut app = app;
     app.kill_and_restart().await;
-    let probe = ok(run_cli(&[
-        "probe",
-        "--url",
-        &app.base,
-        "--admin-key-file",
-        app.home.join("admin-key").to_str().unwrap(),
-        "--ca",
-        app.home.join("tls/cert.pem").to_str().unwrap(),
-        "--credential",
-        "UniversityDegree_sd_jwt",
-    ]));
+    let probe = probe_sd_jwt(&app);
     assert!(probe.contains("bound to the holder key"), "{probe}");
     let issued = audit_events(&app, "credential.issued");
     assert!(
@@ -191,6 +196,17 @@ async fn a_ceremony_key_from_pkcs11_tool_is_adopted_only_within_the_custody_rule
         "{why}"
     );
     assert!(!ok(app.cli(&["keys", "list"])).contains("leaky"));
+
+    // The audit key never takes a second role.
+    let why = refused(app.cli(&[
+        "keys",
+        "adopt",
+        "--role",
+        "token",
+        "--label",
+        "notary-audit-1",
+    ]));
+    assert!(why.contains("is the audit key"), "{why}");
 }
 
 #[tokio::test]
@@ -250,17 +266,7 @@ async fn es256_audit_checkpoints_and_cbc_sealed_claims_work_end_to_end() {
     app.kill_and_restart().await;
 
     // A credential carries the claims, opened from their CBC + HMAC seal.
-    let probe = ok(run_cli(&[
-        "probe",
-        "--url",
-        &app.base,
-        "--admin-key-file",
-        app.home.join("admin-key").to_str().unwrap(),
-        "--ca",
-        app.home.join("tls/cert.pem").to_str().unwrap(),
-        "--credential",
-        "UniversityDegree_sd_jwt",
-    ]));
+    let probe = probe_sd_jwt(&app);
     assert!(probe.contains("3 disclosures"), "{probe}");
     let offer = app
         .create_offer(serde_json::json!({
