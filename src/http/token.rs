@@ -82,6 +82,12 @@ async fn handle(
             ));
         }
     }
+    // The body (at most MAX_BODY bytes, within the read timeout) is read
+    // before any refusal, even a flooding client's: over HTTP/2 an answer
+    // sent before the body has arrived resets the stream, and the client's
+    // late DATA frames count as protocol errors against the connection's
+    // limit (H2_LOCAL_RESETS), which would close it for every request on it.
+    let body = super::body::read_secret(body, MAX_BODY, state.behaviour.body_read_timeout).await;
     // One unit of the address's budget for failures, taken before any HSM
     // or database work and given back only if a token is issued.
     let admission = state
@@ -91,14 +97,12 @@ async fn handle(
             "too many failed token requests from this address",
         )
         .inspect_err(|_| count("flood_limited"))?;
-    let request = async {
-        let format = body_format(headers)?;
-        let body =
-            super::body::read_secret(body, MAX_BODY, state.behaviour.body_read_timeout).await?;
-        TokenRequest::parse(format, body.expose()).map_err(|e| ApiError::invalid_request(e.0))
-    }
-    .await
-    .inspect_err(|_| count("invalid_request"))?;
+    let request = body_format(headers)
+        .and_then(|format| {
+            let body = body?;
+            TokenRequest::parse(format, body.expose()).map_err(|e| ApiError::invalid_request(e.0))
+        })
+        .inspect_err(|_| count("invalid_request"))?;
 
     if let Err(e) = check_shape(&request) {
         count(match e {
