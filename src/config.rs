@@ -186,6 +186,11 @@ pub struct HsmConfig {
     /// AES-GCM such as a TPM. Unset: AES-256-GCM. Fixed for the life of
     /// a set-up: claims sealed one way cannot be opened the other.
     pub claims_mac_key: Option<String>,
+    /// The cipher under `claims_mac_key`: "cbc" (the default, AES-256-CBC)
+    /// or "ctr" (AES-256-CTR whose keystream the token makes with
+    /// CKM_AES_ECB), for modules or links with neither GCM nor CBC, such as
+    /// p11-kit 0.24's client. Fixed for the life of a set-up, like the key.
+    pub claims_cipher: Option<crate::hsm::capabilities::MacCipher>,
     /// Read the PIN from this file (mode 0600 or stricter).
     pub pin_file: Option<PathBuf>,
     /// Read the PIN from this systemd credential (`$CREDENTIALS_DIRECTORY/NAME`).
@@ -753,6 +758,12 @@ impl Config {
             if let Err(e) = label_from(value, attribute) {
                 return invalid(format!("{field}: {e}"));
             }
+        }
+        if self.hsm.claims_cipher.is_some() && self.hsm.claims_mac_key.is_none() {
+            return invalid(
+                "hsm.claims_cipher is only used with hsm.claims_mac_key; set both or neither"
+                    .to_owned(),
+            );
         }
         if let Some(key) = &self.hsm.claims_mac_key {
             if let Err(e) = label_from(key, "object") {

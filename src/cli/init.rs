@@ -95,6 +95,11 @@ pub struct InitArgs {
     /// and HMAC (for tokens without AES-GCM, such as a TPM).
     #[arg(long, requires = "token")]
     claims_mac_key: Option<String>,
+    /// With --claims-mac-key: the cipher under it, cbc (AES-256-CBC) or ctr
+    /// (AES-256-CTR made with CKM_AES_ECB, for links such as p11-kit's that
+    /// forward neither GCM nor CBC).
+    #[arg(long, requires = "claims_mac_key", value_parser = ["cbc", "ctr"])]
+    claims_cipher: Option<String>,
 }
 
 const TOKEN_LABEL: &str = "notary";
@@ -176,6 +181,19 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     let (admin_key, kid, credential_kid) = runtime.block_on(async {
         let store = Store::connect(&config.database_url(), 2).await?;
         store.migrate().await?;
+        let generated = match &args.token {
+            Some(_) => {
+                let settings = super::hsm_settings(&config);
+                let pin = config.hsm_pin()?;
+                let audit_alg = args.audit_alg;
+                tokio::task::spawn_blocking(move || {
+                    generate_missing_fixed_keys(&settings, &pin, audit_alg)
+                })
+                .await
+                .context("key generation task failed")??
+            }
+            None => Vec::new(),
+        };
         let hsm = super::open_hsm(&config).await?;
         let notary = match &args.token {
             None => {
@@ -192,7 +210,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             }
             Some(_) => {
                 let notary = Notary::open(hsm, store, Policy::from_config(&config)?).await?;
-                adopt_existing_keys(&notary, &args).await?;
+                adopt_existing_keys(&notary, &args, &generated).await?;
                 notary
             }
         };
@@ -408,6 +426,9 @@ fn existing_token(args: &InitArgs, token: &str, module: &Path) -> anyhow::Result
     if let Some(mac) = &args.claims_mac_key {
         section += &format!("claims_mac_key = {}\n", quoted(mac));
     }
+    if let Some(cipher) = &args.claims_cipher {
+        section += &format!("claims_cipher = {}\n", quoted(cipher));
+    }
     section += &format!(
         "# The PIN is never in this file; production: pin_credential (systemd credentials).\n\
          pin_file = {}\n\n[hsm.module_env]\n",
@@ -420,9 +441,14 @@ fn existing_token(args: &InitArgs, token: &str, module: &Path) -> anyhow::Result
 }
 
 /// On an existing token: adopts the Notary and credential keys when the
-/// token holds them (else generates them there), and records the adoption
-/// of the fixed keys, each with a `key.adopted` audit entry.
-async fn adopt_existing_keys(notary: &Notary, args: &InitArgs) -> anyhow::Result<()> {
+/// token holds them (else generates them there), and records each fixed
+/// key with its attributes: `key.generated` for those just made by
+/// [`generate_missing_fixed_keys`], `key.adopted` for the others.
+async fn adopt_existing_keys(
+    notary: &Notary,
+    args: &InitArgs,
+    generated: &[KeyRole],
+) -> anyhow::Result<()> {
     for (purpose, label, alg) in [
         (KeyPurpose::Token, &args.signing_key, args.alg),
         (
@@ -449,9 +475,72 @@ async fn adopt_existing_keys(notary: &Notary, args: &InitArgs) -> anyhow::Result
         fixed.push(KeyRole::ClaimsMac);
     }
     for role in fixed {
-        notary.adopt_fixed_key(role).await?;
+        let event = if generated.contains(&role) {
+            "key.generated"
+        } else {
+            "key.adopted"
+        };
+        notary.adopt_fixed_key(role, event).await?;
     }
     Ok(())
+}
+
+/// On an existing token, generates the fixed keys (keyed hash, audit,
+/// claims, claims MAC when configured) that no object's label names yet:
+/// a network HSM or a freshly initialised token makes them itself, under
+/// the same templates as a SoftHSM2 set-up. A label already in use is left
+/// for adoption to judge, and a token that cannot make a key (a TPM's
+/// HMAC key) is told to the operator with the tool that can. Blocking.
+fn generate_missing_fixed_keys(
+    settings: &hsm::HsmSettings,
+    pin: &HsmPin,
+    audit_alg: Algorithm,
+) -> anyhow::Result<Vec<KeyRole>> {
+    let mut wanted = vec![
+        (KeyRole::Hashing, settings.hashing_key.as_str()),
+        (KeyRole::Audit, settings.audit_key.as_str()),
+        (KeyRole::Claims, settings.claims_key.as_str()),
+    ];
+    if let Some(mac) = &settings.claims_mac_key {
+        wanted.push((KeyRole::ClaimsMac, mac.as_str()));
+    }
+    let pkcs11 = hsm::load_module(&settings.module)?;
+    let generated = (|| {
+        let slot = hsm::find_token(&pkcs11, &settings.token)?;
+        let session = pkcs11.open_rw_session(slot).context("opening a session")?;
+        session
+            .login(UserType::User, Some(&hsm::auth_pin(pin)))
+            .context("logging in as user")?;
+        let mut generated = Vec::new();
+        for (role, label) in wanted {
+            let named = session
+                .find_objects(&[cryptoki::object::Attribute::Label(
+                    label.as_bytes().to_vec(),
+                )])
+                .context("looking keys up by label")?;
+            if !named.is_empty() {
+                continue;
+            }
+            let mut id = [0u8; 8];
+            random::fill(&mut id)?;
+            let made = match role {
+                KeyRole::Audit => keys::generate_signing_key(&session, audit_alg, label, &id),
+                KeyRole::Claims => keys::generate_claims_key(&session, label, &id),
+                _ => keys::generate_hashing_key(&session, label, &id),
+            };
+            made.with_context(|| {
+                format!(
+                    "the token has no key labelled {label:?} and could not make one; \
+                     make it with the token's own tool and run init again (docs/custody.md §9a)"
+                )
+            })?;
+            generated.push(role);
+        }
+        let _ = session.logout();
+        anyhow::Ok(generated)
+    })();
+    let _ = pkcs11.finalize();
+    generated
 }
 
 /// Initialises the token, sets the user PIN and generates the hashing key,

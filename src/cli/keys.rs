@@ -507,7 +507,7 @@ async fn adopt(
         );
     }
     let key_role = key_role(role);
-    let custody = notary.adopt_fixed_key(key_role).await?;
+    let custody = notary.adopt_fixed_key(key_role, "key.adopted").await?;
     println!(
         "adopted {:?} ({}) as the {} key: {}",
         custody.label,

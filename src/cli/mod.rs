@@ -195,6 +195,7 @@ pub(crate) fn hsm_settings(config: &Config) -> HsmSettings {
         audit_key: config.hsm.audit_key_label(),
         claims_key: config.hsm.claims_key_label(),
         claims_mac_key: config.hsm.claims_mac_key_label(),
+        claims_cipher: config.hsm.claims_cipher.unwrap_or_default(),
         sessions: config.hsm.sessions.unwrap_or(2 * cores),
         operation_timeout: std::time::Duration::from_millis(config.hsm.operation_timeout_ms),
     }
@@ -218,7 +219,7 @@ pub(crate) async fn open_hsm(config: &Config) -> anyhow::Result<Hsm> {
         ),
         Err(e) => return Err(e.into()),
     }
-    if hsm.sealing() == crate::hsm::capabilities::Sealing::AesCbcHmac {
+    if hsm.sealing().uses_mac_key() {
         if let Some(violation) = hsm.custody(KeyRole::ClaimsMac, None).await?.violation() {
             anyhow::bail!("refusing to use the HSM keys: {violation}");
         }

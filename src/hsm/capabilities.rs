@@ -32,6 +32,21 @@ pub enum Sealing {
     /// AES-256-CBC with the claims key, then HMAC-SHA256 with the claims
     /// MAC key over everything (encrypt-then-MAC), for tokens without GCM.
     AesCbcHmac,
+    /// AES-256-CTR whose keystream the token makes with `CKM_AES_ECB`, then
+    /// HMAC-SHA256 as above: for modules (or links, such as p11-kit 0.24's)
+    /// that offer neither GCM nor CBC.
+    AesCtrHmac,
+}
+
+/// The cipher used under a claims MAC key (`hsm.claims_cipher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacCipher {
+    /// AES-256-CBC (`CKM_AES_CBC`).
+    #[default]
+    Cbc,
+    /// AES-256-CTR built on `CKM_AES_ECB`.
+    Ctr,
 }
 
 impl Sealing {
@@ -40,7 +55,13 @@ impl Sealing {
         match self {
             Sealing::AesGcm => "CKM_AES_GCM",
             Sealing::AesCbcHmac => "CKM_AES_CBC + CKM_SHA256_HMAC (encrypt-then-MAC)",
+            Sealing::AesCtrHmac => "AES-CTR from CKM_AES_ECB + CKM_SHA256_HMAC (encrypt-then-MAC)",
         }
+    }
+
+    /// Whether the claims MAC key is part of the scheme.
+    pub fn uses_mac_key(self) -> bool {
+        self != Sealing::AesGcm
     }
 }
 
@@ -64,7 +85,7 @@ pub struct Operations {
 }
 
 /// Every mechanism a role may be given (the others are never asked about).
-const CONSIDERED: [MechanismType; 8] = [
+const CONSIDERED: [MechanismType; 9] = [
     MechanismType::EDDSA,
     MechanismType::ECDSA,
     MechanismType::ECDSA_SHA256,
@@ -73,6 +94,7 @@ const CONSIDERED: [MechanismType; 8] = [
     MechanismType::SHA256_HMAC,
     MechanismType::AES_GCM,
     MechanismType::AES_CBC,
+    MechanismType::AES_ECB,
 ];
 
 /// The token's mechanisms and session limit, as read at start-up.
@@ -194,28 +216,39 @@ impl Capabilities {
     }
 
     /// How claims are sealed: AES-GCM, unless a claims MAC key is
-    /// configured (`with_mac_key`), which selects AES-CBC with HMAC. The
-    /// choice follows the configuration, never the token alone, so that a
-    /// module update adding GCM cannot make sealed claims unreadable.
-    pub fn sealing(&self, with_mac_key: bool) -> Result<Sealing, String> {
-        if with_mac_key {
-            if !self.can(MechanismType::AES_CBC, Use::Encrypt) {
-                return Err(
-                    "claims encryption: hsm.claims_mac_key is set, but the token has no \
-                            CKM_AES_CBC to encrypt with"
-                        .to_owned(),
-                );
-            }
-            return Ok(Sealing::AesCbcHmac);
-        }
-        if self.can(MechanismType::AES_GCM, Use::Encrypt) {
-            Ok(Sealing::AesGcm)
+    /// configured (`mac_cipher` is then `hsm.claims_cipher`), which selects
+    /// AES-CBC or AES-CTR with HMAC. The choice follows the configuration,
+    /// never the token alone, so that a module update adding a mechanism
+    /// cannot make sealed claims unreadable.
+    pub fn sealing(&self, mac_cipher: Option<MacCipher>) -> Result<Sealing, String> {
+        let has = |m| self.can(m, Use::Encrypt);
+        let ecb_hint = if has(MechanismType::AES_ECB) {
+            "; it has CKM_AES_ECB: set hsm.claims_cipher = \"ctr\""
         } else {
-            Err(
+            ""
+        };
+        match mac_cipher {
+            None if has(MechanismType::AES_GCM) => Ok(Sealing::AesGcm),
+            None => Err(format!(
                 "claims encryption: the token has no CKM_AES_GCM; set hsm.claims_mac_key to an \
-                 HMAC-SHA256 key to seal claims with AES-256-CBC and HMAC-SHA256 instead"
+                 HMAC-SHA256 key to seal claims with AES-256 and HMAC-SHA256 instead{}",
+                if has(MechanismType::AES_CBC) {
+                    ""
+                } else {
+                    ecb_hint
+                }
+            )),
+            Some(MacCipher::Cbc) if has(MechanismType::AES_CBC) => Ok(Sealing::AesCbcHmac),
+            Some(MacCipher::Cbc) => Err(format!(
+                "claims encryption: hsm.claims_mac_key is set, but the token has no \
+                 CKM_AES_CBC to encrypt with{ecb_hint}"
+            )),
+            Some(MacCipher::Ctr) if has(MechanismType::AES_ECB) => Ok(Sealing::AesCtrHmac),
+            Some(MacCipher::Ctr) => Err(
+                "claims encryption: hsm.claims_cipher is \"ctr\", but the token has no \
+                 CKM_AES_ECB to make its keystream with"
                     .to_owned(),
-            )
+            ),
         }
     }
 }
@@ -322,18 +355,44 @@ mod tests {
     #[test]
     fn claims_sealing_follows_the_configuration_and_says_what_to_set() {
         let tpm = tpm();
-        let refused = tpm.sealing(false).unwrap_err();
+        let refused = tpm.sealing(None).unwrap_err();
         assert!(refused.contains("CKM_AES_GCM") && refused.contains("hsm.claims_mac_key"));
-        assert_eq!(tpm.sealing(true), Ok(Sealing::AesCbcHmac));
+        assert_eq!(tpm.sealing(Some(MacCipher::Cbc)), Ok(Sealing::AesCbcHmac));
+        assert!(
+            tpm.sealing(Some(MacCipher::Ctr))
+                .unwrap_err()
+                .contains("CKM_AES_ECB")
+        );
         let gcm = Capabilities::listing(vec![
             mechanism(MechanismType::AES_GCM, CRYPT),
             mechanism(MechanismType::AES_CBC, CRYPT),
         ]);
-        assert_eq!(gcm.sealing(false), Ok(Sealing::AesGcm));
+        assert_eq!(gcm.sealing(None), Ok(Sealing::AesGcm));
         // A MAC key configured keeps CBC + HMAC even where GCM exists.
-        assert_eq!(gcm.sealing(true), Ok(Sealing::AesCbcHmac));
+        assert_eq!(gcm.sealing(Some(MacCipher::Cbc)), Ok(Sealing::AesCbcHmac));
         let no_aes = Capabilities::listing(vec![mechanism(MechanismType::SHA256_HMAC, SIGN)]);
-        assert!(no_aes.sealing(true).unwrap_err().contains("CKM_AES_CBC"));
+        assert!(
+            no_aes
+                .sealing(Some(MacCipher::Cbc))
+                .unwrap_err()
+                .contains("CKM_AES_CBC")
+        );
+        // Behind p11-kit 0.24 only ECB is left: the refusals point to CTR.
+        let link = Capabilities::listing(vec![
+            mechanism(MechanismType::AES_ECB, CRYPT),
+            mechanism(MechanismType::SHA256_HMAC, SIGN),
+        ]);
+        assert!(
+            link.sealing(None)
+                .unwrap_err()
+                .contains("claims_cipher = \"ctr\"")
+        );
+        assert!(
+            link.sealing(Some(MacCipher::Cbc))
+                .unwrap_err()
+                .contains("claims_cipher = \"ctr\"")
+        );
+        assert_eq!(link.sealing(Some(MacCipher::Ctr)), Ok(Sealing::AesCtrHmac));
         assert!(no_aes.keyed_hash().is_ok());
         assert!(Capabilities::listing(vec![]).keyed_hash().is_err());
     }

@@ -79,7 +79,7 @@ impl HsmError {
                 | RvError::PinInvalid
                 | RvError::PinLenRange => HsmError::Auth(detail),
                 rv if is_stale(rv) => HsmError::Unavailable { context, detail },
-                RvError::DeviceError | RvError::DeviceMemory | RvError::TokenNotRecognized => {
+                RvError::DeviceMemory | RvError::TokenNotRecognized => {
                     HsmError::Unavailable { context, detail }
                 }
                 _ => HsmError::Internal { context, detail },
@@ -90,10 +90,14 @@ impl HsmError {
 }
 
 /// Errors after which a fresh login and key lookup may succeed.
+/// `CKR_DEVICE_ERROR` is what a module behind a link (p11-kit's client)
+/// answers while its server is away, and what it keeps answering after the
+/// server is back until the module is initialised again.
 fn is_stale(rv: &RvError) -> bool {
     matches!(
         rv,
-        RvError::ObjectHandleInvalid
+        RvError::DeviceError
+            | RvError::ObjectHandleInvalid
             | RvError::KeyHandleInvalid
             | RvError::SessionHandleInvalid
             | RvError::SessionClosed
@@ -123,8 +127,10 @@ pub struct HsmSettings {
     /// before the key existed.
     pub claims_key: String,
     /// Label of the HMAC key that authenticates sealed claims, when claims
-    /// are sealed with AES-CBC and HMAC (tokens without AES-GCM).
+    /// are sealed with AES-CBC or AES-CTR and HMAC (tokens without AES-GCM).
     pub claims_mac_key: Option<String>,
+    /// The cipher under the claims MAC key (ignored without one).
+    pub claims_cipher: capabilities::MacCipher,
     /// Pooled sessions (and concurrent operations), at most; fewer when the
     /// token allows fewer.
     pub sessions: usize,
@@ -324,7 +330,12 @@ impl Hsm {
         let capabilities = Capabilities::read(&pkcs11, slot)?;
         capabilities.keyed_hash().map_err(HsmError::Unsupported)?;
         let sealing = capabilities
-            .sealing(settings.claims_mac_key.is_some())
+            .sealing(
+                settings
+                    .claims_mac_key
+                    .as_ref()
+                    .map(|_| settings.claims_cipher),
+            )
             .map_err(HsmError::Unsupported)?;
         let sessions = capabilities::session_budget(settings.sessions, capabilities.max_sessions)
             .map_err(HsmError::Unsupported)?;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
@@ -80,7 +81,16 @@ pub(super) struct Pool {
     serial: String,
     /// Longest wait for one operation, queueing for a session included.
     op_timeout: std::time::Duration,
+    /// When the last reconnection failed: within [`RECONNECT_PAUSE`] of it
+    /// calls fail at once instead of each re-initialising the module.
+    failed_reconnect: Mutex<Option<Instant>>,
 }
+
+/// How long after a failed reconnection calls fail fast. Short enough that
+/// a token back after an outage serves again within it; long enough that a
+/// burst of requests during the outage does not become a burst of
+/// C_Finalize/C_Initialize cycles (and, behind a network link, of connects).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave them inconsistent
@@ -132,6 +142,7 @@ impl Pool {
             pin_refused: AtomicBool::new(false),
             refused: tokio::sync::Notify::new(),
             serial: serial.to_owned(),
+            failed_reconnect: Mutex::new(None),
         })
     }
 
@@ -420,6 +431,14 @@ impl Pool {
         if self.pin_refused() {
             return Err(refused_earlier());
         }
+        if let Some(at) = *lock(&self.failed_reconnect) {
+            if at.elapsed() < RECONNECT_PAUSE && lock(&self.state).keeper.is_none() {
+                return Err(HsmError::Unavailable {
+                    context,
+                    detail: "the token is unreachable (reconnecting failed moments ago)".to_owned(),
+                });
+            }
+        }
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut state = lock(&self.state);
         if state.generation != failed_generation && state.keeper.is_some() {
@@ -441,24 +460,40 @@ impl Pool {
             Err(e @ HsmError::Auth(_)) => return Err(e),
             Err(first) => {
                 tracing::warn!(error = %first, "logging in again failed; re-initialising the PKCS#11 module");
-                if let Err(e) = state.pkcs11.clone().finalize() {
-                    tracing::debug!(error = %e, "C_Finalize before re-initialising");
+                match self.reinitialise(&mut state) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        *lock(&self.failed_reconnect) = Some(Instant::now());
+                        return Err(e);
+                    }
                 }
-                let pkcs11 = load_module(&self.module)?;
-                let slot = find_token(&pkcs11, &self.token_label)?;
-                state.pkcs11 = pkcs11;
-                state.slot = slot;
-                let keeper = self.log_in(&state.pkcs11, slot)?;
-                let fixed = find_fixed(&keeper, &self.hashing_label, &self.audit_label)?;
-                (keeper, fixed)
             }
         };
+        *lock(&self.failed_reconnect) = None;
         state.keeper = Some(keeper);
         state.hashing = hashing;
         state.audit = audit;
         state.generation = state.generation.max(failed_generation) + 1;
         tracing::info!("HSM session recovered");
         Ok(())
+    }
+
+    /// Finalises the module and initialises it again (a module that lost its
+    /// token or its link, as p11-kit's client after its server restarted,
+    /// only recovers this way), then logs in and finds the fixed keys. The
+    /// new module instance is kept even when the token is not back yet.
+    fn reinitialise(
+        &self,
+        state: &mut LoginState,
+    ) -> Result<(Session, (ObjectHandle, ObjectHandle)), HsmError> {
+        if let Err(e) = state.pkcs11.clone().finalize() {
+            tracing::debug!(error = %e, "C_Finalize before re-initialising");
+        }
+        state.pkcs11 = load_module(&self.module)?;
+        state.slot = find_token(&state.pkcs11, &self.token_label)?;
+        let keeper = self.log_in(&state.pkcs11, state.slot)?;
+        let fixed = find_fixed(&keeper, &self.hashing_label, &self.audit_label)?;
+        Ok((keeper, fixed))
     }
 
     /// Logs out and finalises the module. Idempotent; operations after it

@@ -14,6 +14,14 @@
 //!   associated data's length and bytes, the IV and the ciphertext. Opening checks the MAC
 //!   (in constant time) before anything is decrypted, so a changed byte
 //!   never reaches the padding check and there is no padding oracle.
+//! - **AES-256-CTR then HMAC-SHA256** (`CKM_AES_ECB`, `CKM_SHA256_HMAC`),
+//!   for modules or links with neither GCM nor CBC (p11-kit 0.24's client
+//!   forwards only ECB): `nonce ‖ ciphertext ‖ mac`. The token encrypts the
+//!   counter blocks `nonce ‖ 1`, `nonce ‖ 2`, … (a fresh random 96-bit
+//!   nonce, a 32-bit big-endian block counter, as in GCM) in one ECB call,
+//!   and notary XORs that keystream with the plaintext. Opening makes the
+//!   same keystream, so the claims key only ever encrypts. The MAC is as
+//!   for CBC, under its own domain string.
 //!
 //! Either way the caller's associated data binds the ciphertext to where it
 //! belongs; it is authenticated, not stored.
@@ -40,6 +48,10 @@ const MAC_BYTES: usize = 32;
 /// CBC: what the MAC input starts with, so it can never be mistaken for
 /// another HMAC input of the same key.
 const MAC_DOMAIN: &[u8] = b"notary/claims/aes-256-cbc-hmac-sha256\n";
+/// CTR: the nonce, bytes; the rest of each counter block is the counter.
+const CTR_NONCE_BYTES: usize = 12;
+/// CTR: the MAC's domain string, distinct from CBC's.
+const CTR_MAC_DOMAIN: &[u8] = b"notary/claims/aes-256-ctr-hmac-sha256\n";
 
 impl Hsm {
     /// Encrypts `plaintext` with the claims key, binding `aad`, by the
@@ -52,6 +64,7 @@ impl Hsm {
         match self.sealing() {
             Sealing::AesGcm => self.encrypt_gcm(aad, plaintext).await,
             Sealing::AesCbcHmac => self.encrypt_cbc_hmac(aad, plaintext).await,
+            Sealing::AesCtrHmac => self.encrypt_ctr_hmac(aad, plaintext).await,
         }
     }
 
@@ -66,6 +79,7 @@ impl Hsm {
         match self.sealing() {
             Sealing::AesGcm => self.decrypt_gcm(aad, sealed).await,
             Sealing::AesCbcHmac => self.decrypt_cbc_hmac(aad, sealed).await,
+            Sealing::AesCtrHmac => self.decrypt_ctr_hmac(aad, sealed).await,
         }
     }
 
@@ -83,7 +97,7 @@ impl Hsm {
                 session.encrypt(&Mechanism::AesCbc(iv), handle, &padded)
             })
             .await?;
-        let mac = self.claims_mac(&aad, &iv, &ciphertext).await?;
+        let mac = self.claims_mac(MAC_DOMAIN, &aad, &iv, &ciphertext).await?;
         let mut sealed = Vec::with_capacity(BLOCK_BYTES + ciphertext.len() + MAC_BYTES);
         sealed.extend_from_slice(&iv);
         sealed.extend_from_slice(&ciphertext);
@@ -108,7 +122,7 @@ impl Hsm {
         let (iv, rest) = sealed.split_at(BLOCK_BYTES);
         let (ciphertext, mac) = rest.split_at(body_len);
         let iv: [u8; BLOCK_BYTES] = iv.try_into().unwrap_or_default();
-        let expected = self.claims_mac(&aad, &iv, ciphertext).await?;
+        let expected = self.claims_mac(MAC_DOMAIN, &aad, &iv, ciphertext).await?;
         if !bool::from(expected.ct_eq(mac)) {
             return Err(refused("the sealed value's MAC does not verify"));
         }
@@ -128,11 +142,102 @@ impl Hsm {
         pkcs7_unpad(padded).ok_or_else(|| refused("the sealed value's padding is malformed"))
     }
 
-    /// The MAC of a CBC-sealed value, computed with the claims MAC key.
+    async fn encrypt_ctr_hmac(
+        &self,
+        aad: Vec<u8>,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>, HsmError> {
+        let nonce = random_iv::<CTR_NONCE_BYTES>()?;
+        let keystream = self.keystream(nonce, plaintext.len()).await?;
+        let ciphertext: Vec<u8> = plaintext
+            .iter()
+            .zip(keystream.iter())
+            .map(|(p, k)| p ^ k)
+            .collect();
+        let mac = self
+            .claims_mac(CTR_MAC_DOMAIN, &aad, &nonce, &ciphertext)
+            .await?;
+        let mut sealed = Vec::with_capacity(CTR_NONCE_BYTES + ciphertext.len() + MAC_BYTES);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed.extend_from_slice(&mac);
+        Ok(sealed)
+    }
+
+    async fn decrypt_ctr_hmac(
+        &self,
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let refused = |why: &str| HsmError::Internal {
+            context: "opening sealed claims",
+            detail: why.to_owned(),
+        };
+        let body_len = sealed
+            .len()
+            .checked_sub(CTR_NONCE_BYTES + MAC_BYTES)
+            .ok_or_else(|| refused("the sealed value has the wrong length"))?;
+        let (nonce, rest) = sealed.split_at(CTR_NONCE_BYTES);
+        let (ciphertext, mac) = rest.split_at(body_len);
+        let nonce: [u8; CTR_NONCE_BYTES] = nonce.try_into().unwrap_or_default();
+        let expected = self
+            .claims_mac(CTR_MAC_DOMAIN, &aad, &nonce, ciphertext)
+            .await?;
+        if !bool::from(expected.ct_eq(mac)) {
+            return Err(refused("the sealed value's MAC does not verify"));
+        }
+        let keystream = self.keystream(nonce, ciphertext.len()).await?;
+        Ok(Zeroizing::new(
+            ciphertext
+                .iter()
+                .zip(keystream.iter())
+                .map(|(c, k)| c ^ k)
+                .collect(),
+        ))
+    }
+
+    /// `len` bytes of AES-256-CTR keystream under the claims key: the
+    /// counter blocks for `nonce`, encrypted by the token in one ECB call.
+    async fn keystream(
+        &self,
+        nonce: [u8; CTR_NONCE_BYTES],
+        len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let counters = counter_blocks(&nonce, len).ok_or_else(|| HsmError::Internal {
+            context: "sealing claims",
+            detail: "the claims are too long for one keystream".to_owned(),
+        })?;
+        if counters.is_empty() {
+            return Ok(Zeroizing::new(Vec::new()));
+        }
+        let keystream = self
+            .inner
+            .run(
+                "making a keystream",
+                KeyRef::Claims,
+                move |session, handle| {
+                    session
+                        .encrypt(&Mechanism::AesEcb, handle, &counters)
+                        .map(Zeroizing::new)
+                },
+            )
+            .await?;
+        if keystream.len() != counters_len(len) {
+            return Err(HsmError::Internal {
+                context: "making a keystream",
+                detail: "AES-ECB returned the wrong length".to_owned(),
+            });
+        }
+        Ok(keystream)
+    }
+
+    /// The MAC of a CBC- or CTR-sealed value under the scheme's `domain`,
+    /// computed with the claims MAC key.
     async fn claims_mac(
         &self,
+        domain: &'static [u8],
         aad: &[u8],
-        iv: &[u8; BLOCK_BYTES],
+        iv: &[u8],
         ciphertext: &[u8],
     ) -> Result<[u8; MAC_BYTES], HsmError> {
         // The token MACs a SHA-256 digest of the sealed value, not the value
@@ -143,7 +248,7 @@ impl Hsm {
         digest.update(aad);
         digest.update(iv);
         digest.update(ciphertext);
-        let mut input = MAC_DOMAIN.to_vec();
+        let mut input = domain.to_vec();
         input.extend_from_slice(&digest.finalize());
         let mac = self
             .inner
@@ -231,6 +336,23 @@ fn random_iv<const N: usize>() -> Result<[u8; N], HsmError> {
     Ok(iv)
 }
 
+/// The bytes of whole counter blocks covering `len` bytes.
+fn counters_len(len: usize) -> usize {
+    len.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
+/// The CTR counter blocks `nonce ‖ 1`, `nonce ‖ 2`, … covering `len` bytes
+/// (the counter starts at 1, as in GCM); `None` beyond 2^32 - 1 blocks.
+fn counter_blocks(nonce: &[u8; CTR_NONCE_BYTES], len: usize) -> Option<Vec<u8>> {
+    let blocks = u32::try_from(len.div_ceil(BLOCK_BYTES)).ok()?;
+    let mut out = Vec::with_capacity(counters_len(len));
+    for counter in 1..=blocks {
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(&counter.to_be_bytes());
+    }
+    Some(out)
+}
+
 /// PKCS#7 padding to a whole number of AES blocks (1 to 16 bytes, each the
 /// pad length). The copy is wiped when dropped.
 fn pkcs7_pad(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
@@ -259,6 +381,22 @@ fn pkcs7_unpad(mut padded: Zeroizing<Vec<u8>>) -> Option<Zeroizing<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_blocks_cover_the_length_and_never_repeat() {
+        let nonce = [7u8; CTR_NONCE_BYTES];
+        assert_eq!(counter_blocks(&nonce, 0), Some(Vec::new()));
+        for len in [1, 15, 16, 17, 100] {
+            let blocks = counter_blocks(&nonce, len).unwrap();
+            assert_eq!(blocks.len(), counters_len(len));
+            assert!(blocks.len() >= len && blocks.len() < len + BLOCK_BYTES);
+            let chunks: Vec<&[u8]> = blocks.chunks(BLOCK_BYTES).collect();
+            for (i, block) in chunks.iter().enumerate() {
+                assert_eq!(&block[..CTR_NONCE_BYTES], &nonce);
+                assert_eq!(block[CTR_NONCE_BYTES..], (i as u32 + 1).to_be_bytes());
+            }
+        }
+    }
 
     #[test]
     fn pkcs7_padding_round_trips_and_refuses_malformed_padding() {

@@ -112,6 +112,10 @@ impl Notary {
                 (KeyRole::Claims, "AES-256-CBC"),
                 (KeyRole::ClaimsMac, "HMAC-SHA256"),
             ]),
+            Sealing::AesCtrHmac => secret_keys.extend([
+                (KeyRole::Claims, "AES-256-CTR (keystream by CKM_AES_ECB)"),
+                (KeyRole::ClaimsMac, "HMAC-SHA256"),
+            ]),
         }
         for (role, algorithm) in secret_keys {
             keys.push(KeyEvidence {

@@ -401,9 +401,14 @@ impl Notary {
 
     /// Records the adoption of a fixed key (the keyed-hash, audit, claims
     /// or claims MAC key), which the configuration names: checks its
-    /// custody and writes a `key.adopted` audit entry with its attributes
-    /// (and the audit key's public key hash). Returns its custody.
-    pub async fn adopt_fixed_key(&self, role: KeyRole) -> Result<Custody, KeyError> {
+    /// custody and writes an audit entry `event` (`key.adopted`, or
+    /// `key.generated` for a key init just made) with its attributes (and
+    /// the audit key's public key hash). Returns its custody.
+    pub async fn adopt_fixed_key(
+        &self,
+        role: KeyRole,
+        event: &'static str,
+    ) -> Result<Custody, KeyError> {
         let custody = self.hsm.custody(role, None).await.map_err(internal)?;
         if let Some(violation) = custody.violation() {
             return Err(KeyError::Refused(format!("refusing to adopt {violation}")));
@@ -414,7 +419,7 @@ impl Notary {
         };
         let mut details = adoption_details(&custody, public.as_ref());
         details["role"] = serde_json::to_value(role).unwrap_or_default();
-        let event = AuditEvent::new("key.adopted", &custody.label, details);
+        let event = AuditEvent::new(event, &custody.label, details);
         self.store.audit(event, now()).await.map_err(internal)?;
         Ok(custody)
     }

@@ -22,7 +22,7 @@ pub struct Builder {
     binary: PathBuf,
     log_level: &'static str,
     alg: &'static str,
-    init_args: Vec<&'static str>,
+    init_args: Vec<String>,
     edits: Vec<(&'static str, &'static str, toml::Value)>,
 }
 
@@ -71,8 +71,8 @@ impl Builder {
     }
 
     /// Further arguments for `notary init` (e.g. `--audit-alg ES256`).
-    pub fn init_args(mut self, args: &[&'static str]) -> Self {
-        self.init_args.extend_from_slice(args);
+    pub fn init_args(mut self, args: &[&str]) -> Self {
+        self.init_args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -119,7 +119,7 @@ impl Builder {
             "--metrics-listen",
             &metrics_listen,
         ];
-        init.extend(self.init_args.iter().copied());
+        init.extend(self.init_args.iter().map(String::as_str));
         let out = run_cli(&init);
         assert!(
             out.status.success(),

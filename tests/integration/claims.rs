@@ -337,6 +337,7 @@ fn open_hsm(home: &std::path::Path) -> notary::hsm::Hsm {
         audit_key: hsm["audit_key"].as_str().unwrap().to_owned(),
         claims_key: hsm["claims_key"].as_str().unwrap().to_owned(),
         claims_mac_key: None,
+        claims_cipher: Default::default(),
         sessions: 1,
         operation_timeout: Duration::from_secs(10),
     };

@@ -24,6 +24,7 @@ mod indistinguishable;
 mod introspection;
 mod keys;
 mod leaks;
+mod link;
 mod memory;
 mod modules;
 mod multi_instance;
