@@ -18,7 +18,8 @@
 //! 6. reads the server's peak RSS at the end.
 //!
 //! Usage: bench [--alg EdDSA|ES256] [--database postgres://...] [--redemptions N]
-//!              [--connections 16,64] [--hsm-ops N] [--flows N]
+//!              [--connections 16,64] [--hsm-ops N] [--flows N] [--sessions N]
+//!              [--init-arg ARG]...   (e.g. the --token set-up of a TPM)
 //! `scripts/bench` builds it in release and runs every configuration.
 
 // A measuring tool, not the product: any failure should stop it loudly.
@@ -46,6 +47,11 @@ struct Args {
     hsm_ops: usize,
     hsm_only: Option<PathBuf>,
     flows: usize,
+    /// Passed on to `notary init` (e.g. `--token` and `--module` for a TPM
+    /// or a module behind a link instead of a fresh SoftHSM2 token).
+    init_args: Vec<String>,
+    /// `hsm.sessions`, when set.
+    sessions: Option<i64>,
 }
 
 fn parse_args() -> Args {
@@ -57,6 +63,8 @@ fn parse_args() -> Args {
         hsm_ops: 20_000,
         hsm_only: None,
         flows: 2_000,
+        init_args: Vec::new(),
+        sessions: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +82,8 @@ fn parse_args() -> Args {
             "--hsm-ops" => args.hsm_ops = value().parse().expect("--hsm-ops N"),
             "--hsm-only" => args.hsm_only = Some(PathBuf::from(value())),
             "--flows" => args.flows = value().parse().expect("--flows N"),
+            "--init-arg" => args.init_args.push(value()),
+            "--sessions" => args.sessions = Some(value().parse().expect("--sessions N")),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -127,6 +137,7 @@ async fn run(args: &Args) -> Value {
     if let Some(db) = &args.database {
         init.args(["--database", db]);
     }
+    init.args(&args.init_args);
     let out = init.output().unwrap();
     assert!(
         out.status.success(),
@@ -162,6 +173,10 @@ async fn run(args: &Args) -> Value {
         .as_table_mut()
         .unwrap()
         .insert("sign_interval_secs".into(), 1.into());
+    if let Some(sessions) = args.sessions {
+        let hsm = table.get_mut("hsm").and_then(toml::Value::as_table_mut);
+        hsm.unwrap().insert("sessions".into(), sessions.into());
+    }
     std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
 
     // (1) Raw HSM throughput, in a child process that loads the module with
@@ -267,6 +282,8 @@ async fn run(args: &Args) -> Value {
         .collect();
     json!({
         "alg": args.alg,
+        "init_args": args.init_args,
+        "hsm_sessions": args.sessions,
         "database": if args.database.is_some() { "postgresql" } else { "sqlite" },
         "cores": std::thread::available_parallelism().map_or(0, usize::from),
         "memory_wiping": true,
