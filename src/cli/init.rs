@@ -513,10 +513,15 @@ fn generate_missing_fixed_keys(
             .context("logging in as user")?;
         let mut generated = Vec::new();
         for (role, label) in wanted {
+            // Only private objects count, as in notary's key lookup: anyone
+            // may create a public object with a key's label, and it must
+            // neither block the set-up nor stand in for the key. A private
+            // object of the wrong kind is left for adoption to refuse.
             let named = session
-                .find_objects(&[cryptoki::object::Attribute::Label(
-                    label.as_bytes().to_vec(),
-                )])
+                .find_objects(&[
+                    cryptoki::object::Attribute::Label(label.as_bytes().to_vec()),
+                    cryptoki::object::Attribute::Private(true),
+                ])
                 .context("looking keys up by label")?;
             if !named.is_empty() {
                 continue;
@@ -534,6 +539,7 @@ fn generate_missing_fixed_keys(
                      make it with the token's own tool and run init again (docs/custody.md §9a)"
                 )
             })?;
+            println!("  generated {label:?} on the token ({role:?} key)");
             generated.push(role);
         }
         let _ = session.logout();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,59 @@ pub(super) struct Pool {
     op_timeout: std::time::Duration,
     /// When the last reconnection failed: within [`RECONNECT_PAUSE`] of it
     /// calls fail at once instead of each re-initialising the module.
-    failed_reconnect: Mutex<Option<Instant>>,
+    failed_reconnect: FailedReconnect,
+    /// Whether the keeper session is logged in (mirrors `state.keeper`, so
+    /// the fail-fast path takes no lock).
+    logged_in: AtomicBool,
+    /// Set once the module has refused a read-only session and accepted a
+    /// read-write one.
+    read_only_refused: AtomicBool,
+}
+
+/// When a reconnection last failed, readable without a lock: milliseconds
+/// since `epoch`, plus one (0: none since the last success).
+struct FailedReconnect {
+    epoch: Instant,
+    at_ms: AtomicU64,
+}
+
+impl FailedReconnect {
+    fn new() -> Self {
+        FailedReconnect {
+            epoch: Instant::now(),
+            at_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn millis(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    fn record(&self) {
+        self.at_ms
+            .store(self.millis(Instant::now()), Ordering::SeqCst);
+    }
+
+    fn clear(&self) {
+        self.at_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// A failure within the pause.
+    fn recent(&self) -> bool {
+        let at = self.at_ms.load(Ordering::SeqCst);
+        at != 0 && self.millis(Instant::now()) < at.saturating_add(pause_ms())
+    }
+
+    /// A failure at or after `t`.
+    fn since(&self, t: Instant) -> bool {
+        let at = self.at_ms.load(Ordering::SeqCst);
+        at != 0 && at >= self.millis(t)
+    }
+}
+
+fn pause_ms() -> u64 {
+    u64::try_from(RECONNECT_PAUSE.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How long after a failed reconnection calls fail fast. Short enough that
@@ -142,7 +194,9 @@ impl Pool {
             pin_refused: AtomicBool::new(false),
             refused: tokio::sync::Notify::new(),
             serial: serial.to_owned(),
-            failed_reconnect: Mutex::new(None),
+            failed_reconnect: FailedReconnect::new(),
+            logged_in: AtomicBool::new(true),
+            read_only_refused: AtomicBool::new(false),
         })
     }
 
@@ -315,11 +369,18 @@ impl Pool {
                         last = Some(e);
                         generation
                     }
+                    // A device error with the keeper session still answering
+                    // is one operation's fault: no pool-wide recovery for it.
+                    Err(Failure::Device(e)) if attempt == 0 && !self.keeper_answers() => {
+                        tracing::warn!(error = %e, "the HSM link or device failed; recovering and retrying once");
+                        last = Some(e);
+                        generation
+                    }
                     // The session is closed, not pooled: some modules
                     // (tpm2-pkcs11) leave a failed operation active, and
                     // the session's next call would fail with
                     // CKR_OPERATION_ACTIVE. Other sessions keep the login.
-                    Err(Failure::Stale(e)) | Err(Failure::Other(e)) => {
+                    Err(Failure::Stale(e) | Failure::Device(e) | Failure::Other(e)) => {
                         drop(session);
                         return Err(e);
                     }
@@ -331,6 +392,14 @@ impl Pool {
             context,
             detail: "retry limit reached".to_owned(),
         }))
+    }
+
+    /// Whether the keeper session still answers the token (`C_GetSessionInfo`).
+    fn keeper_answers(&self) -> bool {
+        lock(&self.state)
+            .keeper
+            .as_ref()
+            .is_some_and(|keeper| keeper.get_session_info().is_ok())
     }
 
     fn checkout(&self, context: &'static str) -> Result<(Session, u64), HsmError> {
@@ -361,11 +430,35 @@ impl Pool {
         };
         let session = match pooled {
             Some(s) => s,
-            None => pkcs11
-                .open_ro_session(slot)
+            None => self
+                .open_operation_session(&pkcs11, slot)
                 .map_err(|e| HsmError::from_pkcs11(context, e))?,
         };
         Ok((session, generation))
+    }
+
+    /// Opens a session for operations: read-only, since operations create
+    /// and change nothing on the token, unless the module refuses read-only
+    /// sessions (AWS CloudHSM's SDK 5 answers `CKR_FUNCTION_FAILED`); from
+    /// then on, read-write ones. Logged once.
+    fn open_operation_session(&self, pkcs11: &Pkcs11, slot: Slot) -> Result<Session, CkError> {
+        if self.read_only_refused.load(Ordering::Relaxed) {
+            return pkcs11.open_rw_session(slot);
+        }
+        match pkcs11.open_ro_session(slot) {
+            Err(CkError::Pkcs11(RvError::FunctionFailed | RvError::FunctionNotSupported, _)) => {
+                // Only a module that then accepts a read-write session is
+                // taken to refuse read-only ones (not a link that is down).
+                let session = pkcs11.open_rw_session(slot)?;
+                if !self.read_only_refused.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the token refuses read-only sessions; operation sessions are read-write"
+                    );
+                }
+                Ok(session)
+            }
+            other => other,
+        }
     }
 
     fn resolve(&self, key: &KeyRef, session: &Session) -> Result<ObjectHandle, Failure> {
@@ -431,21 +524,28 @@ impl Pool {
         if self.pin_refused() {
             return Err(refused_earlier());
         }
-        if let Some(at) = *lock(&self.failed_reconnect) {
-            if at.elapsed() < RECONNECT_PAUSE && lock(&self.state).keeper.is_none() {
-                return Err(HsmError::Unavailable {
-                    context,
-                    detail: "the token is unreachable (reconnecting failed moments ago)".to_owned(),
-                });
-            }
+        let paused = || HsmError::Unavailable {
+            context,
+            detail: "the token is unreachable (reconnecting failed moments ago)".to_owned(),
+        };
+        // Lock-free: a recovery in progress holds the gate and the state.
+        if !self.logged_in.load(Ordering::SeqCst) && self.failed_reconnect.recent() {
+            return Err(paused());
         }
+        let asked = Instant::now();
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut state = lock(&self.state);
         if state.generation != failed_generation && state.keeper.is_some() {
             return Ok(());
         }
+        // A reconnection that failed while this call waited for the gate
+        // answers for it too: no queue of callers each reconnecting in turn.
+        if state.keeper.is_none() && self.failed_reconnect.since(asked) {
+            return Err(paused());
+        }
         lock(&self.idle).clear();
         state.keeper = None;
+        self.logged_in.store(false, Ordering::SeqCst);
         state.signing.clear();
         state.claims = None;
         state.claims_mac = None;
@@ -463,14 +563,15 @@ impl Pool {
                 match self.reinitialise(&mut state) {
                     Ok(found) => found,
                     Err(e) => {
-                        *lock(&self.failed_reconnect) = Some(Instant::now());
+                        self.failed_reconnect.record();
                         return Err(e);
                     }
                 }
             }
         };
-        *lock(&self.failed_reconnect) = None;
+        self.failed_reconnect.clear();
         state.keeper = Some(keeper);
+        self.logged_in.store(true, Ordering::SeqCst);
         state.hashing = hashing;
         state.audit = audit;
         state.generation = state.generation.max(failed_generation) + 1;
@@ -522,6 +623,9 @@ impl Pool {
 /// How an attempt failed: stale (worth one recovery) or not.
 enum Failure {
     Stale(HsmError),
+    /// `CKR_DEVICE_ERROR`: a lost link (stale) or a fault of one operation;
+    /// the keeper session tells which.
+    Device(HsmError),
     Other(HsmError),
 }
 
@@ -536,9 +640,12 @@ impl Failure {
 
 impl From<(CkError, &'static str)> for Failure {
     fn from((e, context): (CkError, &'static str)) -> Self {
+        let device = matches!(e, CkError::Pkcs11(RvError::DeviceError, _));
         let stale = is_stale_error(&e);
         let e = HsmError::from_pkcs11(context, e);
-        if stale {
+        if device {
+            Failure::Device(e)
+        } else if stale {
             Failure::Stale(e)
         } else {
             Failure::Other(e)

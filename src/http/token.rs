@@ -83,7 +83,7 @@ async fn handle(
         }
     }
     // The body (at most MAX_BODY bytes, within the read timeout) is read
-    // before any refusal, even a flooding client's: over HTTP/2 an answer
+    // before the flood refusal, even a flooding client's: over HTTP/2 an answer
     // sent before the body has arrived resets the stream, and the client's
     // late DATA frames count as protocol errors against the connection's
     // limit (H2_LOCAL_RESETS), which would close it for every request on it.
