@@ -26,7 +26,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -34,44 +34,53 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod full_flow;
+mod server;
 mod status;
+mod versus;
+mod wallet;
+
+use server::{Server, SetUp};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
 
 #[derive(Debug, Clone)]
 struct Args {
-    alg: String,
-    database: Option<String>,
+    setup: SetUp,
     redemptions: usize,
     connections: Vec<usize>,
     hsm_ops: usize,
     hsm_only: Option<PathBuf>,
     flows: usize,
-    /// Passed on to `notary init` (e.g. `--token` and `--module` for a TPM
-    /// or a module behind a link instead of a fresh SoftHSM2 token).
-    init_args: Vec<String>,
-    /// `hsm.sessions`, when set.
-    sessions: Option<i64>,
+    /// A prepared copy of the peer issuer (`../shared/peer/` after
+    /// `npm ci`): notary is then measured against it instead.
+    peer: Option<PathBuf>,
+    /// Rounds of the redemption comparison.
+    rounds: usize,
+    /// Wallets per whole-issuance phase.
+    wallets: usize,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
-        alg: "EdDSA".into(),
-        database: None,
+        setup: SetUp {
+            alg: "EdDSA".into(),
+            ..SetUp::default()
+        },
         redemptions: 20_000,
         connections: vec![16, 64],
         hsm_ops: 20_000,
         hsm_only: None,
         flows: 2_000,
-        init_args: Vec::new(),
-        sessions: None,
+        peer: None,
+        rounds: 3,
+        wallets: 2_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
-            "--alg" => args.alg = value(),
-            "--database" => args.database = Some(value()),
+            "--alg" => args.setup.alg = value(),
+            "--database" => args.setup.database = Some(value()),
             "--redemptions" => args.redemptions = value().parse().expect("--redemptions N"),
             "--connections" => {
                 args.connections = value()
@@ -82,8 +91,11 @@ fn parse_args() -> Args {
             "--hsm-ops" => args.hsm_ops = value().parse().expect("--hsm-ops N"),
             "--hsm-only" => args.hsm_only = Some(PathBuf::from(value())),
             "--flows" => args.flows = value().parse().expect("--flows N"),
-            "--init-arg" => args.init_args.push(value()),
-            "--sessions" => args.sessions = Some(value().parse().expect("--sessions N")),
+            "--init-arg" => args.setup.init_args.push(value()),
+            "--sessions" => args.setup.sessions = Some(value().parse().expect("--sessions N")),
+            "--peer" => args.peer = Some(PathBuf::from(value())),
+            "--rounds" => args.rounds = value().parse().expect("--rounds N"),
+            "--wallets" => args.wallets = value().parse().expect("--wallets N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -96,139 +108,43 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    match &args.hsm_only {
-        Some(config) => println!("{}", runtime.block_on(hsm_throughput(config, args.hsm_ops))),
-        None => println!("{:#}", runtime.block_on(run(&args))),
+    if let Some(config) = &args.hsm_only {
+        println!("{}", runtime.block_on(hsm_throughput(config, args.hsm_ops)));
+    } else if let Some(peer) = &args.peer {
+        println!("{:#}", runtime.block_on(versus::run(&args, peer)));
+    } else {
+        println!("{:#}", runtime.block_on(run(&args)));
     }
-}
-
-/// The release `notary` next to this example.
-fn notary_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("notary");
-    assert!(
-        bin.exists(),
-        "build the server first: cargo build --release --bin notary"
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn run(args: &Args) -> Value {
-    let bin = notary_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("notary");
-    let (port, metrics_port) = (free_port(), free_port());
-    let mut init = Command::new(&bin);
-    init.args(["init", "--dir", home.to_str().unwrap(), "--alg", &args.alg])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
-    if let Some(db) = &args.database {
-        init.args(["--database", db]);
-    }
-    init.args(&args.init_args);
-    let out = init.output().unwrap();
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = home.join("notary.toml");
-    // Every redemption is a fresh, valid code, all from one address; lift the
-    // failure budget only so that a mistake in the benchmark cannot trip it
-    // silently (successes spend nothing, but requests in flight hold a unit).
-    let mut table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
-    let flood = table
-        .entry("flood")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    flood
-        .as_table_mut()
-        .unwrap()
-        .insert("max_failures".into(), 1_000_000.into());
-    // Every connection comes from 127.0.0.1: lift the per-address cap too.
-    let server = table
-        .entry("server")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    server
-        .as_table_mut()
-        .unwrap()
-        .insert("max_connections_per_address".into(), 100_000.into());
-    // Lists re-signed every second: the revocation-to-served figure is then
-    // the signer's interval plus the work, not a 60 s wait.
-    let status_table = table
-        .entry("status")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    status_table
-        .as_table_mut()
-        .unwrap()
-        .insert("sign_interval_secs".into(), 1.into());
-    if let Some(sessions) = args.sessions {
-        let hsm = table.get_mut("hsm").and_then(toml::Value::as_table_mut);
-        hsm.unwrap().insert("sessions".into(), sessions.into());
-    }
-    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
-
     // (1) Raw HSM throughput, in a child process that loads the module with
     // the set-up's environment (the server is not running yet).
-    let hsm = hsm_child(&config, args.hsm_ops);
-
-    // (2) Start to ready.
-    let ca = std::fs::read(home.join("tls/cert.pem")).unwrap();
-    let base = format!("https://localhost:{port}");
-    let probe = client(&ca);
-    // The first TLS handshake in a process seeds aws-lc's random generator
-    // from CPU jitter (about 60 ms here): pay it in this process before the
-    // clock starts, so the figure is the server's start-up alone.
-    aws_lc_rs::rand::fill(&mut [0u8; 16]).unwrap();
-    let started = Instant::now();
-    let mut server = Command::new(&bin)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("NOTARY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    loop {
-        if let Ok(r) = probe.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let start_to_ready_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut hsm = Value::Null;
+    let server = Server::start(&args.setup, |config| hsm = hsm_child(config, args.hsm_ops)).await;
+    // (2) Start to ready: measured by Server::start.
+    let (ca, base, admin_key) = (&server.ca, &server.base, &server.admin_key);
 
     // (3) Offers for every phase, through the admin API.
-    let admin_key = std::fs::read_to_string(home.join("admin-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
     let total = args.redemptions * args.connections.len();
-    let (offers, create) = create_offers(&ca, &base, &admin_key, total, 16).await;
+    let (offers, create) = create_offers(
+        ca,
+        base,
+        admin_key,
+        total,
+        16,
+        &json!({"credentials": ["UniversityDegree_jwt"]}),
+    )
+    .await;
 
     // (4) Redemptions at each connection count.
     let mut phases = Vec::new();
     let mut codes = offers.into_iter();
     for &connections in &args.connections {
         let batch: Vec<_> = codes.by_ref().take(args.redemptions).collect();
-        let (machine, ticks) = (Cpu::now(), server_cpu_ticks(server.id()));
-        let mut phase = redeem(&ca, &base, batch, connections).await;
-        let (cpu, ticks) = (machine.since(), server_cpu_ticks(server.id()) - ticks);
+        let (machine, ticks) = (Cpu::now(), cpu_ticks(server.pid()));
+        let mut phase = redeem(ca, base, batch, connections).await;
+        let (cpu, ticks) = (machine.since(), cpu_ticks(server.pid()) - ticks);
         // CPU seconds of the server per redemption: steadier than the rate
         // on a shared machine, and what "everything else costs little" means.
         phase["server_cpu_us_per_redemption"] =
@@ -242,9 +158,9 @@ async fn run(args: &Args) -> Value {
     let mut flows = Vec::new();
     if args.flows > 0 {
         for &connections in &args.connections {
-            let ticks = server_cpu_ticks(server.id());
-            let mut phase = full_flow::run(&ca, &base, &admin_key, args.flows, connections).await;
-            let ticks = server_cpu_ticks(server.id()) - ticks;
+            let ticks = cpu_ticks(server.pid());
+            let mut phase = full_flow::run(ca, base, admin_key, args.flows, connections).await;
+            let ticks = cpu_ticks(server.pid()) - ticks;
             phase["server_cpu_us_per_flow"] =
                 json!(ticks as f64 / TICKS_PER_SEC * 1e6 / args.flows as f64);
             flows.push(phase);
@@ -252,20 +168,12 @@ async fn run(args: &Args) -> Value {
     }
 
     // (6) Status: revocations, the list's size, and revocation-to-served.
-    let status_phase = status::run(&ca, &base, &admin_key, 131_072, 50).await;
+    let status_phase = status::run(ca, base, admin_key, 131_072, 50).await;
 
     // (7) The server's memory.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
-    let kib = |field: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let (peak_rss, rss) = (kib("VmHWM:"), kib("VmRSS:"));
-    server.kill().ok();
-    server.wait().ok();
+    let (peak_rss, rss) = server.memory_kib();
+    let start_to_ready_ms = server.start_to_ready_ms;
+    drop(server);
 
     let signatures_1 = hsm["sign"]["1"].as_f64().unwrap_or(0.0);
     let signatures_n = hsm["sign"]["n"].as_f64().unwrap_or(0.0);
@@ -281,10 +189,10 @@ async fn run(args: &Args) -> Value {
         })
         .collect();
     json!({
-        "alg": args.alg,
-        "init_args": args.init_args,
-        "hsm_sessions": args.sessions,
-        "database": if args.database.is_some() { "postgresql" } else { "sqlite" },
+        "alg": args.setup.alg,
+        "init_args": args.setup.init_args,
+        "hsm_sessions": args.setup.sessions,
+        "database": if args.setup.database.is_some() { "postgresql" } else { "sqlite" },
         "cores": std::thread::available_parallelism().map_or(0, usize::from),
         "memory_wiping": true,
         "hsm": hsm,
@@ -304,7 +212,7 @@ async fn run(args: &Args) -> Value {
 const TICKS_PER_SEC: f64 = 100.0;
 
 /// User and system CPU ticks a process has used so far.
-fn server_cpu_ticks(pid: u32) -> u64 {
+fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th fields of the whole line.
@@ -540,22 +448,26 @@ fn client(ca: &[u8]) -> reqwest::Client {
         .unwrap()
 }
 
+/// Creates `total` offers of `body` (which must ask for a PIN) through the
+/// admin API; their codes and PINs, and offers/s.
 async fn create_offers(
     ca: &[u8],
     base: &str,
     admin_key: &str,
     total: usize,
     connections: usize,
+    body: &Value,
 ) -> (Vec<(String, String)>, Value) {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
-            let (c, base, key, next) = (
+            let (c, base, key, next, body) = (
                 client(ca),
                 base.to_owned(),
                 admin_key.to_owned(),
                 next.clone(),
+                body.clone(),
             );
             tokio::spawn(async move {
                 let mut out = Vec::new();
@@ -563,7 +475,7 @@ async fn create_offers(
                     let offer: Value = c
                         .post(format!("{base}/v1/openid/offers/pre-authorized"))
                         .bearer_auth(&key)
-                        .json(&json!({"credentials": ["UniversityDegree_jwt"]}))
+                        .json(&body)
                         .send()
                         .await
                         .expect("create offer")
@@ -588,7 +500,9 @@ async fn create_offers(
 }
 
 fn code_and_pin(offer: &Value) -> (String, String) {
-    let uri = offer["uri"].as_str().expect("uri");
+    let uri = offer["uri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no offer URI in {offer}"));
     let query = uri.split_once('?').expect("query").1;
     let (_, document) = form_urlencoded::parse(query.as_bytes())
         .next()

@@ -268,10 +268,15 @@ fn init_logging(default: &str, format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     // cryptoki logs an ERROR for every mechanism number it has no name for
     // (a TPM lists CKM_AES_OFB in CKA_ALLOWED_MECHANISMS): not an error of
-    // notary's, and not one an operator can act on.
-    let default = &format!("{default},cryptoki::mechanism=off");
+    // notary's, and not one an operator can act on. Silenced under any
+    // filter that does not name cryptoki itself.
+    let quiet_cryptoki = |spec: &str| match spec.contains("cryptoki") {
+        true => spec.to_owned(),
+        false => format!("{spec},cryptoki::mechanism=off"),
+    };
+    let default = &quiet_cryptoki(default);
     let (filter, bad) = match std::env::var("NOTARY_LOG") {
-        Ok(spec) => match EnvFilter::try_new(&spec) {
+        Ok(spec) => match EnvFilter::try_new(quiet_cryptoki(&spec)) {
             Ok(filter) => (filter, None),
             Err(e) => (EnvFilter::new(default), Some(e)),
         },

@@ -1,0 +1,172 @@
+//! One notary under test: a fresh `notary init` set-up, tuned for load from
+//! one address, and the release `notary serve` on it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a set-up differs by.
+#[derive(Debug, Clone, Default)]
+pub struct SetUp {
+    /// `--alg` of `notary init`: the Notary (access token) key.
+    pub alg: String,
+    /// A PostgreSQL URL; SQLite in the set-up's directory when `None`.
+    pub database: Option<String>,
+    /// Passed on to `notary init` (e.g. a TPM's `--token`).
+    pub init_args: Vec<String>,
+    /// `hsm.sessions`, when set.
+    pub sessions: Option<i64>,
+}
+
+/// A running notary. Stopped when dropped.
+pub struct Server {
+    _dir: tempfile::TempDir,
+    pub base: String,
+    pub ca: Vec<u8>,
+    pub admin_key: String,
+    pub start_to_ready_ms: f64,
+    child: Child,
+}
+
+impl Server {
+    /// Creates the set-up; `before_start` runs on its configuration before
+    /// the server starts (the HSM figures are taken there, with the module
+    /// not yet in use by the server).
+    pub async fn start(setup: &SetUp, before_start: impl FnOnce(&Path)) -> Server {
+        let bin = notary_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("notary");
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut init = Command::new(&bin);
+        init.args(["init", "--dir", home.to_str().unwrap(), "--alg", &setup.alg])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+        if let Some(db) = &setup.database {
+            init.args(["--database", db]);
+        }
+        init.args(&setup.init_args);
+        let out = init.output().unwrap();
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = home.join("notary.toml");
+        tune_for_load(&config, setup.sessions);
+        before_start(&config);
+
+        let ca = std::fs::read(home.join("tls/cert.pem")).unwrap();
+        let base = format!("https://localhost:{port}");
+        let probe = super::client(&ca);
+        // The first TLS handshake in a process seeds aws-lc's random
+        // generator from CPU jitter (about 60 ms here): pay it in this
+        // process before the clock starts, so the figure is the server's
+        // start-up alone.
+        aws_lc_rs::rand::fill(&mut [0u8; 16]).unwrap();
+        let started = Instant::now();
+        let child = Command::new(&bin)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("NOTARY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        loop {
+            if let Ok(r) = probe.get(format!("{base}/readyz")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let start_to_ready_ms = started.elapsed().as_secs_f64() * 1e3;
+        let admin_key = std::fs::read_to_string(home.join("admin-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Server {
+            _dir: dir,
+            base,
+            ca,
+            admin_key,
+            start_to_ready_ms,
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmHWM` and `VmRSS` of the server, in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib = |field: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (kib("VmHWM:"), kib("VmRSS:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Every redemption is a fresh, valid code, all from one address: the
+/// failure budget is lifted only so that a mistake in the benchmark cannot
+/// trip it silently (successes spend nothing, but requests in flight hold
+/// a unit), and so is the per-address connection cap. Status lists are
+/// re-signed every second, so the revocation-to-served figure is the
+/// signer's interval plus the work, not a 60 s wait.
+fn tune_for_load(config: &Path, sessions: Option<i64>) {
+    let mut table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    let mut set = |section: &str, key: &str, value: toml::Value| {
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), value);
+    };
+    set("flood", "max_failures", 1_000_000.into());
+    set("server", "max_connections_per_address", 100_000.into());
+    set("status", "sign_interval_secs", 1.into());
+    if let Some(sessions) = sessions {
+        set("hsm", "sessions", sessions.into());
+    }
+    std::fs::write(config, toml::to_string(&table).unwrap()).unwrap();
+}
+
+/// The release `notary` next to this example.
+pub fn notary_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("notary");
+    assert!(
+        bin.exists(),
+        "build the server first: cargo build --release --bin notary"
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

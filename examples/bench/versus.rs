@@ -1,0 +1,464 @@
+//! notary against the peer issuer (`../shared/peer/`), in one run, on one
+//! machine, with the same load generators:
+//!
+//! 1. **Redemptions**: the peer's own `token-load.sh` (wrk, one thread,
+//!    keep-alive TLS, a fresh code and PIN per request) against the peer and
+//!    against notary (ES256, SQLite), alternately, for a number of rounds,
+//!    each side's codes minted by its own back-office API just before its
+//!    round; then notary with an EdDSA key, and notary on PostgreSQL when
+//!    `BENCH_POSTGRES_URL` is set, each once with the same script.
+//! 2. **Whole issuance**: the wallets of `wallet.rs` against both, for each
+//!    format (SD-JWT VC, W3C VC as JWT), DPoP off and on.
+//!
+//! The JSON goes to stdout; a side-by-side table with the ratios to stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use super::server::{Server, SetUp, free_port};
+use super::wallet::{self, Endpoints};
+use super::{Args, create_offers};
+
+/// The peer's configuration ids, and notary's, for each format.
+const FORMATS: [(&str, &str, &str); 2] = [
+    ("dc+sd-jwt", "PeerTestSdJwt", "UniversityDegree_sd_jwt"),
+    ("jwt_vc_json", "PeerTestCredential", "UniversityDegree_jwt"),
+];
+
+/// The peer issuer, started from a prepared copy (`npm ci` done). Stopped
+/// when dropped.
+struct Peer {
+    dir: PathBuf,
+    port: u16,
+    base: String,
+    ca: Vec<u8>,
+}
+
+impl Peer {
+    fn start(dir: &Path) -> Peer {
+        let port = free_port();
+        let out = Command::new("./peer-up.sh")
+            .current_dir(dir)
+            .env("PEER_PORT", port.to_string())
+            .output()
+            .expect("peer-up.sh");
+        assert!(
+            out.status.success(),
+            "peer-up.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let base = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let ca = std::fs::read(dir.join("run/tls/ca.pem")).unwrap();
+        Peer {
+            dir: dir.to_owned(),
+            port,
+            base,
+            ca,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        let file = self.dir.join(format!("run/peer-{}.pid", self.port));
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// `count` offers with PINs for `configuration`, by the peer's own
+    /// minting script; returns the `code<TAB>pin` file.
+    fn mint(&self, count: usize, configuration: &str, file: &Path) {
+        let out = Command::new("node")
+            .current_dir(&self.dir)
+            .env("NODE_EXTRA_CA_CERTS", "run/tls/ca.pem")
+            .args(["mint-offers.mjs", &self.base, &count.to_string()])
+            .args([
+                "--out",
+                file.to_str().unwrap(),
+                "--config-id",
+                configuration,
+            ])
+            .output()
+            .expect("mint-offers.mjs");
+        assert!(
+            out.status.success(),
+            "mint-offers.mjs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        Command::new("./peer-down.sh")
+            .current_dir(&self.dir)
+            .env("PEER_PORT", self.port.to_string())
+            .output()
+            .ok();
+    }
+}
+
+/// Runs the peer's `token-load.sh` on `codes` against `base`; its JSON.
+fn token_load(
+    peer_dir: &Path,
+    base: &str,
+    path: &str,
+    codes: &Path,
+    connections: usize,
+    server_pid: u32,
+) -> Value {
+    let count = std::fs::read_to_string(codes).unwrap().lines().count();
+    let out = Command::new("./token-load.sh")
+        .current_dir(peer_dir)
+        .env("TOKEN_PATH", path)
+        .env("SERVER_PID", server_pid.to_string())
+        .args([
+            base,
+            codes.to_str().unwrap(),
+            &count.to_string(),
+            &connections.to_string(),
+        ])
+        .output()
+        .expect("token-load.sh");
+    assert!(
+        out.status.success(),
+        "token-load.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout
+        .lines()
+        .last()
+        .expect("token-load.sh printed nothing");
+    let r: Value = serde_json::from_str(last).unwrap();
+    let elapsed = r["elapsed_s"].as_f64().unwrap_or(1.0);
+    json!({
+        "requests_per_sec": r["rps"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "non_200": r["non200"],
+        "requests": r["responses"],
+        "server_cpu_us_per_request": r["server_cpu_s"].as_f64().map(|s| s * 1e6 / count as f64),
+        "server_cpu_cores": r["server_cpu_s"].as_f64().map(|s| s / elapsed),
+        "loadgen_cpu_cores": r["loadgen_cpu_s"].as_f64().map(|s| s / elapsed),
+    })
+}
+
+fn write_codes(offers: &[(String, String)], file: &Path) {
+    let text: String = offers
+        .iter()
+        .map(|(code, pin)| format!("{code}\t{pin}\n"))
+        .collect();
+    std::fs::write(file, text).unwrap();
+}
+
+fn read_codes(file: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (code, pin) = l.split_once('\t').unwrap_or((l, ""));
+            (code.to_owned(), pin.to_owned())
+        })
+        .collect()
+}
+
+/// Redemptions of `count` fresh notary codes through `token-load.sh`.
+async fn notary_redemptions(
+    server: &Server,
+    peer_dir: &Path,
+    count: usize,
+    connections: usize,
+    work: &Path,
+) -> Value {
+    let body = json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": true});
+    let (offers, _) = create_offers(
+        &server.ca,
+        &server.base,
+        &server.admin_key,
+        count,
+        16,
+        &body,
+    )
+    .await;
+    let file = work.join("notary-codes.tsv");
+    write_codes(&offers, &file);
+    token_load(
+        peer_dir,
+        &server.base,
+        "/oid4vci/token",
+        &file,
+        connections,
+        server.pid(),
+    )
+}
+
+fn ratio(notary: &Value, peer: &Value, field: &str) -> f64 {
+    notary[field].as_f64().unwrap_or(0.0) / peer[field].as_f64().unwrap_or(f64::NAN)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub async fn run(args: &Args, peer_dir: &Path) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let connections = *args.connections.iter().max().unwrap_or(&64);
+    let peer = Peer::start(peer_dir);
+    let es256 = Server::start(
+        &SetUp {
+            alg: "ES256".into(),
+            ..args.setup.clone()
+        },
+        |_| {},
+    )
+    .await;
+
+    // (1) Redemptions, alternately.
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let file = work.path().join("peer-codes.tsv");
+        peer.mint(args.redemptions, "PeerTestCredential", &file);
+        let peer_run = token_load(
+            peer_dir,
+            &peer.base,
+            "/token",
+            &file,
+            connections,
+            peer.pid(),
+        );
+        let notary_run =
+            notary_redemptions(&es256, peer_dir, args.redemptions, connections, work.path()).await;
+        let r = ratio(&notary_run, &peer_run, "requests_per_sec");
+        eprintln!(
+            "round {round}: peer {:.0}/s, notary {:.0}/s: {r:.2}x",
+            peer_run["requests_per_sec"].as_f64().unwrap_or(0.0),
+            notary_run["requests_per_sec"].as_f64().unwrap_or(0.0)
+        );
+        rounds.push(json!({"round": round, "peer": peer_run, "notary": notary_run, "ratio": r}));
+    }
+    let median_ratio = median(
+        rounds
+            .iter()
+            .map(|r| r["ratio"].as_f64().unwrap_or(0.0))
+            .collect(),
+    );
+    let sqlite_rate = median(
+        rounds
+            .iter()
+            .map(|r| r["notary"]["requests_per_sec"].as_f64().unwrap_or(0.0))
+            .collect(),
+    );
+
+    let eddsa = {
+        let server = Server::start(
+            &SetUp {
+                alg: "EdDSA".into(),
+                ..args.setup.clone()
+            },
+            |_| {},
+        )
+        .await;
+        notary_redemptions(
+            &server,
+            peer_dir,
+            args.redemptions,
+            connections,
+            work.path(),
+        )
+        .await
+    };
+    let postgres = match std::env::var("BENCH_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            let db = format!("notary_versus_{}", std::process::id());
+            let psql = |sql: &str| {
+                let status = Command::new("psql")
+                    .args([&format!("{url}/postgres"), "-qc", sql])
+                    .status()
+                    .expect("psql");
+                assert!(status.success(), "psql {sql}");
+            };
+            psql(&format!("DROP DATABASE IF EXISTS {db}"));
+            psql(&format!("CREATE DATABASE {db}"));
+            let server = Server::start(
+                &SetUp {
+                    alg: "ES256".into(),
+                    database: Some(format!("{url}/{db}")),
+                    ..args.setup.clone()
+                },
+                |_| {},
+            )
+            .await;
+            let count = (args.redemptions / 4).max(connections);
+            let mut run =
+                notary_redemptions(&server, peer_dir, count, connections, work.path()).await;
+            drop(server);
+            psql(&format!("DROP DATABASE {db}"));
+            let share = run["requests_per_sec"].as_f64().unwrap_or(0.0) / sqlite_rate;
+            run["share_of_sqlite"] = json!(share);
+            run
+        }
+        _ => Value::Null,
+    };
+
+    // (2) Whole issuance, per format, DPoP off and on.
+    // Claims both notary configurations declare.
+    let claims = json!({"given_name": "Erika", "family_name": "Mustermann", "degree": "BSc"});
+    let mut issuance = Vec::new();
+    for (format, peer_configuration, notary_configuration) in FORMATS {
+        for dpop in [false, true] {
+            let file = work.path().join("peer-wallets.tsv");
+            peer.mint(args.wallets, peer_configuration, &file);
+            let peer_run = wallet::run(wallet::Phase {
+                endpoints: &Endpoints::peer(&peer.base),
+                ca: &peer.ca,
+                configuration: peer_configuration,
+                dpop,
+                offers: read_codes(&file),
+                connections,
+                server_pid: peer.pid(),
+            })
+            .await;
+            let body = json!({"credentials": [notary_configuration], "transactionCode": true,
+                              "claims": {notary_configuration: claims}});
+            let (offers, _) = create_offers(
+                &es256.ca,
+                &es256.base,
+                &es256.admin_key,
+                args.wallets,
+                16,
+                &body,
+            )
+            .await;
+            let notary_run = wallet::run(wallet::Phase {
+                endpoints: &Endpoints::notary(&es256.base),
+                ca: &es256.ca,
+                configuration: notary_configuration,
+                dpop,
+                offers,
+                connections,
+                server_pid: es256.pid(),
+            })
+            .await;
+            let r = ratio(&notary_run, &peer_run, "issuances_per_sec");
+            issuance.push(json!({"format": format, "dpop": dpop, "peer": peer_run,
+                                 "notary": notary_run, "ratio": r}));
+        }
+    }
+    drop(es256);
+    drop(peer);
+
+    let result = json!({
+        "connections": connections,
+        "redemptions_per_round": args.redemptions,
+        "redemption_rounds": rounds,
+        "redemption_ratio_median": median_ratio,
+        "notary_eddsa": eddsa,
+        "notary_postgresql": postgres,
+        "issuance": issuance,
+    });
+    eprintln!("{}", summary(&result));
+    result
+}
+
+/// The side-by-side table.
+fn summary(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let n = |v: &Value| v.as_i64().unwrap_or(-1);
+    let mut out = format!(
+        "\nnotary against the peer, {} keep-alive TLS connections\n\n\
+         redemptions (token-load.sh, wrk; fresh code and PIN per request)\n\
+         {:<28} {:>10} {:>9} {:>9} {:>8}   {:>10} {:>9} {:>9} {:>8}   {:>6}\n",
+        r["connections"],
+        "",
+        "peer/s",
+        "p50 ms",
+        "p99 ms",
+        "non-200",
+        "notary/s",
+        "p50 ms",
+        "p99 ms",
+        "non-200",
+        "ratio"
+    );
+    for round in r["redemption_rounds"].as_array().into_iter().flatten() {
+        let (p, q) = (&round["peer"], &round["notary"]);
+        out += &format!(
+            "{:<28} {:>10.0} {:>9.1} {:>9.1} {:>8}   {:>10.0} {:>9.1} {:>9.1} {:>8}   {:>5.2}x\n",
+            format!("round {} (ES256, SQLite)", round["round"]),
+            f(&p["requests_per_sec"]),
+            f(&p["p50_ms"]),
+            f(&p["p99_ms"]),
+            n(&p["non_200"]),
+            f(&q["requests_per_sec"]),
+            f(&q["p50_ms"]),
+            f(&q["p99_ms"]),
+            n(&q["non_200"]),
+            f(&round["ratio"])
+        );
+    }
+    out += &format!("median ratio: {:.2}x\n", f(&r["redemption_ratio_median"]));
+    let e = &r["notary_eddsa"];
+    out += &format!(
+        "notary EdDSA, SQLite: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, non-200 {}\n",
+        f(&e["requests_per_sec"]),
+        f(&e["p50_ms"]),
+        f(&e["p99_ms"]),
+        n(&e["non_200"])
+    );
+    let pg = &r["notary_postgresql"];
+    if !pg.is_null() {
+        out += &format!(
+            "notary ES256, PostgreSQL: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, non-200 {}: {:.0} % of SQLite's median\n",
+            f(&pg["requests_per_sec"]),
+            f(&pg["p50_ms"]),
+            f(&pg["p99_ms"]),
+            n(&pg["non_200"]),
+            100.0 * f(&pg["share_of_sqlite"])
+        );
+    }
+    out += &format!(
+        "\nwhole issuance (token, nonce, credential; fresh holder key and proof per wallet)\n\
+         {:<22} {:>8} {:>8} {:>8} {:>6} {:>7}   {:>8} {:>8} {:>8} {:>6} {:>7}   {:>6}\n",
+        "",
+        "peer/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "client",
+        "notary/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "client",
+        "ratio"
+    );
+    for i in r["issuance"].as_array().into_iter().flatten() {
+        let (p, q) = (&i["peer"], &i["notary"]);
+        out += &format!(
+            "{:<22} {:>8.0} {:>8.1} {:>8.1} {:>6} {:>6.2}c   {:>8.0} {:>8.1} {:>8.1} {:>6} {:>6.2}c   {:>5.2}x\n",
+            format!(
+                "{} DPoP {}",
+                i["format"].as_str().unwrap_or(""),
+                if i["dpop"] == true { "on" } else { "off" }
+            ),
+            f(&p["issuances_per_sec"]),
+            f(&p["p50_ms"]),
+            f(&p["p99_ms"]),
+            n(&p["errors"]),
+            f(&p["client_cpu_cores"]),
+            f(&q["issuances_per_sec"]),
+            f(&q["p50_ms"]),
+            f(&q["p99_ms"]),
+            n(&q["errors"]),
+            f(&q["client_cpu_cores"]),
+            f(&i["ratio"])
+        );
+    }
+    out += "(client: the wallets' own CPU, in cores, beside the server's in the JSON)\n";
+    out
+}
