@@ -1,6 +1,7 @@
 //! Group commit for SQLite: the hot writes (offer created, PIN attempt
-//! reserved, offer redeemed) of many requests share one transaction and so
-//! one fsync.
+//! reserved, offer redeemed; at the credential endpoint a proof's jti, a
+//! status-list place and the issuance record) of many requests share one
+//! transaction and so one fsync.
 //!
 //! With `synchronous = FULL` every commit waits for the disk, and SQLite has
 //! one writer, so committing each redemption alone caps throughput at one
@@ -16,10 +17,13 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{
-    WriteTx, append_audit_entries, consume_offers, insert_offers, redemption_events,
-    reserve_pin_attempt, reserve_pin_attempts,
+    WriteTx, append_audit_entries, consume_offers, insert_offers, record_proof_jti_in,
+    redemption_events, reserve_pin_attempt, reserve_pin_attempts,
 };
-use super::{IssuedToken, NewOffer, PinAttempt, StoreError, unix_now};
+use super::{
+    IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, SqliteStore, StatusListKind,
+    StatusSlot, StoreError, unix_now,
+};
 use crate::audit::AuditEvent;
 
 /// Most writes in one transaction; bounds how long one commit holds others.
@@ -57,10 +61,35 @@ pub enum BatchedWrite {
         /// Now, unix seconds.
         now: i64,
     },
+    /// A key proof's or DPoP proof's replay key, kept until `keep_until`.
+    RecordProofJti {
+        /// The replay key.
+        key: [u8; 32],
+        /// Unix seconds.
+        keep_until: i64,
+    },
+    /// Places in a status list for credentials about to be signed.
+    ReserveStatusSlots {
+        /// Which kind of list.
+        kind: StatusListKind,
+        /// How many places.
+        count: i64,
+        /// Entries of a new list, should one be opened.
+        size: i64,
+        /// Now, unix seconds.
+        now: i64,
+    },
+    /// An issuance, exactly once per offer and configuration.
+    RecordIssuance {
+        /// The issuance and its credentials (boxed: large).
+        issuance: Box<NewIssuance>,
+        /// Now, unix seconds.
+        now: i64,
+    },
 }
 
 /// What a batched write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The offer was inserted.
     Inserted,
@@ -69,6 +98,12 @@ pub enum Applied {
     Reserved(Option<PinAttempt>),
     /// Whether the offer was still pending and is now redeemed.
     Consumed(bool),
+    /// Whether the proof's jti was new.
+    ProofJti(bool),
+    /// The places reserved.
+    StatusSlots(Vec<StatusSlot>),
+    /// What became of the issuance.
+    Issuance(IssueOutcome),
 }
 
 struct Job {
@@ -157,7 +192,7 @@ async fn commit_together(
     writes: &[&BatchedWrite],
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     let mut tx = WriteTx::begin(writer).await?;
-    let mut results: Vec<Option<Applied>> = vec![None; writes.len()];
+    let mut results: Vec<Option<Result<Applied, StoreError>>> = vec![None; writes.len()];
     let mut events: Vec<(i64, AuditEvent)> = Vec::new();
 
     let inserts: Vec<(usize, &NewOffer, &AuditEvent)> = writes
@@ -171,7 +206,7 @@ async fn commit_together(
     if !inserts.is_empty() {
         insert_offers(&mut tx, inserts.iter().map(|(_, o, _)| *o)).await?;
         for (i, offer, event) in &inserts {
-            results[*i] = Some(Applied::Inserted);
+            results[*i] = Some(Ok(Applied::Inserted));
             events.push((offer.created_at, (*event).clone()));
         }
     }
@@ -191,12 +226,12 @@ async fn commit_together(
     if !firsts.is_empty() {
         let reserved = reserve_pin_attempts(&mut tx, &firsts).await?;
         for (i, id, _) in &firsts {
-            results[*i] = Some(Applied::Reserved(reserved.get(*id).copied()));
+            results[*i] = Some(Ok(Applied::Reserved(reserved.get(*id).copied())));
         }
     }
     for (i, id, now) in repeats {
         let attempt = reserve_pin_attempt(&mut tx, id, now).await?;
-        results[i] = Some(Applied::Reserved(attempt));
+        results[i] = Some(Ok(Applied::Reserved(attempt)));
     }
 
     // One redemption per offer per batch: a second request for the same
@@ -223,7 +258,7 @@ async fn commit_together(
         .filter(|c| {
             let first = seen.insert(c.id);
             if !first {
-                results[c.index] = Some(Applied::Consumed(false));
+                results[c.index] = Some(Ok(Applied::Consumed(false)));
             }
             first
         })
@@ -239,18 +274,83 @@ async fn commit_together(
         } in &consumes
         {
             let won = consumed.contains(*id);
-            results[*i] = Some(Applied::Consumed(won));
+            results[*i] = Some(Ok(Applied::Consumed(won)));
             if won {
                 events.extend(redemption_events(id, token).map(|e| (*now, e)));
             }
+        }
+    }
+    // The credential endpoint's writes, one by one, each under a savepoint:
+    // an issuance refused half-way (a holder key already bound) or a write
+    // that fails is undone alone, and answered alone.
+    for (i, write) in writes.iter().enumerate() {
+        if let Some(result) = apply_alone(&mut tx, write).await? {
+            results[i] = Some(result);
         }
     }
     append_audit_entries(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(results
         .into_iter()
-        .map(|r| r.ok_or_else(|| StoreError::Internal("a batched write had no result".into())))
+        .map(|r| {
+            r.unwrap_or_else(|| Err(StoreError::Internal("a batched write had no result".into())))
+        })
         .collect())
+}
+
+/// Applies one of the writes that run under a savepoint of their own;
+/// `None` for the other kinds. The outer error is the transaction's (a
+/// savepoint that cannot be set or ended); the inner one the write's.
+async fn apply_alone(
+    tx: &mut WriteTx,
+    write: &BatchedWrite,
+) -> Result<Option<Result<Applied, StoreError>>, StoreError> {
+    let name = match write {
+        BatchedWrite::RecordProofJti { .. } => "proof_jti",
+        BatchedWrite::ReserveStatusSlots { .. } => "status_slots",
+        BatchedWrite::RecordIssuance { .. } => "issuance",
+        _ => return Ok(None),
+    };
+    execute(tx, &format!("SAVEPOINT {name}")).await?;
+    // (keep its changes, what it did)
+    let applied = match write {
+        BatchedWrite::RecordProofJti { key, keep_until } => {
+            record_proof_jti_in(tx, key, *keep_until)
+                .await
+                .map(|new| (true, Applied::ProofJti(new)))
+        }
+        BatchedWrite::ReserveStatusSlots {
+            kind,
+            count,
+            size,
+            now,
+        } => SqliteStore::reserve_status_slots_in(tx, *kind, *count, *size, *now)
+            .await
+            .map(|slots| (true, Applied::StatusSlots(slots))),
+        BatchedWrite::RecordIssuance { issuance, now } => {
+            SqliteStore::record_issuance_in(tx, issuance, *now)
+                .await
+                .map(|outcome| {
+                    let keep = outcome != IssueOutcome::HolderKeyUsed;
+                    (keep, Applied::Issuance(outcome))
+                })
+        }
+        _ => Err(StoreError::Internal("not a write of its own".into())),
+    };
+    let kept = matches!(applied, Ok((true, _)));
+    if !kept {
+        execute(tx, &format!("ROLLBACK TO {name}")).await?;
+    }
+    execute(tx, &format!("RELEASE {name}")).await?;
+    Ok(Some(applied.map(|(_, applied)| applied)))
+}
+
+/// Runs one statement of the transaction's own (savepoints).
+async fn execute(tx: &mut WriteTx, statement: &str) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// One redemption in a batch.
@@ -342,5 +442,103 @@ mod tests {
             assert_eq!(pair[1].prev_hash, pair[0].hash);
             assert_eq!(pair[1].seq, pair[0].seq + 1);
         }
+    }
+
+    fn issuance(offer: &str, jti: &str, holder: &str) -> NewIssuance {
+        NewIssuance {
+            offer_id: offer.to_owned(),
+            configuration_id: "c".to_owned(),
+            token_jti: jti.to_owned(),
+            notification_id: format!("n-{offer}"),
+            credentials: vec![crate::store::IssuedCredential {
+                id: format!("cred-{offer}"),
+                format: "dc+sd-jwt".to_owned(),
+                kid: "k".to_owned(),
+                holder_jkt: holder.to_owned(),
+                sha256: "00".to_owned(),
+                issued_at: 1_500,
+                expires_at: 9_000,
+                status: None,
+            }],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_issuance_in_a_shared_batch_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let event = || AuditEvent::new("offer.created", "x", serde_json::json!({}));
+        for (id, hash) in [("a", 1), ("b", 2), ("c", 3)] {
+            store.insert_offer(&offer(id, hash), event()).await.unwrap();
+            assert!(
+                store
+                    .consume_offer(id, &token(&format!("t-{id}")), false, 1_500)
+                    .await
+                    .unwrap()
+            );
+        }
+        // Submitted together, so they share batches: two issuances bind the
+        // same SD-JWT holder key, and a proof's jti arrives twice.
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_issuance(&issuance("a", "t-a", "h"), 1_500)
+                    .await
+            })
+        };
+        let second = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_issuance(&issuance("b", "t-b", "h"), 1_500)
+                    .await
+            })
+        };
+        let other = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_issuance(&issuance("c", "t-c", "h2"), 1_500)
+                    .await
+            })
+        };
+        let jtis = [[7u8; 32], [7u8; 32], [8u8; 32]].map(|key| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_proof_jti(&key, 9_000).await })
+        });
+        let mut outcomes = vec![
+            first.await.unwrap().unwrap(),
+            second.await.unwrap().unwrap(),
+        ];
+        outcomes.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            outcomes,
+            [IssueOutcome::HolderKeyUsed, IssueOutcome::Issued]
+        );
+        assert_eq!(other.await.unwrap().unwrap(), IssueOutcome::Issued);
+        let mut new = Vec::new();
+        for t in jtis {
+            new.push(t.await.unwrap().unwrap());
+        }
+        assert_eq!(new.iter().filter(|n| **n).count(), 2, "{new:?}");
+
+        // The refused one left no issuance row behind; the others did.
+        let issued = [
+            store.is_issued("a", "c").await.unwrap(),
+            store.is_issued("b", "c").await.unwrap(),
+        ];
+        assert_eq!(issued.iter().filter(|i| **i).count(), 1, "{issued:?}");
+        assert!(store.is_issued("c", "c").await.unwrap());
+        // And a second issuance of the same configuration is refused.
+        assert_eq!(
+            store
+                .record_issuance(&issuance("c", "t-c", "h3"), 1_600)
+                .await
+                .unwrap(),
+            IssueOutcome::AlreadyIssued
+        );
     }
 }

@@ -78,7 +78,7 @@ fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Option<i64>) 
 /// offer's row where the backend has row locks; `$append` appends one
 /// audit entry inside the transaction.
 macro_rules! issuance_methods {
-    ($store:ty, $sql:expr, $lock:expr, $append:path) => {
+    ($store:ty, $conn:ty, $sql:expr, $lock:expr, $append:path) => {
         impl $store {
     pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'")))
@@ -101,19 +101,20 @@ macro_rules! issuance_methods {
         Ok(found.is_some())
     }
 
-    pub(super) async fn record_issuance(
-        &self,
+    /// `record_issuance` inside the caller's write transaction. Writes
+    /// nothing unless the outcome is `Issued`, except on `HolderKeyUsed`,
+    /// after which the caller must roll back what it wrote.
+    pub(super) async fn record_issuance_in(
+        tx: &mut $conn,
         issuance: &NewIssuance,
         now: i64,
     ) -> Result<IssueOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
         let offer = sqlx::query(sqlx::AssertSqlSafe($sql(&format!("SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
              WHERE id = ? AND state = 'redeemed'{}", $lock))))
         .bind(&issuance.offer_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(offer) = offer else {
-            tx.commit().await?;
             return Ok(IssueOutcome::TokenRevoked);
         };
         if !token_is_live(
@@ -121,7 +122,6 @@ macro_rules! issuance_methods {
             offer.try_get("token_jti")?,
             offer.try_get("token_revoked_at")?,
         ) {
-            tx.commit().await?;
             return Ok(IssueOutcome::TokenRevoked);
         }
         let inserted = sqlx::query(sqlx::AssertSqlSafe($sql("INSERT INTO credential_issuances \
@@ -136,7 +136,6 @@ macro_rules! issuance_methods {
         .await?
         .rows_affected();
         if inserted == 0 {
-            tx.commit().await?;
             return Ok(IssueOutcome::AlreadyIssued);
         }
         let subject: Option<String> = offer.try_get("subject")?;
@@ -166,7 +165,7 @@ macro_rules! issuance_methods {
             .execute(&mut *tx)
             .await;
             // Only the SD-JWT holder-key index can conflict here (ids are
-            // random). Dropping the transaction undoes the issuance row.
+            // random). The caller undoes the issuance row.
             match inserted {
                 Ok(_) => {}
                 Err(e) => match StoreError::from(e) {
@@ -176,9 +175,8 @@ macro_rules! issuance_methods {
             }
         }
         for event in issued_events(issuance) {
-            $append(&mut tx, &event, now).await?;
+            $append(&mut *tx, &event, now).await?;
         }
-        tx.commit().await?;
         Ok(IssueOutcome::Issued)
     }
 
@@ -224,11 +222,18 @@ macro_rules! issuance_methods {
     };
 }
 
-issuance_methods!(SqliteStore, same, "", super::sqlite::append_audit);
+issuance_methods!(
+    SqliteStore,
+    sqlx::SqliteConnection,
+    same,
+    "",
+    super::sqlite::append_audit
+);
 // PostgreSQL also locks the offer's row; its writer lock serialises the
 // transaction anyway, and the primary key refuses a second issuance.
 issuance_methods!(
     PgStore,
+    sqlx::PgConnection,
     numbered,
     " FOR UPDATE",
     super::postgres::append_audit

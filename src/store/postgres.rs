@@ -15,9 +15,10 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::sqlite::{locked_event, next_seq, pin_attempt, wrong_pin_event, wrong_pin_outcome};
 use super::{
-    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyPurpose, KeyState,
-    NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
-    SigningKeyRecord, StoreError, TokenStatus, WrongPinOutcome, unix_now,
+    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
+    KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
+    PinAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind, StatusSlot, StoreError,
+    TokenStatus, WrongPinOutcome, unix_now,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -293,6 +294,33 @@ impl PgStore {
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    pub(super) async fn record_issuance(
+        &self,
+        issuance: &NewIssuance,
+        now: i64,
+    ) -> Result<IssueOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = Self::record_issuance_in(&mut tx, issuance, now).await?;
+        // Dropping the transaction undoes a refused issuance's row.
+        if outcome != IssueOutcome::HolderKeyUsed {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    pub(super) async fn reserve_status_slots(
+        &self,
+        kind: StatusListKind,
+        count: i64,
+        size: i64,
+        now: i64,
+    ) -> Result<Vec<StatusSlot>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let slots = Self::reserve_status_slots_in(&mut tx, kind, count, size, now).await?;
+        tx.commit().await?;
+        Ok(slots)
     }
 
     pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {

@@ -17,9 +17,10 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::group_commit::{Applied, BatchedWrite, Consume, GroupCommit};
 use super::{
-    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssuedToken, KeyPurpose, KeyState,
-    NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState, PinAttempt, RevokeOutcome, Role,
-    SigningKeyRecord, StoreError, TokenStatus, WrongPinOutcome,
+    ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
+    KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
+    PinAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind, StatusSlot, StoreError,
+    TokenStatus, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -225,6 +226,24 @@ pub(super) async fn reserve_pin_attempts(
 }
 
 /// A reserved attempt from its stored counters.
+/// Records a proof's replay key inside the caller's write transaction;
+/// false if it was recorded before.
+pub(super) async fn record_proof_jti_in(
+    conn: &mut SqliteConnection,
+    key: &[u8; 32],
+    keep_until: i64,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key.to_vec())
+    .bind(keep_until)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
 pub(super) fn pin_attempt(number: i64, max: i64) -> Result<PinAttempt, StoreError> {
     let number = u32::try_from(number)
         .map_err(|_| StoreError::Internal(format!("attempt number {number} out of range")))?;
@@ -495,16 +514,51 @@ impl SqliteStore {
         key: &[u8; 32],
         keep_until: i64,
     ) -> Result<bool, StoreError> {
-        // One statement, no audit entry: autocommit on the write connection.
-        let inserted = sqlx::query(
-            "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key.to_vec())
-        .bind(keep_until)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
+        match self
+            .batch
+            .submit(BatchedWrite::RecordProofJti {
+                key: *key,
+                keep_until,
+            })
+            .await?
+        {
+            Applied::ProofJti(new) => Ok(new),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) async fn record_issuance(
+        &self,
+        issuance: &NewIssuance,
+        now: i64,
+    ) -> Result<IssueOutcome, StoreError> {
+        let write = BatchedWrite::RecordIssuance {
+            issuance: Box::new(issuance.clone()),
+            now,
+        };
+        match self.batch.submit(write).await? {
+            Applied::Issuance(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) async fn reserve_status_slots(
+        &self,
+        kind: StatusListKind,
+        count: i64,
+        size: i64,
+        now: i64,
+    ) -> Result<Vec<StatusSlot>, StoreError> {
+        let write = BatchedWrite::ReserveStatusSlots {
+            kind,
+            count,
+            size,
+            now,
+        };
+        match self.batch.submit(write).await? {
+            Applied::StatusSlots(slots) => Ok(slots),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {

@@ -64,7 +64,7 @@ fn status_event(record: &CredentialRecord, from: CredentialStatus, by: &str) -> 
 }
 
 macro_rules! status_methods {
-    ($store:ty, $row:ty, $sql:expr, $append:path) => {
+    ($store:ty, $row:ty, $conn:ty, $sql:expr, $append:path) => {
         impl $store {
             fn credential_from_row(row: &$row) -> Result<CredentialRecord, StoreError> {
                 let status: String = row.try_get("status")?;
@@ -88,14 +88,14 @@ macro_rules! status_methods {
                 })
             }
 
-            pub(super) async fn reserve_status_slots(
-                &self,
+            /// `reserve_status_slots` inside the caller's write transaction.
+            pub(super) async fn reserve_status_slots_in(
+                tx: &mut $conn,
                 kind: StatusListKind,
                 count: i64,
                 size: i64,
                 now: i64,
             ) -> Result<Vec<StatusSlot>, StoreError> {
-                let mut tx = self.begin_write().await?;
                 let open = sqlx::query(sqlx::AssertSqlSafe($sql(
                     "SELECT id, allocated FROM status_lists WHERE kind = ? AND allocated + ? <= size \
                      ORDER BY created_at DESC, id DESC LIMIT 1",
@@ -134,7 +134,6 @@ macro_rules! status_methods {
                 .bind(&list_id)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
                 Ok((first..first + count)
                     .map(|n| StatusSlot { list_id: list_id.clone(), n })
                     .collect())
@@ -351,12 +350,14 @@ pub(super) fn same(sql: &str) -> String {
 status_methods!(
     SqliteStore,
     sqlx::sqlite::SqliteRow,
+    sqlx::SqliteConnection,
     same,
     super::sqlite::append_audit
 );
 status_methods!(
     PgStore,
     sqlx::postgres::PgRow,
+    sqlx::PgConnection,
     numbered,
     super::postgres::append_audit
 );
