@@ -390,6 +390,10 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
+                // A connection to a file in this process cannot break
+                // unseen; sqlx's ping before each checkout is a round trip
+                // to the connection's thread for nothing.
+                .test_before_acquire(false)
                 .connect_with(options)
         };
         let opening = |e| StoreError::Unavailable(format!("opening {url}: {e}"));
