@@ -32,6 +32,40 @@ pub(super) enum KeyRef {
     ClaimsMac,
 }
 
+/// One PKCS#11 operation, given a session and the handles of its keys.
+type Operation<T, K> = dyn Fn(&Session, <K as Keys>::Handles) -> Result<T, CkError>;
+
+/// The key or keys one operation uses, resolved to handles on its session.
+pub(super) trait Keys: Send + 'static {
+    /// What the operation gets.
+    type Handles;
+    /// Looks the handles up (cached per login).
+    fn resolve(&self, pool: &Pool, session: &Session) -> Result<Self::Handles, Failure>;
+}
+
+impl Keys for KeyRef {
+    type Handles = ObjectHandle;
+    fn resolve(&self, pool: &Pool, session: &Session) -> Result<ObjectHandle, Failure> {
+        pool.resolve(self, session)
+    }
+}
+
+/// Two keys for one trip to an HSM thread (a PIN's keyed hash, then the
+/// token's signature).
+impl Keys for (KeyRef, KeyRef) {
+    type Handles = (ObjectHandle, ObjectHandle);
+    fn resolve(
+        &self,
+        pool: &Pool,
+        session: &Session,
+    ) -> Result<(ObjectHandle, ObjectHandle), Failure> {
+        Ok((
+            pool.resolve(&self.0, session)?,
+            pool.resolve(&self.1, session)?,
+        ))
+    }
+}
+
 struct LoginState {
     pkcs11: Pkcs11,
     slot: Slot,
@@ -288,16 +322,17 @@ impl Pool {
     }
 
     /// Runs one PKCS#11 operation on an HSM thread with a pooled session
-    /// and the handle of `key`.
-    pub(super) async fn run<T, F>(
+    /// and the handle of `key` (or the handles of a pair of keys).
+    pub(super) async fn run<T, F, K>(
         self: &Arc<Self>,
         context: &'static str,
-        key: KeyRef,
+        key: K,
         op: F,
     ) -> Result<T, HsmError>
     where
         T: Send + 'static,
-        F: Fn(&Session, ObjectHandle) -> Result<T, CkError> + Send + 'static,
+        K: Keys,
+        F: Fn(&Session, K::Handles) -> Result<T, CkError> + Send + 'static,
     {
         let pool = Arc::clone(self);
         let start = std::time::Instant::now();
@@ -340,11 +375,11 @@ impl Pool {
         result
     }
 
-    fn run_blocking<T>(
+    fn run_blocking<T, K: Keys>(
         &self,
         context: &'static str,
-        key: &KeyRef,
-        op: &dyn Fn(&Session, ObjectHandle) -> Result<T, CkError>,
+        key: &K,
+        op: &Operation<T, K>,
     ) -> Result<T, HsmError> {
         let mut last = None;
         for attempt in 0..2 {
@@ -356,8 +391,8 @@ impl Pool {
             let failed_generation = {
                 let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
                 let (session, generation) = self.checkout(context)?;
-                let outcome = self
-                    .resolve(key, &session)
+                let outcome = key
+                    .resolve(self, &session)
                     .and_then(|handle| op(&session, handle).map_err(|e| (e, context).into()));
                 match outcome {
                     Ok(value) => {
@@ -621,7 +656,7 @@ impl Pool {
 }
 
 /// How an attempt failed: stale (worth one recovery) or not.
-enum Failure {
+pub(super) enum Failure {
     Stale(HsmError),
     /// `CKR_DEVICE_ERROR`: a lost link (stale) or a fault of one operation;
     /// the keeper session tells which.

@@ -33,13 +33,18 @@ pub async fn code_hash(hsm: &Hsm, code: &PreAuthorizedCode) -> Result<[u8; 32], 
 
 /// The stored form of a PIN, bound to its offer.
 pub async fn pin_hash(hsm: &Hsm, offer_id: &str, pin: &TxCode) -> Result<[u8; 32], HsmError> {
-    hsm.keyed_hash(message(&[
+    hsm.keyed_hash(pin_message(offer_id, pin)).await
+}
+
+/// What is hashed for a PIN's stored form (for the HSM to hash and
+/// compare itself, see `Hsm::sign_if_keyed_hash_matches`).
+pub fn pin_message(offer_id: &str, pin: &TxCode) -> Zeroizing<Vec<u8>> {
+    message(&[
         PIN_DOMAIN,
         offer_id.as_bytes(),
         b"\0",
         pin.expose().as_bytes(),
-    ]))
-    .await
+    ])
 }
 
 /// The stored form of an API key.

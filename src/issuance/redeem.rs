@@ -3,8 +3,9 @@
 //! Order of work: hash the code in the HSM and look the offer up; check its
 //! state and expiry; count the PIN attempt (one conditional update that
 //! never passes the limit, committed before the PIN is hashed); compare the
-//! PIN (a wrong one is recorded, and locks the offer if it was the last);
-//! sign the token; then consume the offer with one conditional update,
+//! PIN (a wrong one is recorded, and locks the offer if it was the last)
+//! and sign the token only if it was right, both in one HSM trip; then
+//! consume the offer with one conditional update,
 //! unexpired at that moment. The token is returned only if that update
 //! changed a row, so of any number of concurrent redemptions exactly one
 //! wins, and a PIN that was right cannot win after the offer locked.
@@ -12,8 +13,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
-
-use subtle::ConstantTimeEq;
 
 use super::{InternalError, Notary, hashing, now, token};
 use crate::oid4vci::PRE_AUTHORIZED_GRANT;
@@ -150,36 +149,11 @@ impl Notary {
             .map(|details| granted_details(details, &offer.credential_ids))
             .transpose()?;
 
-        // The attempt is counted durably before the PIN is even hashed: if
-        // counting fails, the PIN is never judged, so no verdict, right or
-        // wrong, can escape uncounted.
-        let reserved_attempt = match (&offer.pin_hash, request.tx_code) {
-            (Some(stored), Some(pin)) => {
-                let Some(attempt) = self
-                    .store
-                    .reserve_pin_attempt(&offer.id, now)
-                    .await
-                    .map_err(internal)?
-                else {
-                    return Err(self.refusal_after_race(&offer.id).await);
-                };
-                let presented = hashing::pin_hash(&self.hsm, &offer.id, &pin)
-                    .await
-                    .map_err(internal)?;
-                drop(pin);
-                if !bool::from(presented.ct_eq(stored.as_slice())) {
-                    return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
-                }
-                true
-            }
-            _ => false,
-        };
-
-        let minted = token::mint(
-            &self.hsm,
-            &*self
-                .active_key()
-                .ok_or(RedeemError::Internal(InternalError::NoSigningKey))?,
+        let key = self
+            .active_key()
+            .ok_or(RedeemError::Internal(InternalError::NoSigningKey))?;
+        let unsigned = token::prepare(
+            &key,
             &self.policy,
             &offer,
             token::Binding {
@@ -192,8 +166,48 @@ impl Notary {
             },
             now,
         )
-        .await
         .map_err(RedeemError::Internal)?;
+
+        // The attempt is counted durably before the PIN is even hashed: if
+        // counting fails, the PIN is never judged, so no verdict, right or
+        // wrong, can escape uncounted. The HSM then hashes and compares the
+        // PIN and signs the token only if it was right, in one trip.
+        let (minted, reserved_attempt) = match (&offer.pin_hash, request.tx_code) {
+            (Some(stored), Some(pin)) => {
+                let Some(attempt) = self
+                    .store
+                    .reserve_pin_attempt(&offer.id, now)
+                    .await
+                    .map_err(internal)?
+                else {
+                    return Err(self.refusal_after_race(&offer.id).await);
+                };
+                let presented = hashing::pin_message(&offer.id, &pin);
+                drop(pin);
+                let signature = self
+                    .hsm
+                    .sign_if_keyed_hash_matches(
+                        presented,
+                        stored.clone(),
+                        &key,
+                        unsigned.input.as_bytes().to_vec(),
+                    )
+                    .await
+                    .map_err(internal)?;
+                let Some(signature) = signature else {
+                    return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
+                };
+                (unsigned.signed(&signature), true)
+            }
+            _ => {
+                let signature = self
+                    .hsm
+                    .sign(&key, unsigned.input.as_bytes().to_vec())
+                    .await
+                    .map_err(internal)?;
+                (unsigned.signed(&signature), false)
+            }
+        };
         // A right PIN gives its reserved attempt back as the offer is
         // consumed. Should this write fail, the attempt stays counted.
         let consumed = self

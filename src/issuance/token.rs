@@ -1,9 +1,9 @@
-//! Minting the access token: an RFC 9068 JWT whose signature is made in the HSM.
+//! The access token: an RFC 9068 JWT, prepared here and signed in the HSM.
 
 use serde_json::{Value, json};
 
 use super::{InternalError, Policy, random};
-use crate::hsm::{Hsm, SigningKeyInfo};
+use crate::hsm::SigningKeyInfo;
 use crate::jose;
 use crate::oid4vci::token::CredentialAuthorization;
 use crate::store::{IssuedToken, OfferRecord};
@@ -71,15 +71,32 @@ pub fn claims(
     claims
 }
 
-/// Signs an access token for `offer` with the active Notary key.
-pub async fn mint(
-    hsm: &Hsm,
+/// An access token ready to be signed.
+#[derive(Debug)]
+pub struct Unsigned {
+    /// The JWS signing input.
+    pub input: String,
+    issued: IssuedToken,
+}
+
+impl Unsigned {
+    /// The token with its signature.
+    pub fn signed(self, signature: &[u8]) -> Minted {
+        Minted {
+            access_token: jose::compact(self.input, signature),
+            issued: self.issued,
+        }
+    }
+}
+
+/// An access token for `offer` to be signed by the Notary key `key`.
+pub fn prepare(
     key: &SigningKeyInfo,
     policy: &Policy,
     offer: &OfferRecord,
     binding: Binding<'_>,
     now: i64,
-) -> Result<Minted, InternalError> {
+) -> Result<Unsigned, InternalError> {
     let jti = random::token(16)?;
     let claims = claims(policy, offer, binding, &jti, now);
     let expires_at = claims["exp"].as_i64().unwrap_or(now);
@@ -88,10 +105,8 @@ pub async fn mint(
         "kid": key.kid,
         "typ": policy.access_token_typ,
     });
-    let input = jose::signing_input(&header, &claims);
-    let signature = hsm.sign(key, input.as_bytes().to_vec()).await?;
-    Ok(Minted {
-        access_token: jose::compact(input, &signature),
+    Ok(Unsigned {
+        input: jose::signing_input(&header, &claims),
         issued: IssuedToken {
             jti,
             kid: key.kid.clone(),

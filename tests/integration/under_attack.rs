@@ -112,6 +112,7 @@ async fn no_pin_is_judged_unless_its_attempt_was_counted_first() {
     );
     let (offer, code, pin) = app.offer_with_pin().await;
     let hashes_before = metric(&app, KEYED_HASHES).await;
+    let signatures_before = metric(&app, TOKEN_SIGNATURES).await;
 
     let lock = WriterLock::hold(&app).await;
     let guesses: Vec<_> = (0..3)
@@ -136,12 +137,15 @@ async fn no_pin_is_judged_unless_its_attempt_was_counted_first() {
     assert_eq!(hashes, (3 + judged) as f64, "{answers:?}");
     let view = app.offer_view(&offer).await;
     assert_eq!(view["attempts"], judged as u64, "{answers:?} {view}");
+    // A wrong PIN is compared in the HSM with nothing signed for it.
+    assert_eq!(metric(&app, TOKEN_SIGNATURES).await, signatures_before);
 
     // Released: the right PIN redeems, with the attempts left to it, and
     // gives its own attempt back.
     let (status, body) = redeem(&app.http(), &app, &code, &pin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.offer_view(&offer).await["attempts"], judged as u64);
+    assert_eq!(metric(&app, TOKEN_SIGNATURES).await, signatures_before + 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
