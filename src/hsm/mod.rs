@@ -67,6 +67,15 @@ pub enum HsmError {
 }
 
 impl HsmError {
+    /// The same error, said of `context` (an operation made of several).
+    pub fn while_doing(self, context: &'static str) -> Self {
+        match self {
+            HsmError::Unavailable { detail, .. } => HsmError::Unavailable { context, detail },
+            HsmError::Internal { detail, .. } => HsmError::Internal { context, detail },
+            other => other,
+        }
+    }
+
     /// Sorts a cryptoki error into the kinds above.
     pub fn from_pkcs11(context: &'static str, err: CkError) -> Self {
         let detail = err.to_string();
@@ -581,7 +590,8 @@ impl Hsm {
     /// with the Notary key `key`: a redemption's PIN check and its token's
     /// signature in one trip to an HSM thread instead of two. `None`: the
     /// hash differs and nothing was signed. Counted in the HSM metrics as a
-    /// keyed hash and, when it signed, as a token signature too.
+    /// keyed hash and, when it signed, as a token signature too, each with
+    /// the whole trip's time; its errors name both.
     pub async fn sign_if_keyed_hash_matches(
         &self,
         data: Zeroizing<Vec<u8>>,
@@ -607,7 +617,8 @@ impl Hsm {
                     sign_with(session, signing, alg, ecdsa, &signing_input).map(Some)
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| e.while_doing("checking a PIN and signing a token"))?;
         if signature.is_some() {
             crate::telemetry::observe(crate::telemetry::HSM_SECONDS, "signing a token", start);
         }

@@ -1,14 +1,16 @@
 //! Group commit for SQLite: the hot writes (offer created, PIN attempt
 //! reserved, offer redeemed; at the credential endpoint a proof's jti, a
 //! status-list place and the issuance record) of many requests share one
-//! transaction and so one fsync.
+//! transaction and so one fsync. The credential endpoint's writes are each
+//! applied under a savepoint of their own; the others in multi-row
+//! statements, so one of them failing fails the batch, whose writes are
+//! then retried one by one.
 //!
 //! With `synchronous = FULL` every commit waits for the disk, and SQLite has
 //! one writer, so committing each redemption alone caps throughput at one
 //! fsync per redemption. Here requests queue their write; one task takes
-//! everything queued (up to [`MAX_BATCH`]), applies each write under its own
-//! savepoint (a failing write is rolled back alone and reports its error),
-//! commits once, and only then answers every request. A request is answered
+//! everything queued (up to [`MAX_BATCH`]), applies the writes, commits once,
+//! and only then answers every request. A request is answered
 //! only after its write is durable, exactly as before; what changes is that
 //! writers arriving during a commit ride along on the next one instead of
 //! waiting for a commit each.
@@ -141,6 +143,14 @@ impl GroupCommit {
 async fn commit_loop(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A request that went away (its client hung up, its handler was
+        // dropped) is not written for: nobody would hear that its offer was
+        // redeemed or its credential recorded, so neither happens, and the
+        // wallet can try again. A PIN attempt it reserved was never judged.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let writes: Vec<&BatchedWrite> = batch.iter().map(|j| &j.write).collect();
         let outcome = commit(&writer, &writes).await;
         crate::telemetry::observe_batch(batch.len());
@@ -540,5 +550,43 @@ mod tests {
                 .unwrap(),
             IssueOutcome::AlreadyIssued
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_whose_request_went_away_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let sqlite = SqliteStore::connect(&url, 2).await.unwrap();
+        sqlite.migrate().await.unwrap();
+        let event = || AuditEvent::new("offer.created", "x", serde_json::json!({}));
+        let insert = |id: &str, hash| BatchedWrite::InsertOffer {
+            offer: Box::new(offer(id, hash)),
+            event: event(),
+        };
+        // A queue of our own in front of the same writer: the first
+        // request hung up before its batch began, the second waits.
+        let (jobs, queue) = mpsc::channel(4);
+        let (gone, hung_up) = oneshot::channel();
+        drop(hung_up);
+        jobs.send(Job {
+            write: insert("gone", 1),
+            reply: gone,
+        })
+        .await
+        .unwrap();
+        let (reply, answer) = oneshot::channel();
+        jobs.send(Job {
+            write: insert("kept", 2),
+            reply,
+        })
+        .await
+        .unwrap();
+        drop(jobs);
+        commit_loop(sqlite.writer.clone(), queue).await;
+
+        let answered = answer.await.unwrap();
+        assert!(matches!(answered, Ok(Applied::Inserted)), "{answered:?}");
+        assert!(sqlite.get_offer("kept").await.unwrap().is_some());
+        assert!(sqlite.get_offer("gone").await.unwrap().is_none());
     }
 }

@@ -145,7 +145,10 @@ async fn no_pin_is_judged_unless_its_attempt_was_counted_first() {
     let (status, body) = redeem(&app.http(), &app, &code, &pin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.offer_view(&offer).await["attempts"], judged as u64);
-    assert_eq!(metric(&app, TOKEN_SIGNATURES).await, signatures_before + 1.0);
+    assert_eq!(
+        metric(&app, TOKEN_SIGNATURES).await,
+        signatures_before + 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
