@@ -205,18 +205,22 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// notary with a key of `alg`, on `database` (else SQLite), otherwise as
+/// the command line set it up.
+async fn start_notary(args: &Args, alg: &str, database: Option<String>) -> Server {
+    let setup = SetUp {
+        alg: alg.into(),
+        database: database.or_else(|| args.setup.database.clone()),
+        ..args.setup.clone()
+    };
+    Server::start(&setup, |_| {}).await
+}
+
 pub async fn run(args: &Args, peer_dir: &Path) -> Value {
     let work = tempfile::tempdir().unwrap();
     let connections = *args.connections.iter().max().unwrap_or(&64);
     let peer = Peer::start(peer_dir);
-    let es256 = Server::start(
-        &SetUp {
-            alg: "ES256".into(),
-            ..args.setup.clone()
-        },
-        |_| {},
-    )
-    .await;
+    let es256 = start_notary(args, "ES256", None).await;
 
     // (1) Redemptions, alternately.
     let mut rounds = Vec::new();
@@ -255,14 +259,7 @@ pub async fn run(args: &Args, peer_dir: &Path) -> Value {
     );
 
     let eddsa = {
-        let server = Server::start(
-            &SetUp {
-                alg: "EdDSA".into(),
-                ..args.setup.clone()
-            },
-            |_| {},
-        )
-        .await;
+        let server = start_notary(args, "EdDSA", None).await;
         notary_redemptions(
             &server,
             peer_dir,
@@ -284,15 +281,7 @@ pub async fn run(args: &Args, peer_dir: &Path) -> Value {
             };
             psql(&format!("DROP DATABASE IF EXISTS {db}"));
             psql(&format!("CREATE DATABASE {db}"));
-            let server = Server::start(
-                &SetUp {
-                    alg: "ES256".into(),
-                    database: Some(format!("{url}/{db}")),
-                    ..args.setup.clone()
-                },
-                |_| {},
-            )
-            .await;
+            let server = start_notary(args, "ES256", Some(format!("{url}/{db}"))).await;
             let count = (args.redemptions / 4).max(connections);
             let mut run =
                 notary_redemptions(&server, peer_dir, count, connections, work.path()).await;

@@ -98,11 +98,7 @@ impl Hsm {
             })
             .await?;
         let mac = self.claims_mac(MAC_DOMAIN, &aad, &iv, &ciphertext).await?;
-        let mut sealed = Vec::with_capacity(BLOCK_BYTES + ciphertext.len() + MAC_BYTES);
-        sealed.extend_from_slice(&iv);
-        sealed.extend_from_slice(&ciphertext);
-        sealed.extend_from_slice(&mac);
-        Ok(sealed)
+        Ok([&iv[..], &ciphertext, &mac].concat())
     }
 
     async fn decrypt_cbc_hmac(
@@ -110,22 +106,9 @@ impl Hsm {
         aad: Vec<u8>,
         sealed: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-        let refused = |why: &str| HsmError::Internal {
-            context: "opening sealed claims",
-            detail: why.to_owned(),
-        };
-        let body_len = sealed
-            .len()
-            .checked_sub(BLOCK_BYTES + MAC_BYTES)
-            .filter(|n| *n > 0 && n % BLOCK_BYTES == 0)
-            .ok_or_else(|| refused("the sealed value has the wrong length"))?;
-        let (iv, rest) = sealed.split_at(BLOCK_BYTES);
-        let (ciphertext, mac) = rest.split_at(body_len);
-        let iv: [u8; BLOCK_BYTES] = iv.try_into().unwrap_or_default();
-        let expected = self.claims_mac(MAC_DOMAIN, &aad, &iv, ciphertext).await?;
-        if !bool::from(expected.ct_eq(mac)) {
-            return Err(refused("the sealed value's MAC does not verify"));
-        }
+        let (iv, ciphertext) = self
+            .verified::<BLOCK_BYTES>(MAC_DOMAIN, &aad, &sealed, |n| n > 0 && n % BLOCK_BYTES == 0)
+            .await?;
         let ciphertext = ciphertext.to_vec();
         let padded = self
             .inner
@@ -157,11 +140,7 @@ impl Hsm {
         let mac = self
             .claims_mac(CTR_MAC_DOMAIN, &aad, &nonce, &ciphertext)
             .await?;
-        let mut sealed = Vec::with_capacity(CTR_NONCE_BYTES + ciphertext.len() + MAC_BYTES);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        sealed.extend_from_slice(&mac);
-        Ok(sealed)
+        Ok([&nonce[..], &ciphertext, &mac].concat())
     }
 
     async fn decrypt_ctr_hmac(
@@ -169,23 +148,9 @@ impl Hsm {
         aad: Vec<u8>,
         sealed: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-        let refused = |why: &str| HsmError::Internal {
-            context: "opening sealed claims",
-            detail: why.to_owned(),
-        };
-        let body_len = sealed
-            .len()
-            .checked_sub(CTR_NONCE_BYTES + MAC_BYTES)
-            .ok_or_else(|| refused("the sealed value has the wrong length"))?;
-        let (nonce, rest) = sealed.split_at(CTR_NONCE_BYTES);
-        let (ciphertext, mac) = rest.split_at(body_len);
-        let nonce: [u8; CTR_NONCE_BYTES] = nonce.try_into().unwrap_or_default();
-        let expected = self
-            .claims_mac(CTR_MAC_DOMAIN, &aad, &nonce, ciphertext)
+        let (nonce, ciphertext) = self
+            .verified::<CTR_NONCE_BYTES>(CTR_MAC_DOMAIN, &aad, &sealed, |_| true)
             .await?;
-        if !bool::from(expected.ct_eq(mac)) {
-            return Err(refused("the sealed value's MAC does not verify"));
-        }
         let keystream = self.keystream(nonce, ciphertext.len()).await?;
         Ok(Zeroizing::new(
             ciphertext
@@ -233,6 +198,33 @@ impl Hsm {
 
     /// The MAC of a CBC- or CTR-sealed value under the scheme's `domain`,
     /// computed with the claims MAC key.
+    /// Splits `iv || ciphertext || mac`, whose ciphertext length must pass
+    /// `length_ok`, and checks the MAC (in constant time) before anything
+    /// is decrypted; the IV and the ciphertext.
+    async fn verified<'s, const IV: usize>(
+        &self,
+        domain: &'static [u8],
+        aad: &[u8],
+        sealed: &'s [u8],
+        length_ok: impl Fn(usize) -> bool,
+    ) -> Result<([u8; IV], &'s [u8]), HsmError> {
+        let body_len = sealed
+            .len()
+            .checked_sub(IV + MAC_BYTES)
+            .filter(|n| length_ok(*n))
+            .ok_or_else(|| refused("the sealed value has the wrong length"))?;
+        let (iv, rest) = sealed.split_at(IV);
+        let (ciphertext, mac) = rest.split_at(body_len);
+        let iv: [u8; IV] = iv
+            .try_into()
+            .map_err(|_| refused("the sealed value has the wrong length"))?;
+        let expected = self.claims_mac(domain, aad, &iv, ciphertext).await?;
+        if !bool::from(expected.ct_eq(mac)) {
+            return Err(refused("the sealed value's MAC does not verify"));
+        }
+        Ok((iv, ciphertext))
+    }
+
     async fn claims_mac(
         &self,
         domain: &'static [u8],
@@ -327,6 +319,14 @@ fn tag_bits() -> cryptoki::types::Ulong {
 
 /// A fresh IV from the operating system (never a counter: several
 /// instances share the key).
+/// A sealed value that does not open: the reason, never its content.
+fn refused(why: &str) -> HsmError {
+    HsmError::Internal {
+        context: "opening sealed claims",
+        detail: why.to_owned(),
+    }
+}
+
 fn random_iv<const N: usize>() -> Result<[u8; N], HsmError> {
     let mut iv = [0u8; N];
     getrandom::fill(&mut iv).map_err(|e| HsmError::Internal {

@@ -670,3 +670,78 @@ impl Drop for Instance {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the ignored test `name` of this test binary in a process of its
+/// own (a PKCS#11 module is loaded once per process), with the app's
+/// SoftHSM configuration and `var` = `value` in its environment; fails
+/// unless that test ran and passed.
+pub fn run_child_test(app: &TestApp, name: &str, var: &str, value: &std::ffi::OsStr) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
+        .env(var, value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The HSM as `notary serve` opens it, from the app's config and PIN file;
+/// with `mac_cipher`, claims sealed by that scheme under the configured
+/// claims MAC key.
+pub fn open_hsm(
+    home: &Path,
+    mac_cipher: Option<notary::hsm::capabilities::MacCipher>,
+) -> notary::hsm::Hsm {
+    let config: toml::Table = std::fs::read_to_string(home.join("notary.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hsm = &config["hsm"];
+    let text = |k: &str| hsm[k].as_str().unwrap().to_owned();
+    let settings = notary::hsm::HsmSettings {
+        module: text("module").into(),
+        token: text("token"),
+        hashing_key: text("hashing_key"),
+        audit_key: text("audit_key"),
+        claims_key: text("claims_key"),
+        claims_mac_key: mac_cipher.map(|_| text("claims_mac_key")),
+        claims_cipher: mac_cipher.unwrap_or_default(),
+        sessions: 1,
+        operation_timeout: std::time::Duration::from_secs(10),
+    };
+    let pin = std::fs::read_to_string(home.join("hsm/user-pin")).unwrap();
+    notary::hsm::Hsm::open(
+        &settings,
+        &notary::secret::HsmPin::new(pin.trim().to_owned()),
+    )
+    .unwrap()
+}
+
+/// `notary probe` for an SD-JWT VC, from outside, as a wallet would: offer,
+/// token, nonce, credential and its checks. Its output; fails unless the
+/// probe passed.
+pub fn probe_sd_jwt(app: &TestApp) -> String {
+    let out = run_cli(&[
+        "probe",
+        "--url",
+        &app.base,
+        "--admin-key-file",
+        app.home.join("admin-key").to_str().unwrap(),
+        "--ca",
+        app.home.join("tls/cert.pem").to_str().unwrap(),
+        "--credential",
+        "UniversityDegree_sd_jwt",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -305,48 +305,9 @@ async fn revoking_expiring_or_locking_an_offer_deletes_its_claims() {
 /// library, with `SOFTHSM2_CONF` set for it.
 const CHILD: &str = "NOTARY_TEST_CLAIMS_CHILD";
 
-/// Runs `claims::child` of this test binary in a process of its own with
-/// the app's SoftHSM configuration and `task` (JSON) in its environment.
+/// Runs `claims::child` in a process of its own with `task` (JSON).
 fn run_child(app: &TestApp, task: Value) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "claims::child", "--ignored", "--nocapture"])
-        .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
-        .env(CHILD, task.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The HSM as `notary serve` opens it, from the app's config and PIN file.
-fn open_hsm(home: &std::path::Path) -> notary::hsm::Hsm {
-    let config: toml::Table = std::fs::read_to_string(home.join("notary.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let hsm = &config["hsm"];
-    let settings = notary::hsm::HsmSettings {
-        module: hsm["module"].as_str().unwrap().into(),
-        token: hsm["token"].as_str().unwrap().to_owned(),
-        hashing_key: hsm["hashing_key"].as_str().unwrap().to_owned(),
-        audit_key: hsm["audit_key"].as_str().unwrap().to_owned(),
-        claims_key: hsm["claims_key"].as_str().unwrap().to_owned(),
-        claims_mac_key: None,
-        claims_cipher: Default::default(),
-        sessions: 1,
-        operation_timeout: Duration::from_secs(10),
-    };
-    let pin = std::fs::read_to_string(home.join("hsm/user-pin")).unwrap();
-    notary::hsm::Hsm::open(
-        &settings,
-        &notary::secret::HsmPin::new(pin.trim().to_owned()),
-    )
-    .unwrap()
+    app::run_child_test(app, "claims::child", CHILD, task.to_string().as_ref());
 }
 
 /// The child's half of the tests below; does nothing unless started by
@@ -363,7 +324,7 @@ async fn child() {
     match task["do"].as_str().unwrap() {
         "open" => {
             let home = std::path::PathBuf::from(s("home"));
-            let hsm = tokio::task::spawn_blocking(move || open_hsm(&home))
+            let hsm = tokio::task::spawn_blocking(move || app::open_hsm(&home, None))
                 .await
                 .unwrap();
             let (a, b, stored_a, stored_b) = (s("a"), s("b"), s("stored_a"), s("stored_b"));

@@ -180,23 +180,7 @@ async fn set_up_through_the_link_uses_only_what_the_link_offers() {
         .collect();
     assert_eq!(generated.len(), 6, "{generated:?}");
     // A credential with sealed claims goes through end to end.
-    let probe = app::run_cli(&[
-        "probe",
-        "--url",
-        &app.base,
-        "--admin-key-file",
-        app.home.join("admin-key").to_str().unwrap(),
-        "--ca",
-        app.home.join("tls/cert.pem").to_str().unwrap(),
-        "--credential",
-        "UniversityDegree_sd_jwt",
-    ]);
-    assert!(
-        probe.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&probe.stdout),
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    app::probe_sd_jwt(&app);
 }
 
 /// What the load saw, per offer and in total.

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
-use crate::app::{self, TestApp, run_cli};
+use crate::app::{self, TestApp};
 
 fn ok(out: Output) -> String {
     assert!(
@@ -48,21 +48,6 @@ fn pkcs11_tool(home: &Path, args: &[&str]) -> String {
         .output()
         .expect("pkcs11-tool (apt-get install opensc)");
     ok(out)
-}
-
-/// `notary probe` for an SD-JWT VC, from outside, as a wallet would.
-fn probe_sd_jwt(app: &TestApp) -> String {
-    ok(run_cli(&[
-        "probe",
-        "--url",
-        &app.base,
-        "--admin-key-file",
-        app.home.join("admin-key").to_str().unwrap(),
-        "--ca",
-        app.home.join("tls/cert.pem").to_str().unwrap(),
-        "--credential",
-        "UniversityDegree_sd_jwt",
-    ]))
 }
 
 fn audit_events(app: &TestApp, event: &str) -> Vec<Value> {
@@ -158,7 +143,7 @@ async fn a_ceremony_key_from_pkcs11_tool_is_adopted_only_within_the_custody_rule
     // pick it up within [keys] refresh_secs; a restart is immediate).
     let mut app = app;
     app.kill_and_restart().await;
-    let probe = probe_sd_jwt(&app);
+    let probe = app::probe_sd_jwt(&app);
     assert!(probe.contains("bound to the holder key"), "{probe}");
     let issued = audit_events(&app, "credential.issued");
     assert!(
@@ -266,7 +251,7 @@ async fn es256_audit_checkpoints_and_cbc_sealed_claims_work_end_to_end() {
     app.kill_and_restart().await;
 
     // A credential carries the claims, opened from their CBC + HMAC seal.
-    let probe = probe_sd_jwt(&app);
+    let probe = app::probe_sd_jwt(&app);
     assert!(probe.contains("3 disclosures"), "{probe}");
     let offer = app
         .create_offer(serde_json::json!({
@@ -296,54 +281,16 @@ async fn es256_audit_checkpoints_and_cbc_sealed_claims_work_end_to_end() {
     // The same keys, through the library: tampering is refused, for CBC
     // and for CTR, and CTR is the documented construction.
     app.stop();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "modules::sealing_child",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("SOFTHSM2_CONF", app.home.join("softhsm2.conf"))
-        .env(SEALING_CHILD, &app.home)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    app::run_child_test(
+        &app,
+        "modules::sealing_child",
+        SEALING_CHILD,
+        app.home.as_os_str(),
     );
 }
 
 /// Environment of the child process that checks the sealing schemes.
 const SEALING_CHILD: &str = "NOTARY_TEST_SEALING_CHILD";
-
-/// The app's HSM opened with the claims MAC key and `cipher`.
-fn open_sealing_hsm(home: &Path, cipher: notary::hsm::capabilities::MacCipher) -> notary::hsm::Hsm {
-    let config: toml::Table = std::fs::read_to_string(home.join("notary.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let hsm = &config["hsm"];
-    let text = |k: &str| hsm[k].as_str().unwrap().to_owned();
-    let settings = notary::hsm::HsmSettings {
-        module: text("module").into(),
-        token: text("token"),
-        hashing_key: text("hashing_key"),
-        audit_key: text("audit_key"),
-        claims_key: text("claims_key"),
-        claims_mac_key: Some(text("claims_mac_key")),
-        claims_cipher: cipher,
-        sessions: 1,
-        operation_timeout: std::time::Duration::from_secs(10),
-    };
-    let pin = std::fs::read_to_string(home.join("hsm/user-pin")).unwrap();
-    notary::hsm::Hsm::open(
-        &settings,
-        &notary::secret::HsmPin::new(pin.trim().to_owned()),
-    )
-    .unwrap()
-}
 
 /// The child's half of the test above; does nothing unless started by it.
 #[tokio::test]
@@ -360,7 +307,7 @@ async fn sealing_child() {
     let mut sealed_by = Vec::new();
     for cipher in [MacCipher::Cbc, MacCipher::Ctr] {
         let at = home.clone();
-        let hsm = tokio::task::spawn_blocking(move || open_sealing_hsm(&at, cipher))
+        let hsm = tokio::task::spawn_blocking(move || app::open_hsm(&at, Some(cipher)))
             .await
             .unwrap();
         let seal = |pt: &[u8]| hsm.encrypt_claims(aad.clone(), Zeroizing::new(pt.to_vec()));
@@ -404,7 +351,7 @@ async fn sealing_child() {
     // A value sealed one way never opens the other way.
     for cipher in [MacCipher::Cbc, MacCipher::Ctr] {
         let at = home.clone();
-        let hsm = tokio::task::spawn_blocking(move || open_sealing_hsm(&at, cipher))
+        let hsm = tokio::task::spawn_blocking(move || app::open_hsm(&at, Some(cipher)))
             .await
             .unwrap();
         for (sealed_with, sealed) in &sealed_by {
