@@ -20,6 +20,9 @@
 //! Usage: bench [--alg EdDSA|ES256] [--database postgres://...] [--redemptions N]
 //!              [--connections 16,64] [--hsm-ops N] [--flows N] [--sessions N]
 //!              [--init-arg ARG]...   (e.g. the --token set-up of a TPM)
+//!        bench --peer DIR [--rounds N] [--wallets N] [--notary-only]
+//!              (notary against the peer, see versus.rs; --notary-only runs
+//!              notary's redemption rounds alone, for before/after runs)
 //! `scripts/bench` builds it in release and runs every configuration.
 
 // A measuring tool, not the product: any failure should stop it loudly.
@@ -58,6 +61,9 @@ struct Args {
     rounds: usize,
     /// Wallets per whole-issuance phase.
     wallets: usize,
+    /// With `--peer`: only notary's redemption rounds (the peer is not
+    /// started; its load script is used), for quick before/after runs.
+    notary_only: bool,
 }
 
 fn parse_args() -> Args {
@@ -74,6 +80,7 @@ fn parse_args() -> Args {
         peer: None,
         rounds: 3,
         wallets: 2_000,
+        notary_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -96,6 +103,7 @@ fn parse_args() -> Args {
             "--peer" => args.peer = Some(PathBuf::from(value())),
             "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             "--wallets" => args.wallets = value().parse().expect("--wallets N"),
+            "--notary-only" => args.notary_only = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -110,6 +118,8 @@ fn main() {
         .expect("runtime");
     if let Some(config) = &args.hsm_only {
         println!("{}", runtime.block_on(hsm_throughput(config, args.hsm_ops)));
+    } else if let Some(peer) = args.peer.as_ref().filter(|_| args.notary_only) {
+        println!("{:#}", runtime.block_on(versus::notary_rounds(&args, peer)));
     } else if let Some(peer) = &args.peer {
         println!("{:#}", runtime.block_on(versus::run(&args, peer)));
     } else {

@@ -25,6 +25,8 @@ pub struct Server {
     pub ca: Vec<u8>,
     pub admin_key: String,
     pub start_to_ready_ms: f64,
+    /// The plain-HTTP `/metrics` address.
+    pub metrics: String,
     child: Child,
 }
 
@@ -94,6 +96,7 @@ impl Server {
             ca,
             admin_key,
             start_to_ready_ms,
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             child,
         }
     }
@@ -114,6 +117,51 @@ impl Server {
         };
         (kib("VmHWM:"), kib("VmRSS:"))
     }
+}
+
+/// Sums over the server's threads of their context switches
+/// (voluntary and involuntary) so far.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Bytes the server has handed to `write` calls so far (`wchar` of
+/// `/proc/PID/io`): for notary, mostly the SQLite WAL and the TLS records.
+pub fn bytes_written(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The machine's idle and total CPU ticks so far (`/proc/stat`).
+pub fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (idle, fields.iter().sum())
 }
 
 impl Drop for Server {

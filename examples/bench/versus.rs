@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::server::{Server, SetUp, free_port};
+use super::server::{Server, SetUp, bytes_written, context_switches, cpu_ticks, free_port};
 use super::wallet::{self, Endpoints};
 use super::{Args, create_offers};
 
@@ -174,6 +174,20 @@ async fn notary_redemptions(
     connections: usize,
     work: &Path,
 ) -> Value {
+    let file = mint_notary_codes(server, count, work).await;
+    token_load(
+        peer_dir,
+        &server.base,
+        "/oid4vci/token",
+        &file,
+        connections,
+        server.pid(),
+    )
+}
+
+/// `count` fresh offers with PINs from notary's admin API; the
+/// `code<TAB>pin` file.
+async fn mint_notary_codes(server: &Server, count: usize, work: &Path) -> PathBuf {
     let body = json!({"credentials": ["UniversityDegree_jwt"], "transactionCode": true});
     let (offers, _) = create_offers(
         &server.ca,
@@ -186,14 +200,42 @@ async fn notary_redemptions(
     .await;
     let file = work.join("notary-codes.tsv");
     write_codes(&offers, &file);
-    token_load(
-        peer_dir,
-        &server.base,
-        "/oid4vci/token",
-        &file,
-        connections,
-        server.pid(),
-    )
+    file
+}
+
+/// Mean of every histogram (per label set) between two scrapes of
+/// `/metrics`, in ms for the `_seconds` ones: `{"name{labels}": mean}`,
+/// beside the count, for those that moved.
+fn metric_means(before: &str, after: &str) -> Value {
+    let parse = |text: &str| -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    let (before, after) = (parse(before), parse(after));
+    let delta =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let mut means = serde_json::Map::new();
+    for key in after.keys().filter(|k| k.contains("_sum")) {
+        let count_key = key.replacen("_sum", "_count", 1);
+        let count = delta(&count_key);
+        if count > 0.0 {
+            let scale = if key.contains("_seconds") { 1e3 } else { 1.0 };
+            let name = key.replacen("_sum", "", 1);
+            means.insert(
+                name,
+                json!([
+                    (delta(key) / count * scale * 1000.0).round() / 1000.0,
+                    count
+                ]),
+            );
+        }
+    }
+    Value::Object(means)
 }
 
 fn ratio(notary: &Value, peer: &Value, field: &str) -> f64 {
@@ -214,6 +256,67 @@ async fn start_notary(args: &Args, alg: &str, database: Option<String>) -> Serve
         ..args.setup.clone()
     };
     Server::start(&setup, |_| {}).await
+}
+
+/// Notary's ES256 redemption rounds alone, through the peer's load script,
+/// on the database of `--database` or SQLite: the quick before/after run
+/// for a change (the peer is not started). One line per round on stderr,
+/// with what the load phase cost (context switches, bytes written, the
+/// machine's idle share) and the means of the server's histograms over it.
+pub async fn notary_rounds(args: &Args, peer_dir: &Path) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let connections = *args.connections.iter().max().unwrap_or(&64);
+    let server = start_notary(args, "ES256", None).await;
+    eprintln!("notary pid {}", server.pid());
+    let mut rounds = Vec::new();
+    let scrape = |server: &Server| {
+        let url = server.metrics.clone();
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    for round in 1..=args.rounds {
+        let file = mint_notary_codes(&server, args.redemptions, work.path()).await;
+        let metrics_before = scrape(&server).await;
+        let switches_before = context_switches(server.pid());
+        let written_before = bytes_written(server.pid());
+        let ticks_before = cpu_ticks();
+        let mut run = token_load(
+            peer_dir,
+            &server.base,
+            "/oid4vci/token",
+            &file,
+            connections,
+            server.pid(),
+        );
+        let ticks_after = cpu_ticks();
+        let switches = context_switches(server.pid()) - switches_before;
+        let written = bytes_written(server.pid()) - written_before;
+        let means = metric_means(&metrics_before, &scrape(&server).await);
+        run["context_switches_per_request"] = json!(switches as f64 / args.redemptions as f64);
+        run["bytes_written_per_request"] = json!(written as f64 / args.redemptions as f64);
+        run["machine_idle_share"] = json!(
+            (ticks_after.0 - ticks_before.0) as f64
+                / (ticks_after.1 - ticks_before.1).max(1) as f64
+        );
+        run["metric_means"] = means.clone();
+        eprintln!("  {means}");
+        eprintln!(
+            "round {round}: {:.0}/s, p99 {:.1} ms, non-200 {}, {:.0} µs of server CPU on {:.2} cores, load generator {:.2} cores",
+            run["requests_per_sec"].as_f64().unwrap_or(0.0),
+            run["p99_ms"].as_f64().unwrap_or(0.0),
+            run["non_200"],
+            run["server_cpu_us_per_request"].as_f64().unwrap_or(0.0),
+            run["server_cpu_cores"].as_f64().unwrap_or(0.0),
+            run["loadgen_cpu_cores"].as_f64().unwrap_or(0.0),
+        );
+        eprintln!(
+            "  per request: {:.1} context switches, {:.0} bytes written; machine idle {:.0} %",
+            run["context_switches_per_request"].as_f64().unwrap_or(0.0),
+            run["bytes_written_per_request"].as_f64().unwrap_or(0.0),
+            run["machine_idle_share"].as_f64().unwrap_or(0.0) * 100.0
+        );
+        rounds.push(run);
+    }
+    json!({"connections": connections, "rounds": rounds})
 }
 
 pub async fn run(args: &Args, peer_dir: &Path) -> Value {

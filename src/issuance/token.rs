@@ -97,7 +97,9 @@ pub fn prepare(
     binding: Binding<'_>,
     now: i64,
 ) -> Result<Unsigned, InternalError> {
-    let jti = random::token(16)?;
+    // Time-ordered: the store indexes jti, and random ones would each
+    // change an index page of their own at every commit.
+    let jti = random::time_ordered_id(std::time::SystemTime::now())?;
     let claims = claims(policy, offer, binding, &jti, now);
     let expires_at = claims["exp"].as_i64().unwrap_or(now);
     let header = json!({

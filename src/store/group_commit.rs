@@ -1,10 +1,17 @@
 //! Group commit for SQLite: the hot writes (offer created, PIN attempt
 //! reserved, offer redeemed; at the credential endpoint a proof's jti, a
 //! status-list place and the issuance record) of many requests share one
-//! transaction and so one fsync. The credential endpoint's writes are each
-//! applied under a savepoint of their own; the others in multi-row
-//! statements, so one of them failing fails the batch, whose writes are
-//! then retried one by one.
+//! transaction and so one fsync. Two queues, two committers:
+//!
+//! - the redemption writes, on a thread of their own with a synchronous
+//!   connection ([`direct`]), in multi-row statements, so one of them
+//!   failing fails the batch, whose writes are then retried one by one;
+//! - the credential endpoint's writes, on a tokio task through the driver's
+//!   write connection (their SQL is shared with PostgreSQL), each under a
+//!   savepoint of its own.
+//!
+//! The two take turns with every other writer of the process through the
+//! store's write lock.
 //!
 //! With `synchronous = FULL` every commit waits for the disk, and SQLite has
 //! one writer, so committing each redemption alone caps throughput at one
@@ -15,13 +22,13 @@
 //! writers arriving during a commit ride along on the next one instead of
 //! waiting for a commit each.
 
+use std::path::Path;
+
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{
-    WriteTx, append_audit_entries, consume_offers, insert_offers, record_proof_jti_in,
-    redemption_events, reserve_pin_attempt, reserve_pin_attempts,
-};
+use super::direct;
+use super::sqlite::{WriteTx, record_proof_jti_in, redemption_events};
 use super::{
     IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, SqliteStore, StatusListKind,
     StatusSlot, StoreError, unix_now,
@@ -31,8 +38,16 @@ use crate::audit::AuditEvent;
 /// Most writes in one transaction; bounds how long one commit holds others.
 pub const MAX_BATCH: usize = 256;
 
+/// How long the direct writer lets writes gather before a batch while it
+/// is busy (its last batch carried more than one write). A commit writes
+/// every page its batch changed and waits for the disk; under load, a
+/// batch of 15 instead of 5 writes shares those pages and that wait, which
+/// measured 4,000 → 4,300 redemptions/s at 64 connections and 20 µs less
+/// CPU per redemption. A write that arrives alone is committed at once.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(400);
+
 /// Requests waiting for the writer, beyond which senders wait their turn.
-const QUEUE: usize = 4096;
+pub(super) const QUEUE: usize = 4096;
 
 /// A write that may share its transaction.
 #[derive(Debug)]
@@ -108,218 +123,401 @@ pub enum Applied {
     Issuance(IssueOutcome),
 }
 
-struct Job {
-    write: BatchedWrite,
-    reply: oneshot::Sender<Result<Applied, StoreError>>,
+/// A write and where its result goes.
+pub(super) struct Job {
+    pub write: BatchedWrite,
+    pub reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
-/// The queue in front of the write connection. Cheap to clone.
+/// What the direct writer's queue carries.
+enum Request {
+    Write(Job),
+    /// Commit what is queued, close the connection, answer, and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// The queues in front of the writers. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    jobs: mpsc::Sender<Job>,
+    /// Offers created, PIN attempts, redemptions: the direct writer.
+    redemptions: mpsc::Sender<Request>,
+    /// The credential endpoint's writes: the driver's write connection.
+    credentials: mpsc::Sender<Job>,
 }
 
+/// Taken by every writer of the process around its transaction, so the
+/// direct writer and the driver's write connection never meet SQLite's
+/// busy handler (which waits by sleeping for milliseconds) in each other.
+pub type WriteLock = std::sync::Arc<tokio::sync::Mutex<()>>;
+
 impl GroupCommit {
-    /// Starts the committing task on the write pool (one connection). It
-    /// ends when every `GroupCommit` clone is dropped.
-    pub fn start(writer: SqlitePool) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_loop(writer, queue));
-        GroupCommit { jobs }
+    /// Starts both committers: the direct writer's thread on `file`, the
+    /// credential writes' task on `writer` (a pool of one connection).
+    /// They end when every `GroupCommit` clone is dropped.
+    ///
+    /// The direct writer is a thread, not a tokio task: its statements and
+    /// its commit's fsync block, which must not stall a request worker. It
+    /// wakes once per batch.
+    pub fn start(writer: SqlitePool, file: &Path, lock: WriteLock) -> Result<Self, StoreError> {
+        let db = direct::open(file)?;
+        let (redemptions, queue) = mpsc::channel(QUEUE);
+        let direct_lock = lock.clone();
+        std::thread::Builder::new()
+            .name("notary-sqlite-writer".to_owned())
+            .spawn(move || direct_loop(db, queue, &direct_lock))
+            .map_err(|e| StoreError::Internal(format!("the SQLite writer's thread: {e}")))?;
+        let (credentials, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(driver_loop(writer, lock, queue));
+        Ok(GroupCommit {
+            redemptions,
+            credentials,
+        })
     }
 
     /// Queues a write and waits until the transaction holding it committed.
     pub async fn submit(&self, write: BatchedWrite) -> Result<Applied, StoreError> {
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { write, reply })
-            .await
-            .map_err(|_| stopped())?;
+        let job = Job { write, reply };
+        let sent = if runs_alone(&job.write) {
+            self.credentials.send(job).await.is_ok()
+        } else {
+            self.redemptions.send(Request::Write(job)).await.is_ok()
+        };
+        if !sent {
+            return Err(stopped());
+        }
         answer.await.map_err(|_| stopped())?
     }
+
+    /// Stops the direct writer once what is queued is committed, and
+    /// closes its connection, so that the driver's connections, closed
+    /// after it, are the database's last: the last one to close folds the
+    /// WAL into the database file and removes it. Writes submitted later
+    /// fail.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.redemptions.send(Request::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
 }
 
-async fn commit_loop(writer: SqlitePool, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A request that went away (its client hung up, its handler was
-        // dropped) is not written for: nobody would hear that its offer was
-        // redeemed or its credential recorded, so neither happens, and the
-        // wallet can try again. A PIN attempt it reserved was never judged.
-        batch.retain(|job| !job.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let writes: Vec<&BatchedWrite> = batch.iter().map(|j| &j.write).collect();
-        let outcome = commit(&writer, &writes).await;
-        crate::telemetry::observe_batch(batch.len());
-        match outcome {
-            Ok(results) => {
-                for (job, result) in batch.drain(..).zip(results) {
-                    let _ = job.reply.send(result);
-                }
+/// A request that went away (its client hung up, its handler was dropped)
+/// is not written for: nobody would hear that its offer was redeemed or its
+/// credential recorded, so neither happens, and the wallet can try again. A
+/// PIN attempt it reserved was never judged.
+pub(super) fn drop_abandoned(batch: &mut Vec<Job>) {
+    batch.retain(|job| !job.reply.is_closed());
+}
+
+/// Sends each job its result, or the batch's error to all of them
+/// (nothing of the batch was committed).
+pub(super) fn answer(
+    batch: &mut Vec<Job>,
+    outcome: Result<Vec<Result<Applied, StoreError>>, StoreError>,
+) {
+    crate::telemetry::observe_batch(batch.len());
+    match outcome {
+        Ok(results) => {
+            for (job, result) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(result);
             }
-            Err(e) => {
-                // Nothing of the batch was committed: every writer hears so.
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(e.clone()));
             }
         }
     }
 }
 
-/// Commits `writes` in one transaction with a handful of statements: one
-/// multi-row INSERT of the new offers, one UPDATE per PIN attempt reserved
-/// (several may hit one offer, so each needs its own), one UPDATE of every
-/// offer redeemed, one multi-row INSERT of all their audit entries (chained
-/// here, from the head read once). If that fails (a duplicate id, say), nothing of it is
-/// kept and each write is retried alone, so every writer gets its own
-/// answer and one bad write cannot fail the others.
-async fn commit(
-    writer: &SqlitePool,
-    writes: &[&BatchedWrite],
-) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-    match commit_together(writer, writes).await {
-        Ok(results) => Ok(results),
-        Err(_) if writes.len() > 1 => {
-            let mut results = Vec::with_capacity(writes.len());
-            for write in writes {
-                results.push(commit_together(writer, &[write]).await.and_then(|mut r| {
-                    r.pop()
-                        .unwrap_or_else(|| Err(StoreError::Internal("empty batch".into())))
-                }));
-            }
-            Ok(results)
+/// The direct writer: takes everything queued (up to [`MAX_BATCH`]),
+/// commits it, answers, and sleeps until the next write arrives.
+fn direct_loop(mut db: rusqlite::Connection, mut queue: mpsc::Receiver<Request>, lock: &WriteLock) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut busy = false;
+    let mut closing = None;
+    while let Some(request) = queue.blocking_recv() {
+        match request {
+            Request::Write(job) => batch.push(job),
+            Request::Close(done) => closing = Some(done),
         }
+        if busy && closing.is_none() {
+            std::thread::sleep(GATHER);
+        }
+        while batch.len() < MAX_BATCH && closing.is_none() {
+            match queue.try_recv() {
+                Ok(Request::Write(job)) => batch.push(job),
+                Ok(Request::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        drop_abandoned(&mut batch);
+        busy = batch.len() > 1;
+        if !batch.is_empty() {
+            let writes: Vec<&BatchedWrite> = batch.iter().map(|j| &j.write).collect();
+            let outcome = {
+                let _turn = lock.blocking_lock();
+                one_by_one_on_failure(&writes, |writes| commit_direct(&mut db, writes))
+            };
+            answer(&mut batch, outcome);
+        }
+        if let Some(done) = closing {
+            drop(db);
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Commits `writes` together; if that fails (a duplicate id, say), nothing
+/// of it is kept and each write is tried alone, so every writer gets its
+/// own answer and one bad write cannot fail the others.
+fn one_by_one_on_failure(
+    writes: &[&BatchedWrite],
+    mut commit: impl FnMut(&[&BatchedWrite]) -> Result<Vec<Result<Applied, StoreError>>, StoreError>,
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    match commit(writes) {
+        Ok(results) => Ok(results),
+        Err(_) if writes.len() > 1 => Ok(writes
+            .iter()
+            .map(|write| commit(&[write]).and_then(only_result))
+            .collect()),
         Err(e) => Err(e),
     }
 }
 
-async fn commit_together(
-    writer: &SqlitePool,
+fn only_result(mut results: Vec<Result<Applied, StoreError>>) -> Result<Applied, StoreError> {
+    results
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Internal("empty batch".into())))
+}
+
+/// One transaction on the direct writer: one multi-row INSERT of the new
+/// offers, one UPDATE per PIN attempt reserved (several may hit one offer,
+/// so each needs its own), one UPDATE of every offer redeemed, one
+/// multi-row INSERT of all their audit entries (chained here, from the
+/// head read once), one commit.
+fn commit_direct(
+    db: &mut rusqlite::Connection,
     writes: &[&BatchedWrite],
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-    let mut tx = WriteTx::begin(writer).await?;
-    let mut results: Vec<Option<Result<Applied, StoreError>>> = vec![None; writes.len()];
-    let mut events: Vec<(i64, AuditEvent)> = Vec::new();
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (results, events) = redemption_writes(&tx, writes)?;
+    direct::append_audit_entries(&tx, &events)?;
+    tx.commit()?;
+    Ok(finished(results))
+}
 
-    let inserts: Vec<(usize, &NewOffer, &AuditEvent)> = writes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, w)| match w {
-            BatchedWrite::InsertOffer { offer, event } => Some((i, &**offer, event)),
-            _ => None,
-        })
-        .collect();
-    if !inserts.is_empty() {
-        insert_offers(&mut tx, inserts.iter().map(|(_, o, _)| *o)).await?;
-        for (i, offer, event) in &inserts {
-            results[*i] = Some(Ok(Applied::Inserted));
-            events.push((offer.created_at, (*event).clone()));
-        }
-    }
+/// Each write's result, by its place in the batch, as they become known.
+type Results = Vec<Option<Result<Applied, StoreError>>>;
 
-    // The first reservation of each offer goes into one statement; further
-    // ones for the same offer (concurrent guesses) each need their own, as
-    // one UPDATE changes a row once.
-    let mut first_for_offer = std::collections::HashSet::new();
-    let (firsts, repeats): (Vec<_>, Vec<_>) = writes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, w)| match w {
-            BatchedWrite::ReservePinAttempt { id, now } => Some((i, id.as_str(), *now)),
-            _ => None,
-        })
-        .partition(|(_, id, _)| first_for_offer.insert(*id));
-    if !firsts.is_empty() {
-        let reserved = reserve_pin_attempts(&mut tx, &firsts).await?;
-        for (i, id, _) in &firsts {
-            results[*i] = Some(Ok(Applied::Reserved(reserved.get(*id).copied())));
-        }
-    }
-    for (i, id, now) in repeats {
-        let attempt = reserve_pin_attempt(&mut tx, id, now).await?;
-        results[i] = Some(Ok(Applied::Reserved(attempt)));
-    }
+/// A batch of redemption writes (offers created, PIN attempts reserved,
+/// offers redeemed) sorted into the statements that apply them, in this
+/// order: one multi-row INSERT of the offers, one conditional UPDATE of
+/// the first reservation of each offer, one per further reservation of the
+/// same offer (concurrent guesses: one UPDATE changes a row once), one
+/// UPDATE of every offer redeemed. Both backends apply a plan with their
+/// own statements and turn what those returned into results with
+/// [`Plan::outcome`].
+pub(super) struct Plan<'a> {
+    len: usize,
+    pub inserts: Vec<(usize, &'a NewOffer, &'a AuditEvent)>,
+    pub reservations: Vec<(usize, &'a str, i64)>,
+    pub repeated_reservations: Vec<(usize, &'a str, i64)>,
+    pub consumes: Vec<Consume<'a>>,
+    /// Second redemptions of one offer in one batch: they lost the race,
+    /// as they would have alone.
+    lost: Vec<usize>,
+}
 
-    // One redemption per offer per batch: a second request for the same
-    // offer in the same batch lost the race, as it would have alone.
-    let mut seen = std::collections::HashSet::new();
-    let consumes: Vec<Consume<'_>> = writes
-        .iter()
-        .enumerate()
-        .filter_map(|(index, w)| match w {
-            BatchedWrite::ConsumeOffer {
-                id,
-                token,
-                release_attempt,
-                now,
-            } => Some(Consume {
-                index,
-                id,
-                token,
-                release_attempt: *release_attempt,
-                now: *now,
-            }),
-            _ => None,
-        })
-        .filter(|c| {
-            let first = seen.insert(c.id);
-            if !first {
-                results[c.index] = Some(Ok(Applied::Consumed(false)));
+/// What a plan's statements returned.
+#[derive(Default)]
+pub(super) struct Done {
+    /// Attempts counted by the reservations statement, by offer id.
+    pub reserved: std::collections::HashMap<String, PinAttempt>,
+    /// Each repeated reservation's attempt, in the plan's order.
+    pub repeated: Vec<Option<PinAttempt>>,
+    /// Offers the redemption statement changed.
+    pub consumed: std::collections::HashSet<String>,
+}
+
+impl<'a> Plan<'a> {
+    pub(super) fn new(writes: &[&'a BatchedWrite]) -> Self {
+        let mut plan = Plan {
+            len: writes.len(),
+            inserts: Vec::new(),
+            reservations: Vec::new(),
+            repeated_reservations: Vec::new(),
+            consumes: Vec::new(),
+            lost: Vec::new(),
+        };
+        let mut reserving = std::collections::HashSet::new();
+        let mut consuming = std::collections::HashSet::new();
+        for (index, write) in writes.iter().enumerate() {
+            match write {
+                BatchedWrite::InsertOffer { offer, event } => {
+                    plan.inserts.push((index, &**offer, event));
+                }
+                BatchedWrite::ReservePinAttempt { id, now } => {
+                    if reserving.insert(id.as_str()) {
+                        plan.reservations.push((index, id, *now));
+                    } else {
+                        plan.repeated_reservations.push((index, id, *now));
+                    }
+                }
+                BatchedWrite::ConsumeOffer {
+                    id,
+                    token,
+                    release_attempt,
+                    now,
+                } => {
+                    if consuming.insert(id.as_str()) {
+                        plan.consumes.push(Consume {
+                            index,
+                            id,
+                            token,
+                            release_attempt: *release_attempt,
+                            now: *now,
+                        });
+                    } else {
+                        plan.lost.push(index);
+                    }
+                }
+                _ => {}
             }
-            first
-        })
-        .collect();
-    if !consumes.is_empty() {
-        let consumed = consume_offers(&mut tx, &consumes, unix_now()).await?;
-        for Consume {
-            index: i,
-            id,
-            token,
-            now,
-            ..
-        } in &consumes
-        {
-            let won = consumed.contains(*id);
-            results[*i] = Some(Ok(Applied::Consumed(won)));
+        }
+        plan
+    }
+
+    /// The offers to insert.
+    pub(super) fn offers(&self) -> Vec<&'a NewOffer> {
+        self.inserts.iter().map(|(_, offer, _)| *offer).collect()
+    }
+
+    /// Every write's result, and the audit entries to append in the same
+    /// transaction (offers created, offers redeemed and their tokens).
+    pub(super) fn outcome(self, done: Done) -> (Results, Vec<(i64, AuditEvent)>) {
+        let mut results: Results = vec![None; self.len];
+        let mut events = Vec::new();
+        for (i, offer, event) in self.inserts {
+            results[i] = Some(Ok(Applied::Inserted));
+            events.push((offer.created_at, event.clone()));
+        }
+        for (i, id, _) in self.reservations {
+            results[i] = Some(Ok(Applied::Reserved(done.reserved.get(id).copied())));
+        }
+        for ((i, _, _), attempt) in self.repeated_reservations.into_iter().zip(done.repeated) {
+            results[i] = Some(Ok(Applied::Reserved(attempt)));
+        }
+        for c in self.consumes {
+            let won = done.consumed.contains(c.id);
+            results[c.index] = Some(Ok(Applied::Consumed(won)));
             if won {
-                events.extend(redemption_events(id, token).map(|e| (*now, e)));
+                events.extend(redemption_events(c.id, c.token).map(|e| (c.now, e)));
             }
         }
-    }
-    // The credential endpoint's writes, one by one, each under a savepoint:
-    // an issuance refused half-way (a holder key already bound) or a write
-    // that fails is undone alone, and answered alone.
-    for (i, write) in writes.iter().enumerate() {
-        if let Some(result) = apply_alone(&mut tx, write).await? {
-            results[i] = Some(result);
+        for i in self.lost {
+            results[i] = Some(Ok(Applied::Consumed(false)));
         }
+        (results, events)
     }
-    append_audit_entries(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok(results
+}
+
+/// Every write's result once its batch committed; a write the plan left
+/// without one is an internal error, not a panic.
+pub(super) fn finished(results: Results) -> Vec<Result<Applied, StoreError>> {
+    results
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| Err(StoreError::Internal("a batched write had no result".into())))
         })
-        .collect())
+        .collect()
 }
 
-/// Applies one of the writes that run under a savepoint of their own;
-/// `None` for the other kinds. The outer error is the transaction's (a
-/// savepoint that cannot be set or ended); the inner one the write's.
+/// A plan applied on the direct writer, inside its transaction.
+fn redemption_writes(
+    db: &rusqlite::Connection,
+    writes: &[&BatchedWrite],
+) -> Result<(Results, Vec<(i64, AuditEvent)>), StoreError> {
+    let plan = Plan::new(writes);
+    let mut done = Done::default();
+    if !plan.inserts.is_empty() {
+        direct::insert_offers(db, &plan.offers())?;
+    }
+    if !plan.reservations.is_empty() {
+        done.reserved = direct::reserve_pin_attempts(db, &plan.reservations)?;
+    }
+    for (_, id, now) in &plan.repeated_reservations {
+        done.repeated
+            .push(direct::reserve_pin_attempt(db, id, *now)?);
+    }
+    if !plan.consumes.is_empty() {
+        done.consumed = direct::consume_offers(db, &plan.consumes, unix_now())?;
+    }
+    Ok(plan.outcome(done))
+}
+
+/// Whether `write` is one of the credential endpoint's, which run through
+/// the driver under a savepoint of their own.
+fn runs_alone(write: &BatchedWrite) -> bool {
+    matches!(
+        write,
+        BatchedWrite::RecordProofJti { .. }
+            | BatchedWrite::ReserveStatusSlots { .. }
+            | BatchedWrite::RecordIssuance { .. }
+    )
+}
+
+/// The credential endpoint's committer, on the driver's write connection.
+async fn driver_loop(writer: SqlitePool, lock: WriteLock, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        drop_abandoned(&mut batch);
+        if batch.is_empty() {
+            continue;
+        }
+        let writes: Vec<&BatchedWrite> = batch.iter().map(|j| &j.write).collect();
+        let outcome = commit_through_driver(&writer, &lock, &writes).await;
+        answer(&mut batch, outcome);
+    }
+}
+
+/// One transaction for the credential endpoint's writes, each under a
+/// savepoint: an issuance refused half-way (a holder key already bound) or
+/// a write that fails is undone alone, and answered alone. Only a failure
+/// of the transaction itself fails the batch.
+async fn commit_through_driver(
+    writer: &SqlitePool,
+    lock: &WriteLock,
+    writes: &[&BatchedWrite],
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    let mut tx = WriteTx::begin(writer, lock).await?;
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        results.push(apply_alone(&mut tx, write).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Applies one of the writes that run under a savepoint of their own. The
+/// outer error is the transaction's (a savepoint that cannot be set or
+/// ended); the inner one the write's.
 async fn apply_alone(
     tx: &mut WriteTx,
     write: &BatchedWrite,
-) -> Result<Option<Result<Applied, StoreError>>, StoreError> {
+) -> Result<Result<Applied, StoreError>, StoreError> {
     let name = match write {
         BatchedWrite::RecordProofJti { .. } => "proof_jti",
         BatchedWrite::ReserveStatusSlots { .. } => "status_slots",
         BatchedWrite::RecordIssuance { .. } => "issuance",
-        _ => return Ok(None),
+        _ => {
+            return Ok(Err(StoreError::Internal(
+                "a redemption write reached the credential writer".into(),
+            )));
+        }
     };
     execute(tx, &format!("SAVEPOINT {name}")).await?;
     // (keep its changes, what it did)
@@ -352,7 +550,7 @@ async fn apply_alone(
         execute(tx, &format!("ROLLBACK TO {name}")).await?;
     }
     execute(tx, &format!("RELEASE {name}")).await?;
-    Ok(Some(applied.map(|(_, applied)| applied)))
+    Ok(applied.map(|(_, applied)| applied))
 }
 
 /// Runs one statement of the transaction's own (savepoints).
@@ -568,21 +766,25 @@ mod tests {
         let (jobs, queue) = mpsc::channel(4);
         let (gone, hung_up) = oneshot::channel();
         drop(hung_up);
-        jobs.send(Job {
+        jobs.send(Request::Write(Job {
             write: insert("gone", 1),
             reply: gone,
-        })
+        }))
         .await
         .unwrap();
         let (reply, answer) = oneshot::channel();
-        jobs.send(Job {
+        jobs.send(Request::Write(Job {
             write: insert("kept", 2),
             reply,
-        })
+        }))
         .await
         .unwrap();
         drop(jobs);
-        commit_loop(sqlite.writer.clone(), queue).await;
+        let db = direct::open(&dir.path().join("t.db")).unwrap();
+        let lock = WriteLock::default();
+        tokio::task::spawn_blocking(move || direct_loop(db, queue, &lock))
+            .await
+            .unwrap();
 
         let answered = answer.await.unwrap();
         assert!(matches!(answered, Ok(Applied::Inserted)), "{answered:?}");

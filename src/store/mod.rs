@@ -5,9 +5,11 @@
 //! the same methods, and the same integration tests run on both. Every state change is written in one
 //! transaction together with its audit entry.
 
+mod direct;
 mod group_commit;
 mod issuance;
 pub mod model;
+mod pg_batch;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -13,7 +13,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::sqlite::{locked_event, next_seq, pin_attempt, wrong_pin_event, wrong_pin_outcome};
+use super::group_commit::{Applied, BatchedWrite};
+use super::pg_batch::PgGroupCommit;
+use super::sqlite::{locked_event, next_seq, unexpected, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
     KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
@@ -38,6 +40,17 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct PgStore {
     pub(super) pool: PgPool,
     pub(super) writer: PgPool,
+    /// Offers created, PIN attempts and redemptions, committed together.
+    batch: PgGroupCommit,
+}
+
+/// Takes the cluster-wide writer lock for the rest of `tx`'s transaction.
+pub(super) async fn lock_writers(tx: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITER_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
@@ -138,7 +151,12 @@ impl PgStore {
             open_at_once(&pool, max_connections.clamp(1, WARM_READERS)),
         )
         .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}")))?;
-        Ok(PgStore { pool, writer })
+        let batch = PgGroupCommit::start(writer.clone());
+        Ok(PgStore {
+            pool,
+            writer,
+            batch,
+        })
     }
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
@@ -197,10 +215,7 @@ impl PgStore {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITER_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        lock_writers(&mut tx).await?;
         Ok(tx)
     }
 
@@ -216,29 +231,17 @@ impl PgStore {
         offer: &NewOffer,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims_sealed, \
-             state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $10, $11, $12)",
-        )
-        .bind(&offer.id)
-        .bind(offer.code_hash.to_vec())
-        .bind(offer.pin_hash.map(|h| h.to_vec()))
-        .bind(&offer.tx_code)
-        .bind(&offer.subject)
-        .bind(&offer.credential_ids)
-        .bind(&offer.claims_sealed)
-        .bind(i64::from(offer.max_attempts))
-        .bind(offer.created_at)
-        .bind(offer.expires_at)
-        .bind(&offer.created_by)
-        .bind(offer.ref_hash.map(|h| h.to_vec()))
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, &event, offer.created_at).await?;
-        tx.commit().await?;
-        Ok(())
+        match self
+            .batch
+            .submit(BatchedWrite::InsertOffer {
+                offer: Box::new(offer.clone()),
+                event,
+            })
+            .await?
+        {
+            Applied::Inserted => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub(super) async fn find_offer_by_code_hash(
@@ -412,24 +415,24 @@ impl PgStore {
         Ok(RevokeOutcome::Revoked)
     }
 
-    /// One conditional statement on its own (no audit entry, so no writer
-    /// lock): concurrent attempts can never pass `max_attempts`.
+    /// One conditional statement (in a batch): concurrent attempts can
+    /// never pass `max_attempts`.
     pub(super) async fn reserve_pin_attempt(
         &self,
         id: &str,
         now: i64,
     ) -> Result<Option<PinAttempt>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE offers SET attempts = attempts + 1 \
-             WHERE id = $1 AND state = 'pending' AND expires_at > $2 AND attempts < max_attempts \
-             RETURNING attempts, max_attempts",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?;
-        row.map(|row| pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?))
-            .transpose()
+        match self
+            .batch
+            .submit(BatchedWrite::ReservePinAttempt {
+                id: id.to_owned(),
+                now,
+            })
+            .await?
+        {
+            Applied::Reserved(attempt) => Ok(attempt),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub(super) async fn record_wrong_pin(
@@ -454,6 +457,8 @@ impl PgStore {
         Ok(wrong_pin_outcome(attempt))
     }
 
+    /// Expiry is judged when the batch commits, not when the request
+    /// began: the writer lock may have been a long wait.
     pub(super) async fn consume_offer(
         &self,
         id: &str,
@@ -461,36 +466,19 @@ impl PgStore {
         release_attempt: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        // Expiry is judged now that the write can happen, not when the
-        // request began: the writer lock may have been a long wait.
-        let changed = sqlx::query(
-            "UPDATE offers SET state = 'redeemed', redeemed_at = $1, token_jti = $2, token_expires_at = $3, \
-               attempts = GREATEST(attempts - $4, 0) \
-             WHERE id = $5 AND state = 'pending' AND expires_at > $6",
-        )
-        .bind(now)
-        .bind(&token.jti)
-        .bind(token.expires_at)
-        .bind(i64::from(release_attempt))
-        .bind(id)
-        .bind(unix_now().max(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed != 1 {
-            return Ok(false);
+        match self
+            .batch
+            .submit(BatchedWrite::ConsumeOffer {
+                id: id.to_owned(),
+                token: token.clone(),
+                release_attempt,
+                now,
+            })
+            .await?
+        {
+            Applied::Consumed(won) => Ok(won),
+            other => Err(unexpected(other)),
         }
-        let redeemed = AuditEvent::new("offer.redeemed", id, serde_json::json!({}));
-        append_audit(&mut tx, &redeemed, now).await?;
-        let issued = AuditEvent::new(
-            "token.issued",
-            id,
-            serde_json::json!({ "jti": token.jti, "kid": token.kid, "exp": token.expires_at }),
-        );
-        append_audit(&mut tx, &issued, now).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     pub(super) async fn revoke_token_of_replayed_offer(

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::group_commit::{Applied, BatchedWrite, Consume, GroupCommit};
+use super::group_commit::{Applied, BatchedWrite, GroupCommit, WriteLock};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
     KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
@@ -31,6 +31,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     pub(super) writer: SqlitePool,
+    /// Taken by every write transaction of this process, the group
+    /// commit's included.
+    write_lock: WriteLock,
     batch: GroupCommit,
 }
 
@@ -59,19 +62,23 @@ pub(super) async fn append_audit(
 pub(super) struct WriteTx {
     conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
     committed: bool,
+    /// The process's turn to write (see [`WriteLock`]); released after the
+    /// connection is given back.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
-    pub(super) async fn begin(writer: &SqlitePool) -> Result<Self, StoreError> {
-        let mut conn = writer.acquire().await?;
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-            conn.close_on_drop();
-            return Err(e.into());
-        }
-        Ok(WriteTx {
-            conn,
+    pub(super) async fn begin(writer: &SqlitePool, lock: &WriteLock) -> Result<Self, StoreError> {
+        let turn = lock.clone().lock_owned().await;
+        let mut tx = WriteTx {
+            conn: writer.acquire().await?,
             committed: false,
-        })
+            _turn: turn,
+        };
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *tx.conn)
+            .await?;
+        Ok(tx)
     }
 
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
@@ -102,130 +109,6 @@ impl Drop for WriteTx {
     }
 }
 
-// The multi-row statements below are not kept prepared (`persistent(false)`):
-// their text differs with every batch size, and sqlx's per-connection cache
-// of up to 100 prepared statements filled with them, which cost about 3 MiB
-// of peak RSS over 100,000 redemptions. Preparing one costs tens of
-// microseconds, once per batch.
-
-/// Inserts offers with one multi-row statement, inside the caller's write
-/// transaction (their audit entries are appended by the caller).
-pub(super) async fn insert_offers<'a>(
-    conn: &mut SqliteConnection,
-    offers: impl IntoIterator<Item = &'a NewOffer>,
-) -> Result<(), StoreError> {
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, claims_sealed, \
-         state, attempts, max_attempts, created_at, expires_at, created_by, ref_hash) ",
-    );
-    insert.push_values(offers, |mut row, offer| {
-        row.push_bind(offer.id.clone())
-            .push_bind(offer.code_hash.to_vec())
-            .push_bind(offer.pin_hash.map(|h| h.to_vec()))
-            .push_bind(offer.tx_code.clone())
-            .push_bind(offer.subject.clone())
-            .push_bind(offer.credential_ids.clone())
-            .push_bind(offer.claims_sealed.clone())
-            .push("'pending'")
-            .push("0")
-            .push_bind(i64::from(offer.max_attempts))
-            .push_bind(offer.created_at)
-            .push_bind(offer.expires_at)
-            .push_bind(offer.created_by.clone())
-            .push_bind(offer.ref_hash.map(|h| h.to_vec()));
-    });
-    insert.build().persistent(false).execute(&mut *conn).await?;
-    Ok(())
-}
-
-/// Redeems the given pending offers that are unexpired at `commit_now`
-/// with one statement (each id at most once); returns the ids it changed.
-/// A redemption that reserved a PIN attempt gives it back. Offers no longer
-/// pending or already expired are left alone: their requests lost.
-pub(super) async fn consume_offers(
-    conn: &mut SqliteConnection,
-    consumes: &[Consume<'_>],
-    commit_now: i64,
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    let mut update =
-        sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH v(id, jti, exp, now, released) AS (");
-    update.push_values(consumes, |mut row, c| {
-        row.push_bind(c.id.to_owned())
-            .push_bind(c.token.jti.clone())
-            .push_bind(c.token.expires_at)
-            .push_bind(c.now)
-            .push_bind(i64::from(c.release_attempt));
-    });
-    update.push(
-        ") UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
-         token_expires_at = v.exp, attempts = MAX(offers.attempts - v.released, 0) FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > ",
-    );
-    update.push_bind(commit_now);
-    update.push(" RETURNING offers.id");
-    let ids: Vec<String> = update
-        .build_query_scalar()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(ids.into_iter().collect())
-}
-
-/// Counts one PIN attempt on a pending, unexpired offer that has attempts
-/// left, inside the caller's write transaction. One conditional statement,
-/// so concurrent attempts can never pass `max_attempts`.
-pub(super) async fn reserve_pin_attempt(
-    conn: &mut SqliteConnection,
-    id: &str,
-    now: i64,
-) -> Result<Option<PinAttempt>, StoreError> {
-    let row = sqlx::query(
-        "UPDATE offers SET attempts = attempts + 1 \
-         WHERE id = ? AND state = 'pending' AND expires_at > ? AND attempts < max_attempts \
-         RETURNING attempts, max_attempts",
-    )
-    .bind(id)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?))
-        .transpose()
-}
-
-/// Counts one PIN attempt on each of several distinct offers with one
-/// statement (same conditions as [`reserve_pin_attempt`]); returns the
-/// attempts reserved, by offer id. Offers left out were refused.
-pub(super) async fn reserve_pin_attempts(
-    conn: &mut SqliteConnection,
-    reservations: &[(usize, &str, i64)],
-) -> Result<std::collections::HashMap<String, PinAttempt>, StoreError> {
-    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH v(id, now) AS (");
-    update.push_values(reservations, |mut row, (_, id, now)| {
-        row.push_bind(id.to_string()).push_bind(*now);
-    });
-    update.push(
-        ") UPDATE offers SET attempts = offers.attempts + 1 FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > v.now \
-           AND offers.attempts < offers.max_attempts \
-         RETURNING offers.id, offers.attempts, offers.max_attempts",
-    );
-    let rows = update
-        .build()
-        .persistent(false)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let id: String = row.try_get("id")?;
-            Ok((
-                id,
-                pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?)?,
-            ))
-        })
-        .collect()
-}
-
-/// A reserved attempt from its stored counters.
 /// Records a proof's replay key inside the caller's write transaction;
 /// false if it was recorded before.
 pub(super) async fn record_proof_jti_in(
@@ -244,6 +127,7 @@ pub(super) async fn record_proof_jti_in(
     Ok(inserted == 1)
 }
 
+/// A reserved attempt from its stored counters.
 pub(super) fn pin_attempt(number: i64, max: i64) -> Result<PinAttempt, StoreError> {
     let number = u32::try_from(number)
         .map_err(|_| StoreError::Internal(format!("attempt number {number} out of range")))?;
@@ -265,27 +149,26 @@ pub(super) fn redemption_events(id: &str, token: &IssuedToken) -> impl Iterator<
     .into_iter()
 }
 
-/// Appends entries (each with its time) to the chain with one multi-row
-/// statement, hashing them here from the head read once. The caller holds
-/// the write lock.
-pub(super) async fn append_audit_entries(
-    conn: &mut SqliteConnection,
+/// An audit entry chained to the one before it, ready to insert.
+pub(super) struct ChainedEntry<'a> {
+    pub seq: i64,
+    pub at: i64,
+    pub event: &'a AuditEvent,
+    /// The event's details as stored (JSON text).
+    pub details: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Chains `events` (each with its time) onto the log whose head is `head`
+/// (its sequence number and hash; `None` for an empty log). Both SQLite
+/// paths (the driver's and the group commit's direct one) append with it.
+pub(super) fn chain_entries(
+    head: Option<(i64, Vec<u8>)>,
     events: &[(i64, AuditEvent)],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (mut seq, mut prev_hash) = match head {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")?,
-            row.try_get::<Vec<u8>, _>("hash")?,
-        ),
-        None => (0, audit::GENESIS.to_vec()),
-    };
-    let mut rows = Vec::with_capacity(events.len());
+) -> Result<Vec<ChainedEntry<'_>>, StoreError> {
+    let (mut seq, mut prev_hash) = head.unwrap_or((0, audit::GENESIS.to_vec()));
+    let mut entries = Vec::with_capacity(events.len());
     for (at, event) in events {
         seq = next_seq(seq)?;
         let details = event.details.to_string();
@@ -298,26 +181,46 @@ pub(super) async fn append_audit_entries(
             &details,
         )
         .to_vec();
-        rows.push((
+        entries.push(ChainedEntry {
             seq,
-            *at,
+            at: *at,
             event,
             details,
-            std::mem::replace(&mut prev_hash, hash.clone()),
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
             hash,
-        ));
+        });
     }
+    Ok(entries)
+}
+
+/// Appends entries (each with its time) to the chain with one multi-row
+/// statement, hashing them here from the head read once. The caller holds
+/// the write lock.
+pub(super) async fn append_audit_entries(
+    conn: &mut SqliteConnection,
+    events: &[(i64, AuditEvent)],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let entries = chain_entries(head, events)?;
+    // Not kept prepared (`persistent(false)`): the text differs with every
+    // count, and sqlx's per-connection cache would fill with them.
     let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) ",
     );
-    insert.push_values(rows, |mut row, (seq, at, event, details, prev, hash)| {
-        row.push_bind(seq)
-            .push_bind(at)
-            .push_bind(event.event)
-            .push_bind(event.subject.clone())
-            .push_bind(details)
-            .push_bind(prev)
-            .push_bind(hash);
+    insert.push_values(entries, |mut row, entry| {
+        row.push_bind(entry.seq)
+            .push_bind(entry.at)
+            .push_bind(entry.event.event)
+            .push_bind(entry.event.subject.clone())
+            .push_bind(entry.details)
+            .push_bind(entry.prev_hash)
+            .push_bind(entry.hash);
     });
     insert.build().persistent(false).execute(&mut *conn).await?;
     Ok(())
@@ -332,7 +235,7 @@ pub(super) fn next_seq(seq: i64) -> Result<i64, StoreError> {
 }
 
 /// The group commit answered a write with another write's kind of result.
-fn unexpected(applied: Applied) -> StoreError {
+pub(super) fn unexpected(applied: Applied) -> StoreError {
     StoreError::Internal(format!("unexpected batched write result {applied:?}"))
 }
 
@@ -401,14 +304,17 @@ impl SqliteStore {
         // Every reader keeps a page cache of its own (SQLite's default is
         // 2 MiB), all copies of the same pages; a read that misses it is a
         // pread served from the kernel's page cache, which they share.
+        let file = options.get_filename().to_owned();
         let readers = options.pragma("cache_size", READER_CACHE_KIB);
         let pool = open(max_connections.max(1), readers)
             .await
             .map_err(opening)?;
-        let batch = GroupCommit::start(writer.clone());
+        let write_lock = WriteLock::default();
+        let batch = GroupCommit::start(writer.clone(), &file, write_lock.clone())?;
         Ok(SqliteStore {
             pool,
             writer,
+            write_lock,
             batch,
         })
     }
@@ -448,7 +354,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        WriteTx::begin(&self.writer).await
+        WriteTx::begin(&self.writer, &self.write_lock).await
     }
 
     pub(super) async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
@@ -1077,6 +983,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn close(&self) {
+        self.batch.close().await;
         self.pool.close().await;
         self.writer.close().await;
     }

@@ -296,6 +296,9 @@ macro_rules! status_methods {
                 &self,
                 list: &SignedStatusList,
             ) -> Result<bool, StoreError> {
+                // A write transaction, so that it takes its turn with the
+                // process's other writers.
+                let mut tx = self.begin_write().await?;
                 let saved = sqlx::query(sqlx::AssertSqlSafe($sql(
                     "INSERT INTO signed_status_lists (uri_id, list_id, version, token, signed_at, expires_at) \
                      VALUES (?, ?, ?, ?, ?, ?) \
@@ -309,9 +312,10 @@ macro_rules! status_methods {
                 .bind(&list.token)
                 .bind(list.signed_at)
                 .bind(list.expires_at)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                tx.commit().await?;
                 Ok(saved == 1)
             }
 
