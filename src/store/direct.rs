@@ -1,6 +1,7 @@
 //! The SQLite writer of the hot writes (offers created, PIN attempts
-//! reserved, offers redeemed): a synchronous connection owned by the
-//! group commit's thread, and the statements it makes.
+//! reserved, offers redeemed; at the credential endpoint a proof's replay
+//! key, status-list places, the issuance record): a synchronous connection
+//! owned by the group commit's thread, and the statements it makes.
 //!
 //! sqlx runs every SQLite statement on a thread of the connection's own and
 //! hands the answer back to a tokio task: two thread hand-offs per
@@ -18,11 +19,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 
 use super::group_commit::Consume;
+use super::issuance::{issued_events, token_is_live, without_configuration};
 use super::sqlite::{ChainedEntry, chain_entries, pin_attempt};
-use super::{NewOffer, PinAttempt, StoreError};
+use super::{
+    IssueOutcome, NewIssuance, NewOffer, PinAttempt, StatusListKind, StatusSlot, StoreError,
+};
 use crate::audit::AuditEvent;
 
 /// Opens the writer's connection to the database file that the driver's
@@ -34,12 +38,33 @@ pub(super) fn open(file: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", file.display())))?;
-    db.busy_timeout(Duration::from_secs(5))?;
+    db.busy_handler(Some(wait_briefly))?;
     db.execute_batch(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
     )?;
+    let journal: String = db.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Config(format!(
+            "{} is not in WAL mode (journal_mode {journal})",
+            file.display()
+        )));
+    }
     Ok(db)
 }
+
+/// SQLite's busy handler for the writer: another connection holds the
+/// write lock (a write transaction of the driver's being closed after a
+/// failure, or another process, the CLI). Polls every 100 µs, up to 5 s in
+/// all, instead of SQLite's default sleeps of up to 100 ms, which would
+/// stall every batch behind a lock released microseconds later.
+fn wait_briefly(attempts: i32) -> bool {
+    std::thread::sleep(BUSY_POLL);
+    attempts < BUSY_ATTEMPTS
+}
+
+const BUSY_POLL: Duration = Duration::from_micros(100);
+/// 5 s of [`BUSY_POLL`]s (sleeps overshoot, so in practice a little more).
+const BUSY_ATTEMPTS: i32 = 50_000;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
@@ -223,4 +248,149 @@ pub(super) fn append_audit_entries(
     );
     db.execute(&sql, params_from_iter(values))?;
     Ok(())
+}
+
+/// Records a proof's replay key; false if it was recorded before.
+pub(super) fn record_proof_jti(
+    db: &Connection,
+    key: &[u8; 32],
+    keep_until: i64,
+) -> Result<bool, StoreError> {
+    let inserted = db.execute(
+        "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        (key.as_slice(), keep_until),
+    )?;
+    Ok(inserted == 1)
+}
+
+/// Takes `count` consecutive places in the newest list of `kind` that has
+/// room, opening the next list (of `size` entries) when none has.
+pub(super) fn reserve_status_slots(
+    db: &Connection,
+    kind: StatusListKind,
+    count: i64,
+    size: i64,
+    now: i64,
+) -> Result<Vec<StatusSlot>, StoreError> {
+    let open = db
+        .prepare(
+            "SELECT id, allocated FROM status_lists WHERE kind = ? AND allocated + ? <= size \
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )?
+        .query_row((kind.as_str(), count), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    let (list_id, first) = match open {
+        Some(open) => open,
+        None => {
+            let lists: i64 = db.query_row(
+                "SELECT COUNT(*) FROM status_lists WHERE kind = ?",
+                [kind.as_str()],
+                |row| row.get(0),
+            )?;
+            let id = format!("{}{}", kind.prefix(), lists + 1);
+            db.execute(
+                "INSERT INTO status_lists (id, kind, size, created_at) VALUES (?, ?, ?, ?)",
+                (&id, kind.as_str(), size, now),
+            )?;
+            (id, 0)
+        }
+    };
+    db.execute(
+        "UPDATE status_lists SET allocated = allocated + ? WHERE id = ?",
+        (count, &list_id),
+    )?;
+    Ok((first..first + count)
+        .map(|n| StatusSlot {
+            list_id: list_id.clone(),
+            n,
+        })
+        .collect())
+}
+
+/// Records an issuance exactly once per offer and configuration (see
+/// `issuance.rs`): the token must still be the offer's live one; the
+/// issuance row's primary key refuses a second; the configuration's sealed
+/// claims are deleted; each credential is recorded. Writes nothing unless
+/// the outcome is `Issued`, except on `HolderKeyUsed`, after which the
+/// caller rolls back what it wrote. The audit entries to append come back
+/// with an issuance.
+pub(super) fn record_issuance(
+    db: &Connection,
+    issuance: &NewIssuance,
+    now: i64,
+) -> Result<(IssueOutcome, Vec<AuditEvent>), StoreError> {
+    let offer = db
+        .prepare(
+            "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
+             WHERE id = ? AND state = 'redeemed'",
+        )?
+        .query_row([&issuance.offer_id], |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, Option<i64>>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((token_jti, revoked_at, sealed, subject)) = offer else {
+        return Ok((IssueOutcome::TokenRevoked, Vec::new()));
+    };
+    if !token_is_live(&issuance.token_jti, token_jti, revoked_at) {
+        return Ok((IssueOutcome::TokenRevoked, Vec::new()));
+    }
+    let inserted = db.execute(
+        "INSERT INTO credential_issuances \
+         (offer_id, configuration_id, token_jti, notification_id, issued_at) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
+        (
+            &issuance.offer_id,
+            &issuance.configuration_id,
+            &issuance.token_jti,
+            &issuance.notification_id,
+            now,
+        ),
+    )?;
+    if inserted == 0 {
+        return Ok((IssueOutcome::AlreadyIssued, Vec::new()));
+    }
+    db.execute(
+        "UPDATE offers SET claims_sealed = ? WHERE id = ?",
+        (
+            without_configuration(sealed, &issuance.configuration_id),
+            &issuance.offer_id,
+        ),
+    )?;
+    let mut insert = db.prepare(
+        "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
+         sha256, issued_at, expires_at, subject, status_list, status_index) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for c in &issuance.credentials {
+        let inserted = insert.execute(rusqlite::params![
+            c.id,
+            issuance.offer_id,
+            issuance.configuration_id,
+            c.format,
+            c.kid,
+            c.holder_jkt,
+            c.sha256,
+            c.issued_at,
+            c.expires_at,
+            subject,
+            c.status.as_ref().map(|(list, _)| list.as_str()),
+            c.status.as_ref().map(|(_, index)| *index),
+        ]);
+        // Only the SD-JWT holder-key index can conflict here (ids are
+        // random). The caller undoes the issuance row.
+        if let Err(e) = inserted {
+            return match StoreError::from(e) {
+                StoreError::Conflict(_) => Ok((IssueOutcome::HolderKeyUsed, Vec::new())),
+                other => Err(other),
+            };
+        }
+    }
+    Ok((IssueOutcome::Issued, issued_events(issuance)))
 }

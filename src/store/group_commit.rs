@@ -1,37 +1,34 @@
 //! Group commit for SQLite: the hot writes (offer created, PIN attempt
 //! reserved, offer redeemed; at the credential endpoint a proof's jti, a
 //! status-list place and the issuance record) of many requests share one
-//! transaction and so one fsync. Two queues, two committers:
-//!
-//! - the redemption writes, on a thread of their own with a synchronous
-//!   connection ([`direct`]), in multi-row statements, so one of them
-//!   failing fails the batch, whose writes are then retried one by one;
-//! - the credential endpoint's writes, on a tokio task through the driver's
-//!   write connection (their SQL is shared with PostgreSQL), each under a
-//!   savepoint of its own.
-//!
-//! The two take turns with every other writer of the process through the
-//! store's write lock.
+//! transaction and so one fsync.
 //!
 //! With `synchronous = FULL` every commit waits for the disk, and SQLite has
 //! one writer, so committing each redemption alone caps throughput at one
-//! fsync per redemption. Here requests queue their write; one task takes
-//! everything queued (up to [`MAX_BATCH`]), applies the writes, commits once,
-//! and only then answers every request. A request is answered
-//! only after its write is durable, exactly as before; what changes is that
-//! writers arriving during a commit ride along on the next one instead of
-//! waiting for a commit each.
+//! fsync per redemption. Here requests queue their write; one thread takes
+//! everything queued (up to [`MAX_BATCH`]), applies the writes on a
+//! synchronous connection of its own ([`direct`]), commits once, and only
+//! then answers every request. A request is answered only after its write
+//! is durable, exactly as before; what changes is that writers arriving
+//! during a commit ride along on the next one instead of waiting for a
+//! commit each.
+//!
+//! The redemption writes go into multi-row statements (a [`Plan`]), so one
+//! of them failing fails the batch, whose writes are then retried one by
+//! one. The credential endpoint's writes are each applied under a
+//! savepoint of their own. The thread takes turns with every other writer
+//! of the process (the driver's write connection) through the store's
+//! write lock.
 
 use std::path::Path;
 
-use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::direct;
-use super::sqlite::{WriteTx, record_proof_jti_in, redemption_events};
+use super::sqlite::redemption_events;
 use super::{
-    IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, SqliteStore, StatusListKind,
-    StatusSlot, StoreError, unix_now,
+    IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, StatusListKind, StatusSlot,
+    StoreError, unix_now,
 };
 use crate::audit::AuditEvent;
 
@@ -139,10 +136,8 @@ enum Request {
 /// The queues in front of the writers. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    /// Offers created, PIN attempts, redemptions: the direct writer.
-    redemptions: mpsc::Sender<Request>,
-    /// The credential endpoint's writes: the driver's write connection.
-    credentials: mpsc::Sender<Job>,
+    /// Every batched write: the direct writer.
+    writes: mpsc::Sender<Request>,
 }
 
 /// Taken by every writer of the process around its transaction, so the
@@ -151,42 +146,32 @@ pub struct GroupCommit {
 pub type WriteLock = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 impl GroupCommit {
-    /// Starts both committers: the direct writer's thread on `file`, the
-    /// credential writes' task on `writer` (a pool of one connection).
-    /// They end when every `GroupCommit` clone is dropped.
+    /// Starts the direct writer's thread on `file`, whose write
+    /// transactions take turns with the driver's through `lock`. It ends
+    /// when every `GroupCommit` clone is dropped, or at [`GroupCommit::close`].
     ///
-    /// The direct writer is a thread, not a tokio task: its statements and
-    /// its commit's fsync block, which must not stall a request worker. It
-    /// wakes once per batch.
-    pub fn start(writer: SqlitePool, file: &Path, lock: WriteLock) -> Result<Self, StoreError> {
+    /// A thread, not a tokio task: its statements and its commit's fsync
+    /// block, which must not stall a request worker. It wakes once per
+    /// batch.
+    pub fn start(file: &Path, lock: WriteLock) -> Result<Self, StoreError> {
         let db = direct::open(file)?;
-        let (redemptions, queue) = mpsc::channel(QUEUE);
-        let direct_lock = lock.clone();
+        let (writes, queue) = mpsc::channel(QUEUE);
+        let file = file.to_owned();
         std::thread::Builder::new()
             .name("notary-sqlite-writer".to_owned())
-            .spawn(move || direct_loop(db, queue, &direct_lock))
+            .spawn(move || direct_loop(db, &file, queue, &lock))
             .map_err(|e| StoreError::Internal(format!("the SQLite writer's thread: {e}")))?;
-        let (credentials, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(driver_loop(writer, lock, queue));
-        Ok(GroupCommit {
-            redemptions,
-            credentials,
-        })
+        Ok(GroupCommit { writes })
     }
 
     /// Queues a write and waits until the transaction holding it committed.
     pub async fn submit(&self, write: BatchedWrite) -> Result<Applied, StoreError> {
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
         let (reply, answer) = oneshot::channel();
-        let job = Job { write, reply };
-        let sent = if runs_alone(&job.write) {
-            self.credentials.send(job).await.is_ok()
-        } else {
-            self.redemptions.send(Request::Write(job)).await.is_ok()
-        };
-        if !sent {
-            return Err(stopped());
-        }
+        self.writes
+            .send(Request::Write(Job { write, reply }))
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -197,7 +182,7 @@ impl GroupCommit {
     /// fail.
     pub async fn close(&self) {
         let (done, closed) = oneshot::channel();
-        if self.redemptions.send(Request::Close(done)).await.is_ok() {
+        if self.writes.send(Request::Close(done)).await.is_ok() {
             let _ = closed.await;
         }
     }
@@ -234,7 +219,12 @@ pub(super) fn answer(
 
 /// The direct writer: takes everything queued (up to [`MAX_BATCH`]),
 /// commits it, answers, and sleeps until the next write arrives.
-fn direct_loop(mut db: rusqlite::Connection, mut queue: mpsc::Receiver<Request>, lock: &WriteLock) {
+fn direct_loop(
+    mut db: rusqlite::Connection,
+    file: &Path,
+    mut queue: mpsc::Receiver<Request>,
+    lock: &WriteLock,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut busy = false;
     let mut closing = None;
@@ -262,6 +252,15 @@ fn direct_loop(mut db: rusqlite::Connection, mut queue: mpsc::Receiver<Request>,
                 one_by_one_on_failure(&writes, |writes| commit_direct(&mut db, writes))
             };
             answer(&mut batch, outcome);
+            if !db.is_autocommit() {
+                // A failed commit whose rollback failed too: the connection
+                // still holds its transaction. A fresh one does not.
+                tracing::error!("the SQLite writer's transaction outlived a failure; reopening");
+                match direct::open(file) {
+                    Ok(fresh) => db = fresh,
+                    Err(e) => tracing::error!(error = %e, "reopening the SQLite writer failed"),
+                }
+            }
         }
         if let Some(done) = closing {
             drop(db);
@@ -271,20 +270,70 @@ fn direct_loop(mut db: rusqlite::Connection, mut queue: mpsc::Receiver<Request>,
     }
 }
 
-/// Commits `writes` together; if that fails (a duplicate id, say), nothing
-/// of it is kept and each write is tried alone, so every writer gets its
-/// own answer and one bad write cannot fail the others.
+/// Why a batch's transaction failed.
+#[derive(Debug)]
+pub(super) enum BatchError {
+    /// A statement failed before the commit: nothing of the batch was kept.
+    Statement(StoreError),
+    /// The commit itself failed. On PostgreSQL a lost connection leaves its
+    /// outcome unknown (the server may have committed), so the writes are
+    /// not tried again: each would get a misleading answer (a redemption
+    /// that won, told it lost).
+    Commit(StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Statement(e)
+    }
+}
+
+impl From<rusqlite::Error> for BatchError {
+    fn from(e: rusqlite::Error) -> Self {
+        BatchError::Statement(e.into())
+    }
+}
+
+impl BatchError {
+    /// Whether one write may be to blame (a duplicate id, a value a
+    /// constraint refuses), so that the writes are worth trying one by one.
+    /// A database that is away or busy fails them all anyway, only slower.
+    pub(super) fn may_be_one_writes(&self) -> bool {
+        matches!(
+            self,
+            BatchError::Statement(StoreError::Conflict(_) | StoreError::Internal(_))
+        )
+    }
+
+    pub(super) fn into_store_error(self) -> StoreError {
+        match self {
+            BatchError::Statement(e) => e,
+            BatchError::Commit(e) => StoreError::Unavailable(format!(
+                "committing a batch of writes failed, and whether it took effect is not known: {e}"
+            )),
+        }
+    }
+}
+
+/// Commits `writes` together; if a statement fails in a way one write may
+/// be to blame for, nothing of it is kept and each write is tried alone, so
+/// every writer gets its own answer and one bad write cannot fail the
+/// others.
 fn one_by_one_on_failure(
     writes: &[&BatchedWrite],
-    mut commit: impl FnMut(&[&BatchedWrite]) -> Result<Vec<Result<Applied, StoreError>>, StoreError>,
+    mut commit: impl FnMut(&[&BatchedWrite]) -> Result<Vec<Result<Applied, StoreError>>, BatchError>,
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     match commit(writes) {
         Ok(results) => Ok(results),
-        Err(_) if writes.len() > 1 => Ok(writes
+        Err(e) if writes.len() > 1 && e.may_be_one_writes() => Ok(writes
             .iter()
-            .map(|write| commit(&[write]).and_then(only_result))
+            .map(|write| {
+                commit(&[write])
+                    .map_err(BatchError::into_store_error)
+                    .and_then(only_result)
+            })
             .collect()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into_store_error()),
     }
 }
 
@@ -302,11 +351,31 @@ fn only_result(mut results: Vec<Result<Applied, StoreError>>) -> Result<Applied,
 fn commit_direct(
     db: &mut rusqlite::Connection,
     writes: &[&BatchedWrite],
-) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (results, events) = redemption_writes(&tx, writes)?;
+) -> Result<Vec<Result<Applied, StoreError>>, BatchError> {
+    let mut tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (mut results, mut events) = redemption_writes(&tx, writes)?;
+    // The credential endpoint's writes, one by one, each under a
+    // savepoint: an issuance refused half-way (a holder key already bound)
+    // or a write that fails is undone alone, and answered alone.
+    for (i, write) in writes.iter().enumerate() {
+        if !runs_alone(write) {
+            continue;
+        }
+        let savepoint = tx.savepoint()?;
+        match apply_alone(&savepoint, write) {
+            Ok((true, applied, entries)) => {
+                savepoint.commit()?;
+                events.extend(entries.into_iter().map(|e| (write_time(write), e)));
+                results[i] = Some(Ok(applied));
+            }
+            // Dropping the savepoint rolls its changes back.
+            Ok((false, applied, _)) => results[i] = Some(Ok(applied)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
     direct::append_audit_entries(&tx, &events)?;
-    tx.commit()?;
+    tx.commit()
+        .map_err(|e| BatchError::Commit(StoreError::from(e)))?;
     Ok(finished(results))
 }
 
@@ -459,8 +528,8 @@ fn redemption_writes(
     Ok(plan.outcome(done))
 }
 
-/// Whether `write` is one of the credential endpoint's, which run through
-/// the driver under a savepoint of their own.
+/// Whether `write` is one of the credential endpoint's, which run under a
+/// savepoint of their own.
 fn runs_alone(write: &BatchedWrite) -> bool {
     matches!(
         write,
@@ -470,95 +539,45 @@ fn runs_alone(write: &BatchedWrite) -> bool {
     )
 }
 
-/// The credential endpoint's committer, on the driver's write connection.
-async fn driver_loop(writer: SqlitePool, lock: WriteLock, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        drop_abandoned(&mut batch);
-        if batch.is_empty() {
-            continue;
-        }
-        let writes: Vec<&BatchedWrite> = batch.iter().map(|j| &j.write).collect();
-        let outcome = commit_through_driver(&writer, &lock, &writes).await;
-        answer(&mut batch, outcome);
-    }
-}
-
-/// One transaction for the credential endpoint's writes, each under a
-/// savepoint: an issuance refused half-way (a holder key already bound) or
-/// a write that fails is undone alone, and answered alone. Only a failure
-/// of the transaction itself fails the batch.
-async fn commit_through_driver(
-    writer: &SqlitePool,
-    lock: &WriteLock,
-    writes: &[&BatchedWrite],
-) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-    let mut tx = WriteTx::begin(writer, lock).await?;
-    let mut results = Vec::with_capacity(writes.len());
-    for write in writes {
-        results.push(apply_alone(&mut tx, write).await?);
-    }
-    tx.commit().await?;
-    Ok(results)
-}
-
-/// Applies one of the writes that run under a savepoint of their own. The
-/// outer error is the transaction's (a savepoint that cannot be set or
-/// ended); the inner one the write's.
-async fn apply_alone(
-    tx: &mut WriteTx,
+/// Applies one of the credential endpoint's writes: whether to keep its
+/// changes, what it did, and its audit entries.
+fn apply_alone(
+    db: &rusqlite::Connection,
     write: &BatchedWrite,
-) -> Result<Result<Applied, StoreError>, StoreError> {
-    let name = match write {
-        BatchedWrite::RecordProofJti { .. } => "proof_jti",
-        BatchedWrite::ReserveStatusSlots { .. } => "status_slots",
-        BatchedWrite::RecordIssuance { .. } => "issuance",
-        _ => {
-            return Ok(Err(StoreError::Internal(
-                "a redemption write reached the credential writer".into(),
-            )));
-        }
-    };
-    execute(tx, &format!("SAVEPOINT {name}")).await?;
-    // (keep its changes, what it did)
-    let applied = match write {
+) -> Result<(bool, Applied, Vec<AuditEvent>), StoreError> {
+    match write {
         BatchedWrite::RecordProofJti { key, keep_until } => {
-            record_proof_jti_in(tx, key, *keep_until)
-                .await
-                .map(|new| (true, Applied::ProofJti(new)))
+            let new = direct::record_proof_jti(db, key, *keep_until)?;
+            Ok((true, Applied::ProofJti(new), Vec::new()))
         }
         BatchedWrite::ReserveStatusSlots {
             kind,
             count,
             size,
             now,
-        } => SqliteStore::reserve_status_slots_in(tx, *kind, *count, *size, *now)
-            .await
-            .map(|slots| (true, Applied::StatusSlots(slots))),
-        BatchedWrite::RecordIssuance { issuance, now } => {
-            SqliteStore::record_issuance_in(tx, issuance, *now)
-                .await
-                .map(|outcome| {
-                    let keep = outcome != IssueOutcome::HolderKeyUsed;
-                    (keep, Applied::Issuance(outcome))
-                })
+        } => {
+            let slots = direct::reserve_status_slots(db, *kind, *count, *size, *now)?;
+            Ok((true, Applied::StatusSlots(slots), Vec::new()))
         }
-        _ => Err(StoreError::Internal("not a write of its own".into())),
-    };
-    let kept = matches!(applied, Ok((true, _)));
-    if !kept {
-        execute(tx, &format!("ROLLBACK TO {name}")).await?;
+        BatchedWrite::RecordIssuance { issuance, now } => {
+            let (outcome, entries) = direct::record_issuance(db, issuance, *now)?;
+            let keep = outcome != IssueOutcome::HolderKeyUsed;
+            Ok((keep, Applied::Issuance(outcome), entries))
+        }
+        _ => Err(StoreError::Internal(
+            "a redemption write reached the credential writes".into(),
+        )),
     }
-    execute(tx, &format!("RELEASE {name}")).await?;
-    Ok(applied.map(|(_, applied)| applied))
 }
 
-/// Runs one statement of the transaction's own (savepoints).
-async fn execute(tx: &mut WriteTx, statement: &str) -> Result<(), StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// When a credential write happened, for its audit entries.
+fn write_time(write: &BatchedWrite) -> i64 {
+    match write {
+        BatchedWrite::RecordIssuance { now, .. } | BatchedWrite::ReserveStatusSlots { now, .. } => {
+            *now
+        }
+        _ => unix_now(),
+    }
 }
 
 /// One redemption in a batch.
@@ -575,7 +594,7 @@ pub(super) struct Consume<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{OfferState, Store};
+    use crate::store::{OfferState, SqliteStore, Store};
 
     fn offer(id: &str, hash: u8) -> NewOffer {
         NewOffer {
@@ -780,9 +799,10 @@ mod tests {
         .await
         .unwrap();
         drop(jobs);
-        let db = direct::open(&dir.path().join("t.db")).unwrap();
+        let file = dir.path().join("t.db");
+        let db = direct::open(&file).unwrap();
         let lock = WriteLock::default();
-        tokio::task::spawn_blocking(move || direct_loop(db, queue, &lock))
+        tokio::task::spawn_blocking(move || direct_loop(db, &file, queue, &lock))
             .await
             .unwrap();
 

@@ -21,7 +21,7 @@ use crate::audit::AuditEvent;
 
 /// The sealed-claims column once `configuration`'s claims are removed
 /// (`None` when nothing is left).
-fn without_configuration(stored: Option<String>, configuration: &str) -> Option<String> {
+pub(super) fn without_configuration(stored: Option<String>, configuration: &str) -> Option<String> {
     let mut sealed: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&stored?).ok()?;
     sealed.remove(configuration);
@@ -30,7 +30,7 @@ fn without_configuration(stored: Option<String>, configuration: &str) -> Option<
 
 /// One `credential.issued` entry per credential: configuration, format,
 /// kid, holder key thumbprint and the credential's SHA-256; never a claim.
-fn issued_events(issuance: &NewIssuance) -> Vec<AuditEvent> {
+pub(super) fn issued_events(issuance: &NewIssuance) -> Vec<AuditEvent> {
     issuance
         .credentials
         .iter()
@@ -69,16 +69,15 @@ fn notification_event(record: &IssuanceRecord, notification_id: &str, event: &st
 }
 
 /// Whether `row`'s token facts make `jti` the offer's live token.
-fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Option<i64>) -> bool {
+pub(super) fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Option<i64>) -> bool {
     token_jti.as_deref() == Some(jti) && revoked_at.is_none()
 }
 
 /// The issuance methods of one backend: the SQL is written once with `?`
-/// placeholders (numbered for PostgreSQL by `$sql`); `$lock` locks the
-/// offer's row where the backend has row locks; `$append` appends one
+/// placeholders (numbered for PostgreSQL by `$sql`); `$append` appends one
 /// audit entry inside the transaction.
 macro_rules! issuance_methods {
-    ($store:ty, $conn:ty, $sql:expr, $lock:expr, $append:path) => {
+    ($store:ty, $sql:expr, $append:path) => {
         impl $store {
     pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'")))
@@ -99,85 +98,6 @@ macro_rules! issuance_methods {
         .fetch_optional(&self.pool)
         .await?;
         Ok(found.is_some())
-    }
-
-    /// `record_issuance` inside the caller's write transaction. Writes
-    /// nothing unless the outcome is `Issued`, except on `HolderKeyUsed`,
-    /// after which the caller must roll back what it wrote.
-    pub(super) async fn record_issuance_in(
-        tx: &mut $conn,
-        issuance: &NewIssuance,
-        now: i64,
-    ) -> Result<IssueOutcome, StoreError> {
-        let offer = sqlx::query(sqlx::AssertSqlSafe($sql(&format!("SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
-             WHERE id = ? AND state = 'redeemed'{}", $lock))))
-        .bind(&issuance.offer_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(offer) = offer else {
-            return Ok(IssueOutcome::TokenRevoked);
-        };
-        if !token_is_live(
-            &issuance.token_jti,
-            offer.try_get("token_jti")?,
-            offer.try_get("token_revoked_at")?,
-        ) {
-            return Ok(IssueOutcome::TokenRevoked);
-        }
-        let inserted = sqlx::query(sqlx::AssertSqlSafe($sql("INSERT INTO credential_issuances \
-             (offer_id, configuration_id, token_jti, notification_id, issued_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING")))
-        .bind(&issuance.offer_id)
-        .bind(&issuance.configuration_id)
-        .bind(&issuance.token_jti)
-        .bind(&issuance.notification_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(IssueOutcome::AlreadyIssued);
-        }
-        let subject: Option<String> = offer.try_get("subject")?;
-        let remaining =
-            without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
-        sqlx::query(sqlx::AssertSqlSafe($sql("UPDATE offers SET claims_sealed = ? WHERE id = ?")))
-            .bind(remaining)
-            .bind(&issuance.offer_id)
-            .execute(&mut *tx)
-            .await?;
-        for c in &issuance.credentials {
-            let inserted = sqlx::query(sqlx::AssertSqlSafe($sql("INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
-                 sha256, issued_at, expires_at, subject, status_list, status_index) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")))
-            .bind(&c.id)
-            .bind(&issuance.offer_id)
-            .bind(&issuance.configuration_id)
-            .bind(&c.format)
-            .bind(&c.kid)
-            .bind(&c.holder_jkt)
-            .bind(&c.sha256)
-            .bind(c.issued_at)
-            .bind(c.expires_at)
-            .bind(&subject)
-            .bind(c.status.as_ref().map(|(list, _)| list.as_str()))
-            .bind(c.status.as_ref().map(|(_, index)| *index))
-            .execute(&mut *tx)
-            .await;
-            // Only the SD-JWT holder-key index can conflict here (ids are
-            // random). The caller undoes the issuance row.
-            match inserted {
-                Ok(_) => {}
-                Err(e) => match StoreError::from(e) {
-                    StoreError::Conflict(_) => return Ok(IssueOutcome::HolderKeyUsed),
-                    other => return Err(other),
-                },
-            }
-        }
-        for event in issued_events(issuance) {
-            $append(&mut *tx, &event, now).await?;
-        }
-        Ok(IssueOutcome::Issued)
     }
 
     pub(super) async fn record_notification(
@@ -222,22 +142,100 @@ macro_rules! issuance_methods {
     };
 }
 
-issuance_methods!(
-    SqliteStore,
-    sqlx::SqliteConnection,
-    same,
-    "",
-    super::sqlite::append_audit
-);
+issuance_methods!(SqliteStore, same, super::sqlite::append_audit);
 // PostgreSQL also locks the offer's row; its writer lock serialises the
 // transaction anyway, and the primary key refuses a second issuance.
-issuance_methods!(
-    PgStore,
-    sqlx::PgConnection,
-    numbered,
-    " FOR UPDATE",
-    super::postgres::append_audit
-);
+issuance_methods!(PgStore, numbered, super::postgres::append_audit);
+
+/// SQLite records issuances in its group commit (`direct.rs`).
+impl PgStore {
+    /// `record_issuance` inside the caller's write transaction. Writes
+    /// nothing unless the outcome is `Issued`, except on `HolderKeyUsed`,
+    /// after which the caller must roll back what it wrote.
+    pub(super) async fn record_issuance_in(
+        tx: &mut sqlx::PgConnection,
+        issuance: &NewIssuance,
+        now: i64,
+    ) -> Result<IssueOutcome, StoreError> {
+        let offer = sqlx::query(sqlx::AssertSqlSafe(numbered(
+            "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
+             WHERE id = ? AND state = 'redeemed' FOR UPDATE",
+        )))
+        .bind(&issuance.offer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(offer) = offer else {
+            return Ok(IssueOutcome::TokenRevoked);
+        };
+        if !token_is_live(
+            &issuance.token_jti,
+            offer.try_get("token_jti")?,
+            offer.try_get("token_revoked_at")?,
+        ) {
+            return Ok(IssueOutcome::TokenRevoked);
+        }
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(numbered(
+            "INSERT INTO credential_issuances \
+             (offer_id, configuration_id, token_jti, notification_id, issued_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
+        )))
+        .bind(&issuance.offer_id)
+        .bind(&issuance.configuration_id)
+        .bind(&issuance.token_jti)
+        .bind(&issuance.notification_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(IssueOutcome::AlreadyIssued);
+        }
+        let subject: Option<String> = offer.try_get("subject")?;
+        let remaining =
+            without_configuration(offer.try_get("claims_sealed")?, &issuance.configuration_id);
+        sqlx::query(sqlx::AssertSqlSafe(numbered(
+            "UPDATE offers SET claims_sealed = ? WHERE id = ?",
+        )))
+        .bind(remaining)
+        .bind(&issuance.offer_id)
+        .execute(&mut *tx)
+        .await?;
+        for c in &issuance.credentials {
+            let inserted = sqlx::query(sqlx::AssertSqlSafe(numbered(
+                "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
+                 sha256, issued_at, expires_at, subject, status_list, status_index) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )))
+            .bind(&c.id)
+            .bind(&issuance.offer_id)
+            .bind(&issuance.configuration_id)
+            .bind(&c.format)
+            .bind(&c.kid)
+            .bind(&c.holder_jkt)
+            .bind(&c.sha256)
+            .bind(c.issued_at)
+            .bind(c.expires_at)
+            .bind(&subject)
+            .bind(c.status.as_ref().map(|(list, _)| list.as_str()))
+            .bind(c.status.as_ref().map(|(_, index)| *index))
+            .execute(&mut *tx)
+            .await;
+            // Only the SD-JWT holder-key index can conflict here (ids are
+            // random). The caller undoes the issuance row.
+            match inserted {
+                Ok(_) => {}
+                Err(e) => match StoreError::from(e) {
+                    StoreError::Conflict(_) => return Ok(IssueOutcome::HolderKeyUsed),
+                    other => return Err(other),
+                },
+            }
+        }
+        for event in issued_events(issuance) {
+            super::postgres::append_audit(&mut *tx, &event, now).await?;
+        }
+        Ok(IssueOutcome::Issued)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,9 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::group_commit::{Applied, BatchedWrite, Consume, Done, Job, MAX_BATCH, Plan, QUEUE};
+use super::group_commit::{
+    Applied, BatchError, BatchedWrite, Consume, Done, Job, MAX_BATCH, Plan, QUEUE,
+};
 use super::group_commit::{answer, drop_abandoned, finished};
 use super::postgres::lock_writers;
 use super::sqlite::{chain_entries, pin_attempt};
@@ -60,17 +62,22 @@ async fn commit_loop(writer: PgPool, mut queue: mpsc::Receiver<Job>) {
         }
         let writes: Vec<&BatchedWrite> = batch.iter().map(|j| &j.write).collect();
         let outcome = match commit(&writer, &writes).await {
-            Err(_) if writes.len() > 1 => {
+            Ok(results) => Ok(results),
+            // As SQLite's: tried one by one only when one write may be to
+            // blame, never after a commit whose outcome is unknown.
+            Err(e) if writes.len() > 1 && e.may_be_one_writes() => {
                 let mut results = Vec::with_capacity(writes.len());
                 for write in &writes {
-                    results.push(commit(&writer, &[write]).await.and_then(|mut r| {
-                        r.pop()
-                            .unwrap_or_else(|| Err(StoreError::Internal("empty batch".into())))
-                    }));
+                    results.push(match commit(&writer, &[write]).await {
+                        Ok(mut r) => r
+                            .pop()
+                            .unwrap_or_else(|| Err(StoreError::Internal("empty batch".into()))),
+                        Err(e) => Err(e.into_store_error()),
+                    });
                 }
                 Ok(results)
             }
-            outcome => outcome,
+            Err(e) => Err(e.into_store_error()),
         };
         answer(&mut batch, outcome);
     }
@@ -81,9 +88,9 @@ async fn commit_loop(writer: PgPool, mut queue: mpsc::Receiver<Job>) {
 async fn commit(
     writer: &PgPool,
     writes: &[&BatchedWrite],
-) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Applied, StoreError>>, BatchError> {
     let plan = Plan::new(writes);
-    let mut tx = writer.begin().await?;
+    let mut tx = writer.begin().await.map_err(StoreError::from)?;
     lock_writers(&mut tx).await?;
     let mut done = Done::default();
     if !plan.inserts.is_empty() {
@@ -101,7 +108,9 @@ async fn commit(
     }
     let (results, events) = plan.outcome(done);
     append_audit_entries(&mut tx, &events).await?;
-    tx.commit().await?;
+    tx.commit()
+        .await
+        .map_err(|e| BatchError::Commit(e.into()))?;
     Ok(finished(results))
 }
 

@@ -62,14 +62,22 @@ pub(super) async fn append_audit(
 pub(super) struct WriteTx {
     conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
     committed: bool,
-    /// The process's turn to write (see [`WriteLock`]); released after the
-    /// connection is given back.
+    /// The process's turn to write (see [`WriteLock`]). A transaction
+    /// dropped uncommitted gives it up while its connection is still being
+    /// closed in the background; the direct writer's busy handler waits
+    /// those microseconds out (`direct::open`).
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
+/// Longest wait for the process's turn to write before the write fails
+/// (`Unavailable`), as long as the pool's wait for its connection.
+const TURN_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl WriteTx {
     pub(super) async fn begin(writer: &SqlitePool, lock: &WriteLock) -> Result<Self, StoreError> {
-        let turn = lock.clone().lock_owned().await;
+        let turn = tokio::time::timeout(TURN_TIMEOUT, lock.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer is busy".to_owned()))?;
         let mut tx = WriteTx {
             conn: writer.acquire().await?,
             committed: false,
@@ -107,24 +115,6 @@ impl Drop for WriteTx {
             self.conn.close_on_drop();
         }
     }
-}
-
-/// Records a proof's replay key inside the caller's write transaction;
-/// false if it was recorded before.
-pub(super) async fn record_proof_jti_in(
-    conn: &mut SqliteConnection,
-    key: &[u8; 32],
-    keep_until: i64,
-) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(key.to_vec())
-    .bind(keep_until)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
 }
 
 /// A reserved attempt from its stored counters.
@@ -310,7 +300,7 @@ impl SqliteStore {
             .await
             .map_err(opening)?;
         let write_lock = WriteLock::default();
-        let batch = GroupCommit::start(writer.clone(), &file, write_lock.clone())?;
+        let batch = GroupCommit::start(&file, write_lock.clone())?;
         Ok(SqliteStore {
             pool,
             writer,

@@ -64,7 +64,7 @@ fn status_event(record: &CredentialRecord, from: CredentialStatus, by: &str) -> 
 }
 
 macro_rules! status_methods {
-    ($store:ty, $row:ty, $conn:ty, $sql:expr, $append:path) => {
+    ($store:ty, $row:ty, $sql:expr, $append:path) => {
         impl $store {
             fn credential_from_row(row: &$row) -> Result<CredentialRecord, StoreError> {
                 let status: String = row.try_get("status")?;
@@ -86,57 +86,6 @@ macro_rules! status_methods {
                     expires_at: row.try_get("expires_at")?,
                     status_changed_at: row.try_get("status_changed_at")?,
                 })
-            }
-
-            /// `reserve_status_slots` inside the caller's write transaction.
-            pub(super) async fn reserve_status_slots_in(
-                tx: &mut $conn,
-                kind: StatusListKind,
-                count: i64,
-                size: i64,
-                now: i64,
-            ) -> Result<Vec<StatusSlot>, StoreError> {
-                let open = sqlx::query(sqlx::AssertSqlSafe($sql(
-                    "SELECT id, allocated FROM status_lists WHERE kind = ? AND allocated + ? <= size \
-                     ORDER BY created_at DESC, id DESC LIMIT 1",
-                )))
-                .bind(kind.as_str())
-                .bind(count)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let (list_id, first) = match open {
-                    Some(row) => (row.try_get::<String, _>("id")?, row.try_get::<i64, _>("allocated")?),
-                    None => {
-                        // The current list is full: open the next.
-                        let lists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe($sql(
-                            "SELECT COUNT(*) FROM status_lists WHERE kind = ?",
-                        )))
-                        .bind(kind.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        let id = format!("{}{}", kind.prefix(), lists + 1);
-                        sqlx::query(sqlx::AssertSqlSafe($sql(
-                            "INSERT INTO status_lists (id, kind, size, created_at) VALUES (?, ?, ?, ?)",
-                        )))
-                        .bind(&id)
-                        .bind(kind.as_str())
-                        .bind(size)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        (id, 0)
-                    }
-                };
-                sqlx::query(sqlx::AssertSqlSafe($sql(
-                    "UPDATE status_lists SET allocated = allocated + ? WHERE id = ?",
-                )))
-                .bind(count)
-                .bind(&list_id)
-                .execute(&mut *tx)
-                .await?;
-                Ok((first..first + count)
-                    .map(|n| StatusSlot { list_id: list_id.clone(), n })
-                    .collect())
             }
 
             pub(super) async fn credential(
@@ -354,17 +303,75 @@ pub(super) fn same(sql: &str) -> String {
 status_methods!(
     SqliteStore,
     sqlx::sqlite::SqliteRow,
-    sqlx::SqliteConnection,
     same,
     super::sqlite::append_audit
 );
 status_methods!(
     PgStore,
     sqlx::postgres::PgRow,
-    sqlx::PgConnection,
     numbered,
     super::postgres::append_audit
 );
+
+/// SQLite reserves places in its group commit (`direct.rs`).
+impl PgStore {
+    /// `reserve_status_slots` inside the caller's write transaction.
+    pub(super) async fn reserve_status_slots_in(
+        tx: &mut sqlx::PgConnection,
+        kind: StatusListKind,
+        count: i64,
+        size: i64,
+        now: i64,
+    ) -> Result<Vec<StatusSlot>, StoreError> {
+        let open = sqlx::query(sqlx::AssertSqlSafe(numbered(
+            "SELECT id, allocated FROM status_lists WHERE kind = ? AND allocated + ? <= size \
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )))
+        .bind(kind.as_str())
+        .bind(count)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (list_id, first) = match open {
+            Some(row) => (
+                row.try_get::<String, _>("id")?,
+                row.try_get::<i64, _>("allocated")?,
+            ),
+            None => {
+                // The current list is full: open the next.
+                let lists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(numbered(
+                    "SELECT COUNT(*) FROM status_lists WHERE kind = ?",
+                )))
+                .bind(kind.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                let id = format!("{}{}", kind.prefix(), lists + 1);
+                sqlx::query(sqlx::AssertSqlSafe(numbered(
+                    "INSERT INTO status_lists (id, kind, size, created_at) VALUES (?, ?, ?, ?)",
+                )))
+                .bind(&id)
+                .bind(kind.as_str())
+                .bind(size)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                (id, 0)
+            }
+        };
+        sqlx::query(sqlx::AssertSqlSafe(numbered(
+            "UPDATE status_lists SET allocated = allocated + ? WHERE id = ?",
+        )))
+        .bind(count)
+        .bind(&list_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok((first..first + count)
+            .map(|n| StatusSlot {
+                list_id: list_id.clone(),
+                n,
+            })
+            .collect())
+    }
+}
 
 #[cfg(test)]
 mod tests {
