@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use super::direct;
 use super::group_commit::{Applied, BatchedWrite, GroupCommit, WriteLock};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
@@ -35,9 +36,11 @@ pub struct SqliteStore {
     /// commit's included.
     write_lock: WriteLock,
     batch: GroupCommit,
+    /// The database file, for the readers each worker thread opens.
+    file: std::sync::Arc<std::path::Path>,
 }
 
-const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
+pub(super) const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
      attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
      token_revoked_at";
 
@@ -306,6 +309,7 @@ impl SqliteStore {
             writer,
             write_lock,
             batch,
+            file: file.into(),
         })
     }
 
@@ -375,12 +379,7 @@ impl SqliteStore {
         &self,
         code_hash: &[u8; 32],
     ) -> Result<Option<OfferRecord>, StoreError> {
-        let sql = offer_select("WHERE code_hash = ?");
-        let row = sqlx::query(sql)
-            .bind(code_hash.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(offer_from_row).transpose()
+        direct::find_offer_by_code_hash(&self.file, code_hash)
     }
 
     pub(super) async fn find_offer_by_ref_hash(
