@@ -160,7 +160,7 @@ pub(super) fn reserve_pin_attempt(
     id: &str,
     now: i64,
 ) -> Result<Option<PinAttempt>, StoreError> {
-    let mut statement = db.prepare(
+    let mut statement = db.prepare_cached(
         "UPDATE offers SET attempts = attempts + 1 \
          WHERE id = ? AND state = 'pending' AND expires_at > ? AND attempts < max_attempts \
          RETURNING attempts, max_attempts",
@@ -216,7 +216,8 @@ pub(super) fn append_audit_entries(
     if events.is_empty() {
         return Ok(());
     }
-    let mut head = db.prepare("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?;
+    let mut head =
+        db.prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?;
     let mut found = head.query(())?;
     let head = match found.next()? {
         Some(row) => Some((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
@@ -257,10 +258,11 @@ pub(super) fn record_proof_jti(
     key: &[u8; 32],
     keep_until: i64,
 ) -> Result<bool, StoreError> {
-    let inserted = db.execute(
-        "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-        (key.as_slice(), keep_until),
-    )?;
+    let inserted = db
+        .prepare_cached(
+            "INSERT INTO proof_jtis (key, keep_until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        )?
+        .execute((key.as_slice(), keep_until))?;
     Ok(inserted == 1)
 }
 
@@ -274,7 +276,7 @@ pub(super) fn reserve_status_slots(
     now: i64,
 ) -> Result<Vec<StatusSlot>, StoreError> {
     let open = db
-        .prepare(
+        .prepare_cached(
             "SELECT id, allocated FROM status_lists WHERE kind = ? AND allocated + ? <= size \
              ORDER BY created_at DESC, id DESC LIMIT 1",
         )?
@@ -298,10 +300,8 @@ pub(super) fn reserve_status_slots(
             (id, 0)
         }
     };
-    db.execute(
-        "UPDATE status_lists SET allocated = allocated + ? WHERE id = ?",
-        (count, &list_id),
-    )?;
+    db.prepare_cached("UPDATE status_lists SET allocated = allocated + ? WHERE id = ?")?
+        .execute((count, &list_id))?;
     Ok((first..first + count)
         .map(|n| StatusSlot {
             list_id: list_id.clone(),
@@ -323,7 +323,7 @@ pub(super) fn record_issuance(
     now: i64,
 ) -> Result<(IssueOutcome, Vec<AuditEvent>), StoreError> {
     let offer = db
-        .prepare(
+        .prepare_cached(
             "SELECT token_jti, token_revoked_at, claims_sealed, subject FROM offers \
              WHERE id = ? AND state = 'redeemed'",
         )?
@@ -342,29 +342,28 @@ pub(super) fn record_issuance(
     if !token_is_live(&issuance.token_jti, token_jti, revoked_at) {
         return Ok((IssueOutcome::TokenRevoked, Vec::new()));
     }
-    let inserted = db.execute(
-        "INSERT INTO credential_issuances \
-         (offer_id, configuration_id, token_jti, notification_id, issued_at) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
-        (
+    let inserted = db
+        .prepare_cached(
+            "INSERT INTO credential_issuances \
+             (offer_id, configuration_id, token_jti, notification_id, issued_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_id, configuration_id) DO NOTHING",
+        )?
+        .execute((
             &issuance.offer_id,
             &issuance.configuration_id,
             &issuance.token_jti,
             &issuance.notification_id,
             now,
-        ),
-    )?;
+        ))?;
     if inserted == 0 {
         return Ok((IssueOutcome::AlreadyIssued, Vec::new()));
     }
-    db.execute(
-        "UPDATE offers SET claims_sealed = ? WHERE id = ?",
-        (
+    db.prepare_cached("UPDATE offers SET claims_sealed = ? WHERE id = ?")?
+        .execute((
             without_configuration(sealed, &issuance.configuration_id),
             &issuance.offer_id,
-        ),
-    )?;
-    let mut insert = db.prepare(
+        ))?;
+    let mut insert = db.prepare_cached(
         "INSERT INTO credentials (id, offer_id, configuration_id, format, kid, holder_jkt, \
          sha256, issued_at, expires_at, subject, status_list, status_index) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
