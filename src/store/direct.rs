@@ -416,28 +416,50 @@ pub(super) fn find_offer_by_code_hash(
     file: &Path,
     code_hash: &[u8; 32],
 ) -> Result<Option<OfferRecord>, StoreError> {
+    with_reader(file, |db| {
+        db.prepare_cached(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers WHERE code_hash = ?"
+        ))?
+        .query_row([code_hash.as_slice()], offer_from_row)
+        .optional()
+    })?
+    .transpose()
+}
+
+/// Whether `sql` (a `SELECT` of one constant) finds a row, read on the
+/// calling thread like [`find_offer_by_code_hash`].
+pub(super) fn exists<P: rusqlite::Params>(
+    file: &Path,
+    sql: &str,
+    params: P,
+) -> Result<bool, StoreError> {
+    with_reader(file, |db| {
+        Ok(db
+            .prepare_cached(sql)?
+            .query_row(params, |_| Ok(()))
+            .optional()?
+            .is_some())
+    })
+}
+
+/// Runs `read` on this thread's reader of `file`, opened on first use. A
+/// reader that failed is not kept.
+fn with_reader<T>(
+    file: &Path,
+    read: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, StoreError> {
     READER.with(|reader| {
         let mut reader = reader.borrow_mut();
         if reader.as_ref().is_none_or(|(path, _)| path != file) {
             *reader = Some((file.to_owned(), open_reader(file)?));
         }
         let Some((_, db)) = reader.as_ref() else {
-            return Err(StoreError::Internal("no reader".into()));
+            return Err(StoreError::Internal("no SQLite reader".into()));
         };
-        let found = db
-            .prepare_cached(&format!(
-                "SELECT {OFFER_COLUMNS} FROM offers WHERE code_hash = ?"
-            ))?
-            .query_row([code_hash.as_slice()], offer_from_row)
-            .optional();
-        match found {
-            Ok(offer) => offer.transpose(),
-            Err(e) => {
-                // A reader in an unknown state is not kept.
-                *reader = None;
-                Err(e.into())
-            }
-        }
+        read(db).map_err(|e| {
+            *reader = None;
+            e.into()
+        })
     })
 }
 

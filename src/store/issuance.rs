@@ -79,27 +79,6 @@ pub(super) fn token_is_live(jti: &str, token_jti: Option<String>, revoked_at: Op
 macro_rules! issuance_methods {
     ($store:ty, $sql:expr, $append:path) => {
         impl $store {
-    pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'")))
-        .bind(holder_jkt)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
-    pub(super) async fn is_issued(
-        &self,
-        offer_id: &str,
-        configuration_id: &str,
-    ) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql("SELECT CAST(1 AS BIGINT) FROM credential_issuances WHERE offer_id = ? AND configuration_id = ?")))
-        .bind(offer_id)
-        .bind(configuration_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
-    }
-
     pub(super) async fn record_notification(
         &self,
         notification_id: &str,
@@ -146,6 +125,53 @@ issuance_methods!(SqliteStore, same, super::sqlite::append_audit);
 // PostgreSQL also locks the offer's row; its writer lock serialises the
 // transaction anyway, and the primary key refuses a second issuance.
 issuance_methods!(PgStore, numbered, super::postgres::append_audit);
+
+/// Whether an SD-JWT VC credential already binds a holder key.
+const HOLDER_KEY_BOUND: &str =
+    "SELECT 1 FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'";
+/// Whether a configuration of an offer was issued.
+const ISSUED: &str =
+    "SELECT 1 FROM credential_issuances WHERE offer_id = ? AND configuration_id = ?";
+
+/// Both asked by every credential request before it signs: read on the
+/// request's own thread (`direct.rs`).
+impl SqliteStore {
+    pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
+        super::direct::exists(&self.file, HOLDER_KEY_BOUND, [holder_jkt])
+    }
+
+    pub(super) async fn is_issued(
+        &self,
+        offer_id: &str,
+        configuration_id: &str,
+    ) -> Result<bool, StoreError> {
+        super::direct::exists(&self.file, ISSUED, [offer_id, configuration_id])
+    }
+}
+
+impl PgStore {
+    pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
+        let found: Option<i32> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(numbered(HOLDER_KEY_BOUND)))
+                .bind(holder_jkt)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn is_issued(
+        &self,
+        offer_id: &str,
+        configuration_id: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(numbered(ISSUED)))
+            .bind(offer_id)
+            .bind(configuration_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+}
 
 /// SQLite records issuances in its group commit (`direct.rs`).
 impl PgStore {

@@ -37,7 +37,7 @@ pub struct SqliteStore {
     write_lock: WriteLock,
     batch: GroupCommit,
     /// The database file, for the readers each worker thread opens.
-    file: std::sync::Arc<std::path::Path>,
+    pub(super) file: std::sync::Arc<std::path::Path>,
 }
 
 pub(super) const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
