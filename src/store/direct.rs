@@ -64,13 +64,30 @@ fn wait_briefly(attempts: i32) -> bool {
 }
 
 const BUSY_POLL: Duration = Duration::from_micros(100);
+
+/// A reader's busy handler. A WAL reader is refused only while another
+/// connection recovers the WAL or holds the file exclusively (an operator's
+/// shell): it runs on a request's worker thread, so it gives up after
+/// about 5 ms (`Unavailable`) instead of stalling the worker.
+fn wait_a_moment(attempts: i32) -> bool {
+    std::thread::sleep(BUSY_POLL);
+    attempts < 50
+}
 /// 5 s of [`BUSY_POLL`]s (sleeps overshoot, so in practice a little more).
 const BUSY_ATTEMPTS: i32 = 50_000;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
+        let unique = matches!(
+            &err,
+            rusqlite::Error::SqliteFailure(e, _)
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        );
+        if unique {
+            return StoreError::Conflict(err.to_string());
+        }
         match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(err.to_string()),
             Some(
                 rusqlite::ErrorCode::DatabaseBusy
                 | rusqlite::ErrorCode::DatabaseLocked
@@ -224,6 +241,21 @@ pub(super) fn append_audit_entries(
         None => None,
     };
     let entries = chain_entries(head, events)?;
+    // In statements of at most AUDIT_ROWS rows: SQLite takes at most 32,766
+    // values in one, and a batch of issuances of many credentials each can
+    // carry more entries than that.
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        let chunk: Vec<ChainedEntry<'_>> = entries.by_ref().take(AUDIT_ROWS).collect();
+        insert_audit_rows(db, chunk)?;
+    }
+    Ok(())
+}
+
+/// Audit rows per INSERT (7 values each).
+const AUDIT_ROWS: usize = 1_000;
+
+fn insert_audit_rows(db: &Connection, entries: Vec<ChainedEntry<'_>>) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) VALUES {}",
         rows("(?, ?, ?, ?, ?, ?, ?)", entries.len())
@@ -469,7 +501,7 @@ fn open_reader(file: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", file.display())))?;
-    db.busy_handler(Some(wait_briefly))?;
+    db.busy_handler(Some(wait_a_moment))?;
     db.execute_batch(&format!("PRAGMA cache_size = {READER_CACHE_KIB};"))?;
     Ok(db)
 }

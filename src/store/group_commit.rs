@@ -361,16 +361,27 @@ fn commit_direct(
         if !runs_alone(write) {
             continue;
         }
-        let savepoint = tx.savepoint()?;
+        let mut savepoint = tx.savepoint()?;
         match apply_alone(&savepoint, write) {
             Ok((true, applied, entries)) => {
                 savepoint.commit()?;
                 events.extend(entries.into_iter().map(|e| (write_time(write), e)));
                 results[i] = Some(Ok(applied));
             }
-            // Dropping the savepoint rolls its changes back.
-            Ok((false, applied, _)) => results[i] = Some(Ok(applied)),
-            Err(e) => results[i] = Some(Err(e)),
+            outcome => {
+                // Undone explicitly: dropping would swallow a failure.
+                savepoint.rollback()?;
+                savepoint.commit()?;
+                results[i] = Some(outcome.map(|(_, applied, _)| applied));
+            }
+        }
+        // Some failures (a full disk, an I/O error) make SQLite roll the
+        // whole transaction back on its own: then nothing of the batch
+        // stands, and nothing more may be written outside it.
+        if tx.is_autocommit() {
+            return Err(BatchError::Statement(StoreError::Unavailable(
+                "the batch's transaction was rolled back by SQLite".into(),
+            )));
         }
     }
     direct::append_audit_entries(&tx, &events)?;

@@ -973,6 +973,15 @@ impl SqliteStore {
 
     pub(super) async fn close(&self) {
         self.batch.close().await;
+        // Worker threads' readers may still be open, so the last close
+        // would not fold the WAL in: fold it in and empty it now, so the
+        // database file alone holds every commit once notary has stopped.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+        {
+            tracing::warn!(error = %e, "folding the WAL into the database file at close failed");
+        }
         self.pool.close().await;
         self.writer.close().await;
     }
