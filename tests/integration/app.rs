@@ -368,7 +368,26 @@ pub async fn audit_rows(config: &Path) -> String {
         .collect()
 }
 
+/// A port for a server under test, below the kernel's ephemeral range
+/// (32768 and up by default). A port the kernel hands out for `:0` comes
+/// from that range, which every outgoing connection of the tests running
+/// alongside (clients, database connections) draws from too: one of them
+/// could take it between this choice and the server's bind ("Address
+/// already in use", a server that never becomes ready). Here each process
+/// walks its own stretch of 10000..32000 from a start given by its pid,
+/// tests in it share the walk, and a port something holds is skipped.
 fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + step) % SPAN).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
