@@ -120,6 +120,65 @@ pub enum Applied {
     Issuance(IssueOutcome),
 }
 
+impl BatchedWrite {
+    /// A new offer and its `offer.created` entry.
+    pub fn insert_offer(offer: &NewOffer, event: AuditEvent) -> Self {
+        BatchedWrite::InsertOffer {
+            offer: Box::new(offer.clone()),
+            event,
+        }
+    }
+
+    /// Counting a PIN attempt on offer `id`.
+    pub fn reserve_pin_attempt(id: &str, now: i64) -> Self {
+        BatchedWrite::ReservePinAttempt {
+            id: id.to_owned(),
+            now,
+        }
+    }
+
+    /// Redeeming offer `id` for `token`.
+    pub fn consume_offer(id: &str, token: &IssuedToken, release_attempt: bool, now: i64) -> Self {
+        BatchedWrite::ConsumeOffer {
+            id: id.to_owned(),
+            token: token.clone(),
+            release_attempt,
+            now,
+        }
+    }
+}
+
+impl Applied {
+    /// The answer to an `InsertOffer`.
+    pub fn inserted(self) -> Result<(), StoreError> {
+        match self {
+            Applied::Inserted => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The answer to a `ReservePinAttempt`.
+    pub fn reserved(self) -> Result<Option<PinAttempt>, StoreError> {
+        match self {
+            Applied::Reserved(attempt) => Ok(attempt),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The answer to a `ConsumeOffer`.
+    pub fn consumed(self) -> Result<bool, StoreError> {
+        match self {
+            Applied::Consumed(won) => Ok(won),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// A write answered with another write's kind of result.
+    pub fn unexpected(self) -> StoreError {
+        StoreError::Internal(format!("unexpected batched write result {self:?}"))
+    }
+}
+
 /// A write and where its result goes.
 pub(super) struct Job {
     pub write: BatchedWrite,

@@ -13,9 +13,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::group_commit::{Applied, BatchedWrite};
+use super::group_commit::BatchedWrite;
 use super::pg_batch::PgGroupCommit;
-use super::sqlite::{locked_event, next_seq, unexpected, wrong_pin_event, wrong_pin_outcome};
+use super::sqlite::{locked_event, next_seq, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
     KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
@@ -231,17 +231,10 @@ impl PgStore {
         offer: &NewOffer,
         event: AuditEvent,
     ) -> Result<(), StoreError> {
-        match self
-            .batch
-            .submit(BatchedWrite::InsertOffer {
-                offer: Box::new(offer.clone()),
-                event,
-            })
+        self.batch
+            .submit(BatchedWrite::insert_offer(offer, event))
             .await?
-        {
-            Applied::Inserted => Ok(()),
-            other => Err(unexpected(other)),
-        }
+            .inserted()
     }
 
     pub(super) async fn find_offer_by_code_hash(
@@ -422,17 +415,10 @@ impl PgStore {
         id: &str,
         now: i64,
     ) -> Result<Option<PinAttempt>, StoreError> {
-        match self
-            .batch
-            .submit(BatchedWrite::ReservePinAttempt {
-                id: id.to_owned(),
-                now,
-            })
+        self.batch
+            .submit(BatchedWrite::reserve_pin_attempt(id, now))
             .await?
-        {
-            Applied::Reserved(attempt) => Ok(attempt),
-            other => Err(unexpected(other)),
-        }
+            .reserved()
     }
 
     pub(super) async fn record_wrong_pin(
@@ -466,19 +452,10 @@ impl PgStore {
         release_attempt: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
-        match self
-            .batch
-            .submit(BatchedWrite::ConsumeOffer {
-                id: id.to_owned(),
-                token: token.clone(),
-                release_attempt,
-                now,
-            })
+        self.batch
+            .submit(BatchedWrite::consume_offer(id, token, release_attempt, now))
             .await?
-        {
-            Applied::Consumed(won) => Ok(won),
-            other => Err(unexpected(other)),
-        }
+            .consumed()
     }
 
     pub(super) async fn revoke_token_of_replayed_offer(

@@ -227,11 +227,6 @@ pub(super) fn next_seq(seq: i64) -> Result<i64, StoreError> {
     })
 }
 
-/// The group commit answered a write with another write's kind of result.
-pub(super) fn unexpected(applied: Applied) -> StoreError {
-    StoreError::Internal(format!("unexpected batched write result {applied:?}"))
-}
-
 /// The audit entry of a wrong PIN (its count, never the PIN).
 pub(super) fn wrong_pin_event(id: &str, attempt: PinAttempt) -> AuditEvent {
     AuditEvent::new(
@@ -364,15 +359,9 @@ impl SqliteStore {
         event: AuditEvent,
     ) -> Result<(), StoreError> {
         self.batch
-            .submit(BatchedWrite::InsertOffer {
-                offer: Box::new(offer.clone()),
-                event,
-            })
-            .await
-            .and_then(|applied| match applied {
-                Applied::Inserted => Ok(()),
-                other => Err(unexpected(other)),
-            })
+            .submit(BatchedWrite::insert_offer(offer, event))
+            .await?
+            .inserted()
     }
 
     pub(super) async fn find_offer_by_code_hash(
@@ -422,7 +411,7 @@ impl SqliteStore {
             .await?
         {
             Applied::ProofJti(new) => Ok(new),
-            other => Err(unexpected(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -437,7 +426,7 @@ impl SqliteStore {
         };
         match self.batch.submit(write).await? {
             Applied::Issuance(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -456,7 +445,7 @@ impl SqliteStore {
         };
         match self.batch.submit(write).await? {
             Applied::StatusSlots(slots) => Ok(slots),
-            other => Err(unexpected(other)),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -553,17 +542,10 @@ impl SqliteStore {
         id: &str,
         now: i64,
     ) -> Result<Option<PinAttempt>, StoreError> {
-        match self
-            .batch
-            .submit(BatchedWrite::ReservePinAttempt {
-                id: id.to_owned(),
-                now,
-            })
+        self.batch
+            .submit(BatchedWrite::reserve_pin_attempt(id, now))
             .await?
-        {
-            Applied::Reserved(attempt) => Ok(attempt),
-            other => Err(unexpected(other)),
-        }
+            .reserved()
     }
 
     pub(super) async fn record_wrong_pin(
@@ -598,19 +580,10 @@ impl SqliteStore {
         release_attempt: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
-        match self
-            .batch
-            .submit(BatchedWrite::ConsumeOffer {
-                id: id.to_owned(),
-                token: token.clone(),
-                release_attempt,
-                now,
-            })
+        self.batch
+            .submit(BatchedWrite::consume_offer(id, token, release_attempt, now))
             .await?
-        {
-            Applied::Consumed(won) => Ok(won),
-            other => Err(unexpected(other)),
-        }
+            .consumed()
     }
 
     pub(super) async fn revoke_token_of_replayed_offer(
