@@ -9,6 +9,7 @@ mod direct;
 mod group_commit;
 mod issuance;
 pub mod model;
+mod pg_audit;
 mod pg_batch;
 mod postgres;
 mod rows;

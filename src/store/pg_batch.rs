@@ -1,16 +1,19 @@
 //! Group commit for PostgreSQL: the redemption writes (offers created, PIN
-//! attempts reserved, offers redeemed) of many requests in one transaction,
-//! under one acquisition of the cluster-wide writer lock.
+//! attempts reserved, offers redeemed) of many requests in one transaction.
 //!
-//! Every write that appends to the audit chain holds that lock until it
-//! commits, so one instance's writes, and several instances' writes
-//! together, are bounded by how many lock holds fit in a second (each a
-//! few round trips and a commit's fsync, about 1.6 ms here). Written one by
-//! one, a redemption was two of them. Here a batch (the same [`Plan`] as
-//! SQLite's) is one: its offers in one multi-row INSERT, its reservations
-//! and redemptions in one conditional UPDATE each, its audit entries in one
-//! multi-row INSERT, one commit. A batch that fails is retried write by
-//! write, so one bad write (a duplicate id) fails alone.
+//! Written one by one, a redemption was two transactions, each a few round
+//! trips and a commit's fsync. Here a batch (the same [`Plan`] as SQLite's)
+//! is one: its offers in one multi-row INSERT, its reservations and
+//! redemptions in one conditional UPDATE each, its audit entries staged in
+//! one multi-row INSERT, one commit. It takes no cluster-wide lock: the
+//! conditional UPDATEs hold exactly-once and the PIN limit against other
+//! instances' batches, and staging reads no chain head (`pg_audit.rs`). A
+//! batch that fails is retried write by write, so one bad write (a
+//! duplicate id) fails alone.
+//!
+//! Each instance commits one batch at a time, and the rows a batch
+//! updates are locked in id order, so two instances' batches that touch
+//! the same offers wait for each other rather than deadlock.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,10 +24,9 @@ use super::group_commit::{
     Applied, BatchError, BatchedWrite, Consume, Done, Job, MAX_BATCH, Plan, QUEUE,
 };
 use super::group_commit::{answer, drop_abandoned, finished};
-use super::postgres::lock_writers;
-use super::sqlite::{chain_entries, pin_attempt};
+use super::pg_audit::{self, Chainer};
+use super::sqlite::pin_attempt;
 use super::{NewOffer, PinAttempt, StoreError, unix_now};
-use crate::audit::AuditEvent;
 
 /// The queue in front of the PostgreSQL committer. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -35,9 +37,9 @@ pub struct PgGroupCommit {
 impl PgGroupCommit {
     /// Starts the committing task on `writer`; it ends when every clone is
     /// dropped.
-    pub fn start(writer: PgPool) -> Self {
+    pub(super) fn start(writer: PgPool, chainer: Chainer) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_loop(writer, queue));
+        tokio::spawn(commit_loop(writer, chainer, queue));
         PgGroupCommit { jobs }
     }
 
@@ -53,7 +55,7 @@ impl PgGroupCommit {
     }
 }
 
-async fn commit_loop(writer: PgPool, mut queue: mpsc::Receiver<Job>) {
+async fn commit_loop(writer: PgPool, chainer: Chainer, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         drop_abandoned(&mut batch);
@@ -79,19 +81,20 @@ async fn commit_loop(writer: PgPool, mut queue: mpsc::Receiver<Job>) {
             }
             Err(e) => Err(e.into_store_error()),
         };
+        // Every batch stages audit entries, unless all its writes failed.
+        chainer.wake();
         answer(&mut batch, outcome);
     }
 }
 
-/// One transaction for a batch, holding the writer lock from its first
-/// statement to its commit.
+/// One transaction for a batch.
 async fn commit(
     writer: &PgPool,
     writes: &[&BatchedWrite],
 ) -> Result<Vec<Result<Applied, StoreError>>, BatchError> {
     let plan = Plan::new(writes);
     let mut tx = writer.begin().await.map_err(StoreError::from)?;
-    lock_writers(&mut tx).await?;
+    lock_offers(&mut tx, &plan).await?;
     let mut done = Done::default();
     if !plan.inserts.is_empty() {
         insert_offers(&mut tx, &plan.offers()).await?;
@@ -107,11 +110,36 @@ async fn commit(
         done.consumed = consume_offers(&mut tx, &plan.consumes).await?;
     }
     let (results, events) = plan.outcome(done);
-    append_audit_entries(&mut tx, &events).await?;
+    pg_audit::stage(&mut tx, &events).await?;
     tx.commit()
         .await
         .map_err(|e| BatchError::Commit(e.into()))?;
     Ok(finished(results))
+}
+
+/// Locks, in id order, every offer the batch will update. Without the
+/// writer lock two instances' batches run at once; PostgreSQL would lock
+/// their rows in whatever order each UPDATE met them, and two batches
+/// meeting the same two offers in opposite orders would deadlock (each
+/// then waits a second and one is aborted).
+async fn lock_offers(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), StoreError> {
+    let mut ids: Vec<String> = plan
+        .reservations
+        .iter()
+        .chain(&plan.repeated_reservations)
+        .map(|(_, id, _)| (*id).to_owned())
+        .chain(plan.consumes.iter().map(|c| c.id.to_owned()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query("SELECT 1 FROM offers WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn insert_offers(conn: &mut PgConnection, offers: &[&NewOffer]) -> Result<(), StoreError> {
@@ -226,34 +254,4 @@ async fn consume_offers(
         .fetch_all(&mut *conn)
         .await?;
     Ok(ids.into_iter().collect())
-}
-
-/// Appends entries to the chain with one multi-row statement, chained from
-/// the head read once. The caller holds the writer lock.
-async fn append_audit_entries(
-    conn: &mut PgConnection,
-    events: &[(i64, AuditEvent)],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let entries = chain_entries(head, events)?;
-    let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) ",
-    );
-    insert.push_values(entries, |mut row, entry| {
-        row.push_bind(entry.seq)
-            .push_bind(entry.at)
-            .push_bind(entry.event.event)
-            .push_bind(entry.event.subject.clone())
-            .push_bind(entry.details)
-            .push_bind(entry.prev_hash)
-            .push_bind(entry.hash);
-    });
-    insert.build().persistent(false).execute(&mut *conn).await?;
-    Ok(())
 }

@@ -1,11 +1,14 @@
 //! PostgreSQL backend, for several notary instances sharing one database.
 //!
-//! Every write transaction first takes one transaction-scoped advisory lock
-//! (`pg_advisory_xact_lock`), so writers from all instances are serialised:
-//! the audit chain gets exactly one next entry per append, and each state
-//! change commits together with its entry. The single-use and lockout rules
-//! rest on conditional `UPDATE`s, which PostgreSQL re-checks against the
-//! committed row, so they hold even without the lock.
+//! Writes record their audit entries by staging them (`pg_audit.rs`), which
+//! reads nothing, so the hot writes (offers created, PIN attempts,
+//! redemptions, credentials issued) run on every instance at once without a
+//! cluster-wide lock: their rules rest on conditional `UPDATE`s and unique
+//! keys, which PostgreSQL re-checks against the committed row. The rarer
+//! writes whose rules span rows (keys, API keys, status changes, the
+//! sweeper, checkpoints) and the audit chainer still take one
+//! transaction-scoped advisory lock (`pg_advisory_xact_lock`) and so are
+//! serialised across instances.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,17 +17,19 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::group_commit::BatchedWrite;
+use super::pg_audit::{self, Chainer};
 use super::pg_batch::PgGroupCommit;
-use super::sqlite::{locked_event, next_seq, wrong_pin_event, wrong_pin_outcome};
+use super::sqlite::{locked_event, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
     KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
     PinAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind, StatusSlot, StoreError,
     TokenStatus, WrongPinOutcome, unix_now,
 };
-use crate::audit::{self, AuditEvent};
+use crate::audit::AuditEvent;
 
-/// Advisory lock id that serialises writers across instances ("notary").
+/// Advisory lock id that serialises the audit chainer and the rare writers
+/// across instances ("notary").
 const WRITER_LOCK: i64 = 0x6e6f_7461_7279;
 
 /// Reader connections opened at start-up, before the server says it is ready:
@@ -57,47 +62,14 @@ const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, cla
      attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
      token_revoked_at";
 
-/// Appends one audit entry inside the caller's transaction. The caller holds
-/// the writer lock (see `begin_write`), so reading the head and appending
-/// cannot interleave with another writer, in this instance or another.
+/// Records one audit entry inside the caller's transaction: staged, and
+/// chained once it has committed (`pg_audit.rs`).
 pub(super) async fn append_audit(
     conn: &mut PgConnection,
     event: &AuditEvent,
     now: i64,
 ) -> Result<(), StoreError> {
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (seq, prev_hash) = match head {
-        Some(row) => (
-            next_seq(row.try_get::<i64, _>("seq")?)?,
-            row.try_get::<Vec<u8>, _>("hash")?,
-        ),
-        None => (1, audit::GENESIS.to_vec()),
-    };
-    let details = event.details.to_string();
-    let hash = audit::chain_hash(
-        &prev_hash,
-        seq,
-        now,
-        event.event,
-        event.subject.as_deref(),
-        &details,
-    );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(seq)
-    .bind(now)
-    .bind(event.event)
-    .bind(event.subject.as_deref())
-    .bind(details)
-    .bind(prev_hash)
-    .bind(hash.to_vec())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    pg_audit::stage_one(conn, event, now).await
 }
 
 /// Opens `count` connections of `pool` concurrently and returns them to it;
@@ -151,7 +123,8 @@ impl PgStore {
             open_at_once(&pool, max_connections.clamp(1, WARM_READERS)),
         )
         .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}")))?;
-        let batch = PgGroupCommit::start(writer.clone());
+        let chainer = Chainer::start(pool.clone());
+        let batch = PgGroupCommit::start(writer.clone(), chainer.clone());
         Ok(PgStore {
             pool,
             writer,
@@ -210,13 +183,28 @@ impl PgStore {
         Ok(())
     }
 
-    /// A write transaction holding the cluster-wide writer lock.
+    /// A write transaction holding the cluster-wide writer lock, for the
+    /// writes whose rules span rows.
     pub(super) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.writer.begin().await?;
         lock_writers(&mut tx).await?;
         Ok(tx)
+    }
+
+    /// A write transaction without the writer lock, for writes whose rules
+    /// rest on conditional updates, row locks and unique keys alone.
+    pub(super) async fn begin_unserialised(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.writer.begin().await?)
+    }
+
+    /// Chains the staged audit entries, so that a read of the chain sees
+    /// every committed entry.
+    async fn chain_staged(&self) -> Result<(), StoreError> {
+        pg_audit::chain_staged(&self.pool).await.map(drop)
     }
 
     pub(super) async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
@@ -297,7 +285,7 @@ impl PgStore {
         issuance: &NewIssuance,
         now: i64,
     ) -> Result<IssueOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_unserialised().await?;
         let outcome = Self::record_issuance_in(&mut tx, issuance, now).await?;
         // Dropping the transaction undoes a refused issuance's row.
         if outcome != IssueOutcome::HolderKeyUsed {
@@ -313,7 +301,7 @@ impl PgStore {
         size: i64,
         now: i64,
     ) -> Result<Vec<StatusSlot>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_unserialised().await?;
         let slots = Self::reserve_status_slots_in(&mut tx, kind, count, size, now).await?;
         tx.commit().await?;
         Ok(slots)
@@ -427,7 +415,7 @@ impl PgStore {
         attempt: PinAttempt,
         now: i64,
     ) -> Result<WrongPinOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_unserialised().await?;
         append_audit(&mut tx, &wrong_pin_event(id, attempt), now).await?;
         if attempt.number >= attempt.max {
             sqlx::query(
@@ -463,7 +451,7 @@ impl PgStore {
         id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_unserialised().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE offers SET token_revoked_at = $1, claims_sealed = NULL \
              WHERE id = $2 AND state = 'redeemed' AND token_revoked_at IS NULL RETURNING token_jti",
@@ -694,6 +682,7 @@ impl PgStore {
         &self,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.chain_staged().await?;
         let rows = sqlx::query(
             "SELECT seq, at, event, subject, details, prev_hash, hash FROM audit_log \
              WHERE seq > $1 AND at >= $2 AND ($3::text IS NULL OR event = $3) AND ($4::text IS NULL OR subject = $4) \
@@ -710,6 +699,7 @@ impl PgStore {
     }
 
     pub(super) async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.chain_staged().await?;
         let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
@@ -753,6 +743,7 @@ impl PgStore {
     }
 
     pub(super) async fn signature_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.chain_staged().await?;
         let rows = sqlx::query(
             "SELECT (details::jsonb ->> 'kid') AS kid, COUNT(*) AS n FROM audit_log \
              WHERE event IN ('token.issued', 'credential.issued') GROUP BY 1",
@@ -771,9 +762,12 @@ impl PgStore {
         let mut tx = self.begin_write().await?;
         // Conditional on expiry_recorded_at: whichever instance gets here
         // first records each expiry; the others find nothing to do.
+        // Rows locked in id order, as the redemption batches lock theirs.
         let expired: Vec<String> = sqlx::query_scalar(
             "UPDATE offers SET expiry_recorded_at = $1, claims_sealed = NULL \
-             WHERE state = 'pending' AND expires_at <= $2 AND expiry_recorded_at IS NULL RETURNING id",
+             WHERE id IN (SELECT id FROM offers WHERE state = 'pending' AND expires_at <= $2 \
+                            AND expiry_recorded_at IS NULL ORDER BY id FOR UPDATE) \
+             RETURNING id",
         )
         .bind(now)
         .bind(now)
@@ -817,6 +811,11 @@ impl PgStore {
     }
 
     pub(super) async fn close(&self) {
+        // Entries left staged would be chained by the next instance or
+        // reader; chaining them now keeps the chain current at shutdown.
+        if let Err(e) = self.chain_staged().await {
+            tracing::warn!(error = %e, "could not chain staged audit entries at close");
+        }
         self.pool.close().await;
         self.writer.close().await;
     }

@@ -316,6 +316,13 @@ status_methods!(
 /// SQLite reserves places in its group commit (`direct.rs`).
 impl PgStore {
     /// `reserve_status_slots` inside the caller's write transaction.
+    ///
+    /// Safe for writers on several instances without the writer lock: the
+    /// places come from one conditional `UPDATE ... RETURNING` on the list's
+    /// row, which PostgreSQL re-checks against the committed row, so two
+    /// transactions can never be handed the same places. A list is opened
+    /// with `ON CONFLICT DO NOTHING`, so two instances opening the next
+    /// list at once open one, and both then take places in it.
     pub(super) async fn reserve_status_slots_in(
         tx: &mut sqlx::PgConnection,
         kind: StatusListKind,
@@ -323,53 +330,49 @@ impl PgStore {
         size: i64,
         now: i64,
     ) -> Result<Vec<StatusSlot>, StoreError> {
-        let open = sqlx::query(sqlx::AssertSqlSafe(numbered(
-            "SELECT id, allocated FROM status_lists WHERE kind = ? AND allocated + ? <= size \
-                 ORDER BY created_at DESC, id DESC LIMIT 1",
-        )))
-        .bind(kind.as_str())
-        .bind(count)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (list_id, first) = match open {
-            Some(row) => (
-                row.try_get::<String, _>("id")?,
-                row.try_get::<i64, _>("allocated")?,
-            ),
-            None => {
-                // The current list is full: open the next.
-                let lists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(numbered(
-                    "SELECT COUNT(*) FROM status_lists WHERE kind = ?",
-                )))
-                .bind(kind.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                let id = format!("{}{}", kind.prefix(), lists + 1);
-                sqlx::query(sqlx::AssertSqlSafe(numbered(
-                    "INSERT INTO status_lists (id, kind, size, created_at) VALUES (?, ?, ?, ?)",
-                )))
-                .bind(&id)
-                .bind(kind.as_str())
-                .bind(size)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                (id, 0)
+        // Each pass either takes places or opens a list; a list is opened
+        // only when the newest is full, so a few passes always suffice.
+        for _ in 0..4 {
+            let taken: Option<(String, i64)> = sqlx::query_as(
+                "UPDATE status_lists SET allocated = allocated + $2 \
+                 WHERE id = (SELECT id FROM status_lists WHERE kind = $1 AND allocated + $2 <= size \
+                             ORDER BY created_at DESC, id DESC LIMIT 1 FOR UPDATE) \
+                   AND allocated + $2 <= size \
+                 RETURNING id, allocated - $2",
+            )
+            .bind(kind.as_str())
+            .bind(count)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((list_id, first)) = taken {
+                return Ok((first..first + count)
+                    .map(|n| StatusSlot {
+                        list_id: list_id.clone(),
+                        n,
+                    })
+                    .collect());
             }
-        };
-        sqlx::query(sqlx::AssertSqlSafe(numbered(
-            "UPDATE status_lists SET allocated = allocated + ? WHERE id = ?",
-        )))
-        .bind(count)
-        .bind(&list_id)
-        .execute(&mut *tx)
-        .await?;
-        Ok((first..first + count)
-            .map(|n| StatusSlot {
-                list_id: list_id.clone(),
-                n,
-            })
-            .collect())
+            // The newest list is full (or filled while we waited for it):
+            // open the next one, unless another writer just did.
+            let lists: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM status_lists WHERE kind = $1")
+                    .bind(kind.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO status_lists (id, kind, size, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(format!("{}{}", kind.prefix(), lists + 1))
+            .bind(kind.as_str())
+            .bind(size)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Err(StoreError::Unavailable(
+            "no status list place could be reserved: the lists keep filling".to_owned(),
+        ))
     }
 }
 

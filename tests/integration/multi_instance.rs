@@ -464,3 +464,56 @@ async fn a_status_change_through_one_instance_is_served_by_the_other() {
     }
     assert!(seen, "instance B never served the revocation");
 }
+
+/// Status places are handed out by both instances at once, without the
+/// writer lock: every credential must still get a place of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_places_taken_on_two_instances_at_once_never_repeat() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    const WALLETS: usize = 24;
+    let mut requests = Vec::new();
+    for i in 0..WALLETS {
+        let (_, token) = crate::credentials::redeemed(&a, &format!("Place{i}"), None).await;
+        let nonce = crate::credentials::fresh_nonce(&a).await;
+        let body = json!({"credential_configuration_id": crate::credentials::SD_JWT,
+            "proofs": {"jwt": [crate::credentials::proof(&a, &crate::wallet::WalletKey::p256(), &nonce, json!({}), json!({}))]}});
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        requests.push((
+            format!("{base}/oid4vci/credential"),
+            token["access_token"].as_str().unwrap().to_owned(),
+            body,
+        ));
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(WALLETS));
+    let mut tasks = Vec::new();
+    for (url, token, body) in requests {
+        let (client, barrier) = (a.http(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let places = app::db_text(
+        &a.config_path(),
+        "SELECT CAST(COUNT(*) AS TEXT) || ' ' || CAST(COUNT(DISTINCT (status_list, status_index)) AS TEXT) \
+         FROM credentials WHERE status_list IS NOT NULL",
+    )
+    .await;
+    assert_eq!(
+        places,
+        format!("{WALLETS} {WALLETS}"),
+        "credentials, distinct places"
+    );
+}
