@@ -64,6 +64,9 @@ struct Args {
     /// With `--peer`: only notary's redemption rounds (the peer is not
     /// started; its load script is used), for quick before/after runs.
     notary_only: bool,
+    /// With `--notary-only`: after the rounds, the same count split over
+    /// two instances at once (for `--database` on PostgreSQL).
+    two_instances: bool,
 }
 
 fn parse_args() -> Args {
@@ -81,6 +84,7 @@ fn parse_args() -> Args {
         rounds: 3,
         wallets: 2_000,
         notary_only: false,
+        two_instances: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +108,7 @@ fn parse_args() -> Args {
             "--rounds" => args.rounds = value().parse().expect("--rounds N"),
             "--wallets" => args.wallets = value().parse().expect("--wallets N"),
             "--notary-only" => args.notary_only = true,
+            "--two-instances" => args.two_instances = true,
             other => panic!("unknown argument {other}"),
         }
     }

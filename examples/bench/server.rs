@@ -105,6 +105,40 @@ impl Server {
         self.child.id()
     }
 
+    /// A second `notary serve` on this set-up's configuration (the same
+    /// HSM token and database), on ports of its own.
+    pub async fn another_instance(&self) -> Instance {
+        let home = self._dir.path().join("notary");
+        let mut table: toml::Table = std::fs::read_to_string(home.join("notary.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        table["server"]["listen"] = toml::Value::String(format!("127.0.0.1:{port}"));
+        table["metrics"]["listen"] = toml::Value::String(format!("127.0.0.1:{metrics_port}"));
+        let config = home.join(format!("notary-{port}.toml"));
+        std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+        let child = Command::new(notary_binary())
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("NOTARY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let base = format!("https://localhost:{port}");
+        let probe = super::client(&self.ca);
+        let started = Instant::now();
+        while !matches!(probe.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "second instance not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Instance { base, child }
+    }
+
     /// `VmHWM` and `VmRSS` of the server, in KiB.
     pub fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -162,6 +196,25 @@ pub fn cpu_ticks() -> (u64, u64) {
         .collect();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (idle, fields.iter().sum())
+}
+
+/// A further instance of a [`Server`]'s set-up; stopped when dropped.
+pub struct Instance {
+    pub base: String,
+    child: Child,
+}
+
+impl Instance {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
 }
 
 impl Drop for Server {

@@ -185,6 +185,58 @@ async fn notary_redemptions(
     )
 }
 
+/// `count` redemptions split over two instances of one set-up, loaded at
+/// the same time with half the connections each; each instance's figures.
+async fn two_instance_redemptions(
+    server: &Server,
+    other: &super::server::Instance,
+    peer_dir: &Path,
+    count: usize,
+    connections: usize,
+    work: &Path,
+) -> Vec<Value> {
+    let mut files = Vec::new();
+    for name in ["first", "second"] {
+        let minted = mint_notary_codes(server, count / 2, work).await;
+        let file = work.join(format!("notary-codes-{name}.tsv"));
+        std::fs::rename(minted, &file).unwrap();
+        files.push(file);
+    }
+    let targets = [
+        (server.base.clone(), server.pid()),
+        (other.base.clone(), other.pid()),
+    ];
+    let ticks_before = cpu_ticks();
+    let mut runs: Vec<Value> = std::thread::scope(|scope| {
+        let runs: Vec<_> = targets
+            .iter()
+            .zip(&files)
+            .map(|((base, pid), file)| {
+                scope.spawn(move || {
+                    token_load(
+                        peer_dir,
+                        base,
+                        "/oid4vci/token",
+                        file,
+                        connections / 2,
+                        *pid,
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    // Whether the machine had CPU to spare while both ran: if it had none,
+    // the pair was bound by CPU, not by waiting on each other.
+    let ticks_after = cpu_ticks();
+    let idle =
+        (ticks_after.0 - ticks_before.0) as f64 / (ticks_after.1 - ticks_before.1).max(1) as f64;
+    for run in &mut runs {
+        run["machine_idle_share"] = json!(idle);
+    }
+    runs
+}
+
 /// `count` fresh offers with PINs from notary's admin API; the
 /// `code<TAB>pin` file.
 async fn mint_notary_codes(server: &Server, count: usize, work: &Path) -> PathBuf {
@@ -316,7 +368,33 @@ pub async fn notary_rounds(args: &Args, peer_dir: &Path) -> Value {
         );
         rounds.push(run);
     }
-    json!({"connections": connections, "rounds": rounds})
+    let two_instances = if args.two_instances {
+        let other = server.another_instance().await;
+        let two = two_instance_redemptions(
+            &server,
+            &other,
+            peer_dir,
+            args.redemptions,
+            connections,
+            work.path(),
+        )
+        .await;
+        for (i, run) in two.iter().enumerate() {
+            eprintln!(
+                "two instances, instance {}: {:.0}/s, p99 {:.1} ms, non-200 {}, {:.0} µs of server CPU; machine idle {:.0} %",
+                i + 1,
+                run["requests_per_sec"].as_f64().unwrap_or(0.0),
+                run["p99_ms"].as_f64().unwrap_or(0.0),
+                run["non_200"],
+                run["server_cpu_us_per_request"].as_f64().unwrap_or(0.0),
+                run["machine_idle_share"].as_f64().unwrap_or(0.0) * 100.0,
+            );
+        }
+        json!(two)
+    } else {
+        Value::Null
+    };
+    json!({"connections": connections, "rounds": rounds, "two_instances": two_instances})
 }
 
 pub async fn run(args: &Args, peer_dir: &Path) -> Value {
@@ -388,10 +466,29 @@ pub async fn run(args: &Args, peer_dir: &Path) -> Value {
             let count = (args.redemptions / 4).max(connections);
             let mut run =
                 notary_redemptions(&server, peer_dir, count, connections, work.path()).await;
+            let one = run["requests_per_sec"].as_f64().unwrap_or(0.0);
+            run["share_of_sqlite"] = json!(one / sqlite_rate);
+            // The same load split over two instances sharing the database:
+            // do writes from two instances queue on each other?
+            let other = server.another_instance().await;
+            let two = two_instance_redemptions(
+                &server,
+                &other,
+                peer_dir,
+                count,
+                connections,
+                work.path(),
+            )
+            .await;
+            let total: f64 = two
+                .iter()
+                .map(|r| r["requests_per_sec"].as_f64().unwrap_or(0.0))
+                .sum();
+            run["two_instances"] = json!({"instances": two, "requests_per_sec": total,
+                                          "share_of_one_instance": total / one});
+            drop(other);
             drop(server);
             psql(&format!("DROP DATABASE {db}"));
-            let share = run["requests_per_sec"].as_f64().unwrap_or(0.0) / sqlite_rate;
-            run["share_of_sqlite"] = json!(share);
             run
         }
         _ => Value::Null,
@@ -511,6 +608,27 @@ fn summary(r: &Value) -> String {
             f(&pg["p99_ms"]),
             n(&pg["non_200"]),
             100.0 * f(&pg["share_of_sqlite"])
+        );
+        let two = &pg["two_instances"];
+        let each: Vec<String> = two["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                format!(
+                    "{:.0}/s (p99 {:.1} ms, non-200 {})",
+                    f(&i["requests_per_sec"]),
+                    f(&i["p99_ms"]),
+                    n(&i["non_200"])
+                )
+            })
+            .collect();
+        out += &format!(
+            "notary ES256, PostgreSQL, two instances at once: {} = {:.0}/s, {:.0} % of one instance's; machine idle {:.0} %\n",
+            each.join(" + "),
+            f(&two["requests_per_sec"]),
+            100.0 * f(&two["share_of_one_instance"]),
+            100.0 * f(&two["instances"][0]["machine_idle_share"])
         );
     }
     out += &format!(
