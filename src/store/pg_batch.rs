@@ -220,8 +220,8 @@ async fn reserve_pin_attempt(
         .transpose()
 }
 
-/// Redeems the pending offers unexpired now (judged now that the write can
-/// happen, not when the request began) in one statement; the ids changed.
+/// Redeems the pending offers unexpired now (judged as the rows are
+/// written, not when the request began) in one statement; the ids changed.
 async fn consume_offers(
     conn: &mut PgConnection,
     consumes: &[Consume<'_>],
@@ -244,9 +244,14 @@ async fn consume_offers(
     update.push(
         ") UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
          token_expires_at = v.exp, attempts = GREATEST(offers.attempts - v.released, 0) FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > ",
+         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > GREATEST(",
     );
+    // The later of this host's clock now and the database's clock as the
+    // row is written: the statement may wait for row or table locks (another
+    // instance's batch holding the same offer), and an offer that expired
+    // meanwhile must not be redeemed.
     update.push_bind(commit_now);
+    update.push(", CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT))");
     update.push(" RETURNING offers.id");
     let ids: Vec<String> = update
         .build_query_scalar()
