@@ -122,8 +122,8 @@ macro_rules! issuance_methods {
 }
 
 issuance_methods!(SqliteStore, same, super::sqlite::append_audit);
-// PostgreSQL also locks the offer's row; its writer lock serialises the
-// transaction anyway, and the primary key refuses a second issuance.
+// PostgreSQL also locks the offer's row (without the writer lock, so
+// instances issue at once), and the primary key refuses a second issuance.
 issuance_methods!(PgStore, numbered, super::postgres::append_audit);
 
 /// Whether an SD-JWT VC credential already binds a holder key.

@@ -12,8 +12,9 @@
 //! duplicate id) fails alone.
 //!
 //! Each instance commits one batch at a time, and the rows a batch
-//! updates are locked in id order, so two instances' batches that touch
-//! the same offers wait for each other rather than deadlock.
+//! updates are locked in id order first, as the sweeper locks its rows, so
+//! two instances' batches (or a batch and a sweep) that touch the same
+//! offers wait for each other rather than deadlock.
 
 use std::collections::{HashMap, HashSet};
 
@@ -247,11 +248,12 @@ async fn consume_offers(
          WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > GREATEST(",
     );
     // The later of this host's clock now and the database's clock as the
-    // row is written: the statement may wait for row or table locks (another
-    // instance's batch holding the same offer), and an offer that expired
-    // meanwhile must not be redeemed.
+    // row is written: the statement may wait for a lock on the table (a
+    // schema change, an operator's LOCK), and an offer that expired
+    // meanwhile must not be redeemed. (Row locks were taken by
+    // `lock_offers`, before `commit_now` was read.)
     update.push_bind(commit_now);
-    update.push(", CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT))");
+    update.push(", CAST(floor(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT))");
     update.push(" RETURNING offers.id");
     let ids: Vec<String> = update
         .build_query_scalar()

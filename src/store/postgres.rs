@@ -47,6 +47,10 @@ pub struct PgStore {
     pub(super) writer: PgPool,
     /// Offers created, PIN attempts and redemptions, committed together.
     batch: PgGroupCommit,
+    /// The one connection that chains staged audit entries (the chainer
+    /// task and readers of the chain take turns on it), so readers waiting
+    /// for the chain's lock never hold the read pool's connections.
+    chain: PgPool,
 }
 
 /// Takes the cluster-wide writer lock for the rest of `tx`'s transaction.
@@ -115,7 +119,7 @@ impl PgStore {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_lazy_with(options.clone())
         };
-        let (writer, pool) = (pool_of(1), pool_of(max_connections.max(1)));
+        let (writer, chain, pool) = (pool_of(1), pool_of(1), pool_of(max_connections.max(1)));
         // The URL may carry a password: say which host, never the URL.
         let host = options.get_host().to_owned();
         tokio::try_join!(
@@ -123,12 +127,13 @@ impl PgStore {
             open_at_once(&pool, max_connections.clamp(1, WARM_READERS)),
         )
         .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}")))?;
-        let chainer = Chainer::start(pool.clone());
-        let batch = PgGroupCommit::start(writer.clone(), chainer.clone());
+        let chainer = Chainer::start(chain.clone());
+        let batch = PgGroupCommit::start(writer.clone(), chainer);
         Ok(PgStore {
             pool,
             writer,
             batch,
+            chain,
         })
     }
 
@@ -184,11 +189,13 @@ impl PgStore {
     }
 
     /// A write transaction holding the cluster-wide writer lock, for the
-    /// writes whose rules span rows.
+    /// writes whose rules span rows. On a connection of the read pool, not
+    /// the write connection: while it waits for the lock (another
+    /// instance's sweep, a chainer), the group commit goes on.
     pub(super) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         lock_writers(&mut tx).await?;
         Ok(tx)
     }
@@ -204,7 +211,7 @@ impl PgStore {
     /// Chains the staged audit entries, so that a read of the chain sees
     /// every committed entry.
     async fn chain_staged(&self) -> Result<(), StoreError> {
-        pg_audit::chain_staged(&self.pool).await.map(drop)
+        pg_audit::chain_staged(&self.chain).await.map(drop)
     }
 
     pub(super) async fn audit(&self, event: AuditEvent, now: i64) -> Result<(), StoreError> {
@@ -418,21 +425,26 @@ impl PgStore {
         let mut tx = self.begin_unserialised().await?;
         append_audit(&mut tx, &wrong_pin_event(id, attempt), now).await?;
         if attempt.number >= attempt.max {
-            sqlx::query(
+            let locked = sqlx::query(
                 "UPDATE offers SET state = 'locked', locked_at = $1, claims_sealed = NULL WHERE id = $2 AND state = 'pending'",
             )
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
-            .await?;
-            append_audit(&mut tx, &locked_event(id, attempt), now).await?;
+            .await?
+            .rows_affected();
+            // An offer redeemed (by a right PIN judged before this one was
+            // counted), revoked or expired since is not recorded as locked.
+            if locked == 1 {
+                append_audit(&mut tx, &locked_event(id, attempt), now).await?;
+            }
         }
         tx.commit().await?;
         Ok(wrong_pin_outcome(attempt))
     }
 
-    /// Expiry is judged when the batch commits, not when the request
-    /// began: the writer lock may have been a long wait.
+    /// Expiry is judged as the batch writes the row, not when the request
+    /// began: the batch may have queued, or waited for the row's lock.
     pub(super) async fn consume_offer(
         &self,
         id: &str,
@@ -758,11 +770,12 @@ impl PgStore {
             .collect()
     }
 
+    /// Three transactions, each locking the offers it changes in id order,
+    /// as the redemption batches lock theirs, so neither can wait for the
+    /// other in a cycle. Each is conditional, so instances sweeping at once
+    /// do each piece of work once.
     pub(super) async fn sweep(&self, now: i64, retention: i64) -> Result<(u64, u64), StoreError> {
         let mut tx = self.begin_write().await?;
-        // Conditional on expiry_recorded_at: whichever instance gets here
-        // first records each expiry; the others find nothing to do.
-        // Rows locked in id order, as the redemption batches lock theirs.
         let expired: Vec<String> = sqlx::query_scalar(
             "UPDATE offers SET expiry_recorded_at = $1, claims_sealed = NULL \
              WHERE id IN (SELECT id FROM offers WHERE state = 'pending' AND expires_at <= $2 \
@@ -777,18 +790,27 @@ impl PgStore {
             let event = AuditEvent::new("offer.expired", id, serde_json::json!({}));
             append_audit(&mut tx, &event, now).await?;
         }
+        tx.commit().await?;
+
         // A redeemed offer's claims wait for the credential request only
         // while its token lives; after that nobody can ask for them.
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE offers SET claims_sealed = NULL \
-             WHERE state = 'redeemed' AND claims_sealed IS NOT NULL AND token_expires_at <= $1",
+             WHERE id IN (SELECT id FROM offers WHERE state = 'redeemed' AND claims_sealed IS NOT NULL \
+                            AND token_expires_at <= $1 ORDER BY id FOR UPDATE)",
         )
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+
+        let mut tx = self.begin_write().await?;
         let purged = sqlx::query(
-            "DELETE FROM offers WHERE (state <> 'pending' OR expires_at <= $1) \
-             AND COALESCE(redeemed_at, locked_at, revoked_at, expires_at) < $2",
+            "DELETE FROM offers WHERE id IN (SELECT id FROM offers \
+               WHERE (state <> 'pending' OR expires_at <= $1) \
+                 AND COALESCE(redeemed_at, locked_at, revoked_at, expires_at) < $2 \
+               ORDER BY id FOR UPDATE)",
         )
         .bind(now)
         .bind(now - retention)
@@ -818,6 +840,7 @@ impl PgStore {
         }
         self.pool.close().await;
         self.writer.close().await;
+        self.chain.close().await;
     }
 }
 

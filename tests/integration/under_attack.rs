@@ -40,9 +40,9 @@ fn wrong(pin: &str) -> String {
 
 /// A lock that stops notary's writes to `offers` but not its reads, held
 /// from another connection: SQLite's write lock (`BEGIN IMMEDIATE`; notary
-/// gives up after its 5 s busy timeout), or on PostgreSQL notary's own
-/// writer lock and a SHARE lock on the table (notary's writes wait until
-/// they are released).
+/// gives up after its 5 s busy timeout), or on PostgreSQL a SHARE lock on
+/// the table, which every write to it waits for, and notary's writer lock,
+/// which its rarer writers and its audit chainer wait for.
 enum WriterLock {
     Sqlite(sqlx::SqliteConnection),
     Postgres(sqlx::PgConnection),
@@ -61,7 +61,7 @@ impl WriterLock {
         } else {
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
             sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-            // The advisory lock every notary write transaction takes first
+            // The advisory lock of notary's rarer writers and audit chainer
             // (0x6e6f_7461_7279, "notary").
             sqlx::query("SELECT pg_advisory_xact_lock(121424972968569)")
                 .execute(&mut conn)
