@@ -16,6 +16,9 @@ pub const CREDENTIAL_REQUESTS: &str = "notary_credential_requests_total";
 pub const OFFERS_CREATED: &str = "notary_offers_created_total";
 /// Offers locked by wrong PINs.
 pub const LOCKOUTS: &str = "notary_lockouts_total";
+/// PINs compared with an offer's stored verifier (each after its attempt
+/// was counted), right or wrong.
+pub const PIN_VERDICTS: &str = "notary_tx_code_comparisons_total";
 /// HSM operation latency by operation.
 pub const HSM_SECONDS: &str = "notary_hsm_operation_seconds";
 /// Database operation latency by operation.

@@ -353,13 +353,12 @@ impl Notary {
             Some(spec) => Some(random::pin(spec.length, spec.input_mode)?),
             None => None,
         };
-        let code_hash = hashing::code_hash(&self.hsm, &code).await?;
-        let pin_hash = match &pin {
-            Some(pin) => {
-                Some(hashing::pin_hash(&self.hsm, &id, &TxCode::new(pin.to_string())).await?)
-            }
-            None => None,
-        };
+        let code_key = hashing::code_key(&self.hsm, &code).await?;
+        let code_hash = code_key.lookup();
+        let pin_hash = pin
+            .as_ref()
+            .map(|pin| code_key.pin_verifier(&id, &TxCode::new(pin.to_string())));
+        drop(code_key);
         let created_at = now();
         let expires_at = created_at.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
         let credential_ids = serde_json::to_string(&request.credentials).unwrap_or_default();

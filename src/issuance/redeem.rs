@@ -2,9 +2,10 @@
 //!
 //! Order of work: hash the code in the HSM and look the offer up; check its
 //! state and expiry; count the PIN attempt (one conditional update that
-//! never passes the limit, committed before the PIN is hashed); compare the
-//! PIN (a wrong one is recorded, and locks the offer if it was the last)
-//! and sign the token only if it was right, both in one HSM trip; then
+//! never passes the limit, committed before the PIN is looked at); compare
+//! the PIN with its verifier, keyed by the code's keyed hash (a wrong one is
+//! recorded, and locks the offer if it was the last) and sign the token
+//! only if it was right; then
 //! consume the offer with one conditional update,
 //! unexpired at that moment. The token is returned only if that update
 //! changed a row, so of any number of concurrent redemptions exactly one
@@ -88,17 +89,12 @@ impl Notary {
         };
         // Every code is hashed, whatever its shape, so a malformed code costs
         // the same as a well-formed unknown one.
-        let code_hash = hashing::code_hash(&self.hsm, &code)
+        let code_key = hashing::code_key(&self.hsm, &code)
             .await
             .map_err(internal)?;
         drop(code);
         let now = now();
-        let offer = self
-            .store
-            .find_offer_by_code_hash(&code_hash)
-            .await
-            .map_err(internal)?
-            .ok_or(RedeemError::InvalidGrant { unknown_code: true })?;
+        let (offer, scheme) = self.find_offer(&code_key).await?;
 
         // Whether a PIN is expected is answered the same for a live offer
         // and a spent one: a leaked link without its PIN learns nothing.
@@ -168,10 +164,10 @@ impl Notary {
         )
         .map_err(RedeemError::Internal)?;
 
-        // The attempt is counted durably before the PIN is even hashed: if
-        // counting fails, the PIN is never judged, so no verdict, right or
-        // wrong, can escape uncounted. The HSM then hashes and compares the
-        // PIN and signs the token only if it was right, in one trip.
+        // The attempt is counted durably before the PIN is even looked at:
+        // if counting fails, the PIN is never judged, so no verdict, right
+        // or wrong, can escape uncounted. The token is signed only for a
+        // right PIN.
         let (minted, reserved_attempt) = match (&offer.pin_hash, request.tx_code) {
             (Some(stored), Some(pin)) => {
                 let Some(attempt) = self
@@ -182,18 +178,35 @@ impl Notary {
                 else {
                     return Err(self.refusal_after_race(&offer.id).await);
                 };
-                let presented = hashing::pin_message(&offer.id, &pin);
-                drop(pin);
-                let signature = self
-                    .hsm
-                    .sign_if_keyed_hash_matches(
-                        presented,
-                        stored.clone(),
-                        &key,
-                        unsigned.input.as_bytes().to_vec(),
-                    )
-                    .await
-                    .map_err(internal)?;
+                metrics::counter!(crate::telemetry::PIN_VERDICTS).increment(1);
+                let signing_input = unsigned.input.as_bytes().to_vec();
+                let signature = match scheme {
+                    // The verifier is keyed by the code key: compared here,
+                    // then one trip to sign.
+                    LookupScheme::CodeKeyHashed => {
+                        if code_key.pin_matches(&offer.id, &pin, stored) {
+                            drop(pin);
+                            Some(self.hsm.sign(&key, signing_input).await.map_err(internal)?)
+                        } else {
+                            None
+                        }
+                    }
+                    // An older offer's PIN hash is the HSM's: it hashes,
+                    // compares and signs only if right, in one trip.
+                    LookupScheme::Legacy => {
+                        let presented = hashing::pin_message(&offer.id, &pin);
+                        drop(pin);
+                        self.hsm
+                            .sign_if_keyed_hash_matches(
+                                presented,
+                                stored.clone(),
+                                &key,
+                                signing_input,
+                            )
+                            .await
+                            .map_err(internal)?
+                    }
+                };
                 let Some(signature) = signature else {
                     return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
                 };
@@ -237,6 +250,31 @@ impl Notary {
             c_nonce: nonce.map(|n| n.c_nonce),
             authorization_details,
         })
+    }
+
+    /// The offer a code key finds, and how its code and PIN were stored.
+    async fn find_offer(
+        &self,
+        code_key: &hashing::CodeKey,
+    ) -> Result<(OfferRecord, LookupScheme), RedeemError> {
+        if let Some(offer) = self
+            .store
+            .find_offer_by_code_hash(&code_key.lookup())
+            .await
+            .map_err(internal)?
+        {
+            return Ok((offer, LookupScheme::CodeKeyHashed));
+        }
+        // Offers stored before the code key was kept secret.
+        match self
+            .store
+            .find_offer_by_code_hash(&code_key.legacy_lookup())
+            .await
+            .map_err(internal)?
+        {
+            Some(offer) => Ok((offer, LookupScheme::Legacy)),
+            None => Err(RedeemError::InvalidGrant { unknown_code: true }),
+        }
     }
 
     /// The answer for an offer that changed under a request: locked, else
@@ -301,6 +339,15 @@ impl Notary {
             revocations.finish(&id);
         });
     }
+}
+
+/// How an offer's code and PIN were stored (`hashing.rs`).
+#[derive(Debug, Clone, Copy)]
+enum LookupScheme {
+    /// Found by the SHA-256 of the code key; the PIN verifier is keyed by it.
+    CodeKeyHashed,
+    /// Found by the code key itself; the PIN hash was made in the HSM.
+    Legacy,
 }
 
 /// Offers whose replayed code's token is being revoked right now, so that a

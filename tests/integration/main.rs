@@ -32,6 +32,7 @@ mod proofs;
 mod secrets_at_rest;
 mod service;
 mod status;
+mod stored_forms;
 mod token;
 mod under_attack;
 mod wallet;

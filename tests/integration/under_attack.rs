@@ -16,6 +16,7 @@ const KEYED_HASHES: &str =
     "notary_hsm_operation_seconds_count{operation=\"computing a keyed hash\"}";
 const TOKEN_SIGNATURES: &str = "notary_hsm_operation_seconds_count{operation=\"signing a token\"}";
 const HSM_PROBES: &str = "notary_hsm_operation_seconds_count{operation=\"probing the token\"}";
+const PIN_VERDICTS: &str = "notary_tx_code_comparisons_total";
 
 /// The value of the Prometheus sample named exactly `name` (0 if absent).
 async fn metric(app: &TestApp, name: &str) -> f64 {
@@ -112,6 +113,7 @@ async fn no_pin_is_judged_unless_its_attempt_was_counted_first() {
     );
     let (offer, code, pin) = app.offer_with_pin().await;
     let hashes_before = metric(&app, KEYED_HASHES).await;
+    let verdicts_before = metric(&app, PIN_VERDICTS).await;
     let signatures_before = metric(&app, TOKEN_SIGNATURES).await;
 
     let lock = WriterLock::hold(&app).await;
@@ -132,12 +134,16 @@ async fn no_pin_is_judged_unless_its_attempt_was_counted_first() {
     let judged = answers.iter().filter(|(status, _)| *status == 400).count();
     let failed = answers.iter().filter(|(status, _)| *status == 500).count();
     assert_eq!(judged + failed, 3, "{answers:?}");
-    // Every code was hashed; a PIN only once its attempt was counted.
+    // Every code was hashed in the HSM (the PIN verifier is keyed by the
+    // code's hash, so a PIN costs no HSM operation); a PIN was compared
+    // only once its attempt was counted.
     let hashes = metric(&app, KEYED_HASHES).await - hashes_before;
-    assert_eq!(hashes, (3 + judged) as f64, "{answers:?}");
+    assert_eq!(hashes, 3.0, "{answers:?}");
+    let verdicts = metric(&app, PIN_VERDICTS).await - verdicts_before;
+    assert_eq!(verdicts, judged as f64, "{answers:?}");
     let view = app.offer_view(&offer).await;
     assert_eq!(view["attempts"], judged as u64, "{answers:?} {view}");
-    // A wrong PIN is compared in the HSM with nothing signed for it.
+    // A wrong PIN is compared with nothing signed for it.
     assert_eq!(metric(&app, TOKEN_SIGNATURES).await, signatures_before);
 
     // Released: the right PIN redeems, with the attempts left to it, and
