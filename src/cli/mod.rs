@@ -247,7 +247,23 @@ pub(crate) async fn log_in_hsm(config: &Config) -> anyhow::Result<Hsm> {
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url(), config.database.max_connections).await?;
     store.check_schema().await?;
+    convert_stored_lookups(&store).await?;
     Ok(store)
+}
+
+/// Offers stored before 2026-12-05 are found by their code key itself:
+/// converted to the SHA-256 form every other offer uses.
+pub(crate) async fn convert_stored_lookups(store: &Store) -> anyhow::Result<()> {
+    let converted = store
+        .convert_stored_lookups(crate::issuance::hashing::lookup_of_code_key)
+        .await?;
+    if converted > 0 {
+        tracing::info!(
+            offers = converted,
+            "converted the lookup keys of offers stored before 2026-12-05"
+        );
+    }
+    Ok(())
 }
 
 /// HSM + store + policy: everything the use cases need (also used by the benchmark).

@@ -194,7 +194,8 @@ async fn reload_on_sighup(certs: std::sync::Arc<http::tls::CertStore>) {
 }
 
 /// Records offer expiries and deletes finished offers after the retention
-/// period. Every instance may run it: both steps are conditional statements.
+/// period, and converts the lookup keys of offers stored by an earlier
+/// version. Every instance may run it: each step is conditional.
 async fn sweep(store: crate::store::Store, every_secs: u64, retention_secs: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
     let retention = i64::try_from(retention_secs).unwrap_or(i64::MAX / 2);
@@ -206,6 +207,11 @@ async fn sweep(store: crate::store::Store, every_secs: u64, retention_secs: u64)
             Err(e) => {
                 tracing::warn!(error = %e, "offer sweep failed; retrying at the next interval")
             }
+        }
+        // Offers an instance of an earlier version still writes during a
+        // rolling upgrade are found once converted.
+        if let Err(e) = super::convert_stored_lookups(&store).await {
+            tracing::warn!(error = %e, "could not convert stored lookup keys; retrying at the next interval");
         }
     }
 }

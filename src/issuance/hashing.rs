@@ -12,9 +12,12 @@
 //! the database gives neither the means to find an offer from a code nor to
 //! test a PIN: both need the code and the HSM's key, as before, and a
 //! redemption costs one HSM operation fewer (two, not three: the code's
-//! hash and the token's signature). Offers stored earlier keep the code key
-//! as their lookup key and an HSM-made PIN hash; they are found and checked
-//! the old way until they are swept.
+//! hash and the token's signature). Offers stored earlier kept the code key
+//! as their lookup key: the store converts it to the SHA-256 form
+//! ([`lookup_of_code_key`]) when the schema is migrated and when a server
+//! starts, so every offer is found by one lookup; their PIN hash stays the
+//! HSM's (32 bytes, told apart from a verifier by its length) and is
+//! compared in the HSM as before.
 
 use aws_lc_rs::hmac;
 use sha2::{Digest, Sha256};
@@ -28,6 +31,8 @@ const CODE_DOMAIN: &[u8] = b"notary/code/v1\0";
 const CODE_LOOKUP_DOMAIN: &[u8] = b"notary/code-lookup/v2\0";
 const PIN_DOMAIN: &[u8] = b"notary/pin/v1\0";
 const PIN_VERIFIER_DOMAIN: &[u8] = b"notary/pin-verifier/v2\0";
+/// The first byte of a PIN verifier stored since 2026-12-05.
+const PIN_VERIFIER_V2: u8 = 2;
 const API_KEY_DOMAIN: &[u8] = b"notary/api-key/v1\0";
 const OFFER_REF_DOMAIN: &[u8] = b"notary/offer-ref/v1\0";
 const REF_CODE_DOMAIN: &[u8] = b"notary/offer-ref-code/v1\0";
@@ -56,38 +61,61 @@ impl CodeKey {
     /// What an offer stores to be found by its code: the SHA-256 of the
     /// code key (one-way, so the stored value does not key the verifier).
     pub fn lookup(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(CODE_LOOKUP_DOMAIN);
-        hasher.update(self.0.as_slice());
-        hasher.finalize().into()
+        lookup_of_code_key(self.0.as_slice())
     }
 
-    /// The lookup key of an offer stored before the code key was kept
-    /// secret: the code key itself.
-    pub fn legacy_lookup(&self) -> [u8; 32] {
-        *self.0
+    /// What an offer stored before 2026-12-05 kept as its lookup key: the
+    /// code key itself. Only tests need it, to make such rows; stores
+    /// convert them (`lookup_of_code_key`).
+    pub fn stored_before_v2(&self) -> Zeroizing<[u8; 32]> {
+        self.0.clone()
     }
 
-    /// An offer's stored PIN verifier: HMAC-SHA256, keyed by the code key,
-    /// of the offer id and the PIN.
-    pub fn pin_verifier(&self, offer_id: &str, pin: &TxCode) -> [u8; 32] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, self.0.as_slice());
-        let mut context = hmac::Context::with_key(&key);
-        context.update(PIN_VERIFIER_DOMAIN);
-        context.update(offer_id.as_bytes());
-        context.update(b"\0");
-        context.update(pin.expose().as_bytes());
-        let mut verifier = [0u8; 32];
-        verifier.copy_from_slice(context.sign().as_ref());
+    /// An offer's stored PIN verifier: a version byte, then HMAC-SHA256,
+    /// keyed by the code key, of the offer id and the PIN.
+    pub fn pin_verifier(&self, offer_id: &str, pin: &TxCode) -> Vec<u8> {
+        let mut verifier = Vec::with_capacity(33);
+        verifier.push(PIN_VERIFIER_V2);
+        verifier.extend_from_slice(self.pin_mac(offer_id, pin).as_slice());
         verifier
     }
 
     /// Whether `pin` is the PIN whose verifier is `stored`, compared in
     /// constant time.
     pub fn pin_matches(&self, offer_id: &str, pin: &TxCode, stored: &[u8]) -> bool {
-        let presented = Zeroizing::new(self.pin_verifier(offer_id, pin));
-        bool::from(presented.as_slice().ct_eq(stored))
+        let Some(expected) = stored.strip_prefix(&[PIN_VERIFIER_V2]) else {
+            return false;
+        };
+        bool::from(self.pin_mac(offer_id, pin).as_slice().ct_eq(expected))
     }
+
+    fn pin_mac(&self, offer_id: &str, pin: &TxCode) -> Zeroizing<[u8; 32]> {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, self.0.as_slice());
+        let mut context = hmac::Context::with_key(&key);
+        context.update(PIN_VERIFIER_DOMAIN);
+        context.update(offer_id.as_bytes());
+        context.update(b"\0");
+        context.update(pin.expose().as_bytes());
+        let mut mac = Zeroizing::new([0u8; 32]);
+        mac.copy_from_slice(context.sign().as_ref());
+        mac
+    }
+}
+
+/// The lookup key of the code whose code key is `code_key`. Also how a
+/// store converts the lookup keys of offers stored before 2026-12-05.
+pub fn lookup_of_code_key(code_key: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(CODE_LOOKUP_DOMAIN);
+    hasher.update(code_key);
+    hasher.finalize().into()
+}
+
+/// Whether a stored PIN hash is a verifier keyed by the code key (33 bytes,
+/// a version byte first); otherwise it is an earlier offer's HSM-made hash
+/// (32 bytes), compared in the HSM.
+pub fn is_code_keyed_verifier(stored: &[u8]) -> bool {
+    stored.len() == 33 && stored.first() == Some(&PIN_VERIFIER_V2)
 }
 
 /// What an offer stored before 2026-12-05 hashed for its PIN (for the HSM
@@ -152,7 +180,8 @@ mod tests {
     #[test]
     fn the_stored_lookup_key_is_not_the_code_key() {
         let k = key(7);
-        assert_ne!(k.lookup(), k.legacy_lookup());
+        assert_ne!(k.lookup(), *k.stored_before_v2());
+        assert_eq!(k.lookup(), lookup_of_code_key(&[7u8; 32]));
         assert_ne!(k.lookup(), key(8).lookup());
         // SHA-256 of the domain and the key, as documented.
         let mut hasher = Sha256::new();
@@ -169,10 +198,12 @@ mod tests {
             &hmac::Key::new(hmac::HMAC_SHA256, &[1u8; 32]),
             b"notary/pin-verifier/v2\0offer\x00000000",
         );
-        assert_eq!(
-            k.pin_verifier("offer", &TxCode::new("000000".into()))
-                .as_slice(),
-            direct.as_ref()
-        );
+        let verifier = k.pin_verifier("offer", &TxCode::new("000000".into()));
+        assert_eq!(verifier[0], 2);
+        assert_eq!(&verifier[1..], direct.as_ref());
+        assert!(is_code_keyed_verifier(&verifier));
+        // An earlier offer's 32-byte HSM hash is not taken for a verifier.
+        assert!(!is_code_keyed_verifier(&verifier[1..]));
+        assert!(!k.pin_matches("offer", &TxCode::new("000000".into()), &verifier[1..]));
     }
 }

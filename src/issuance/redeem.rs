@@ -94,7 +94,12 @@ impl Notary {
             .map_err(internal)?;
         drop(code);
         let now = now();
-        let (offer, scheme) = self.find_offer(&code_key).await?;
+        let offer = self
+            .store
+            .find_offer_by_code_hash(&code_key.lookup())
+            .await
+            .map_err(internal)?
+            .ok_or(RedeemError::InvalidGrant { unknown_code: true })?;
 
         // Whether a PIN is expected is answered the same for a live offer
         // and a spent one: a leaked link without its PIN learns nothing.
@@ -178,34 +183,29 @@ impl Notary {
                 else {
                     return Err(self.refusal_after_race(&offer.id).await);
                 };
-                metrics::counter!(crate::telemetry::PIN_VERDICTS).increment(1);
                 let signing_input = unsigned.input.as_bytes().to_vec();
-                let signature = match scheme {
-                    // The verifier is keyed by the code key: compared here,
-                    // then one trip to sign.
-                    LookupScheme::CodeKeyHashed => {
-                        if code_key.pin_matches(&offer.id, &pin, stored) {
-                            drop(pin);
-                            Some(self.hsm.sign(&key, signing_input).await.map_err(internal)?)
-                        } else {
-                            None
-                        }
+                let signature = if hashing::is_code_keyed_verifier(stored) {
+                    // Compared here, then one trip to sign.
+                    let right = code_key.pin_matches(&offer.id, &pin, stored);
+                    count_pin_verdict();
+                    drop((pin, code_key));
+                    match right {
+                        true => Some(self.hsm.sign(&key, signing_input).await.map_err(internal)?),
+                        false => None,
                     }
-                    // An older offer's PIN hash is the HSM's: it hashes,
+                } else {
+                    // An earlier offer's PIN hash is the HSM's: it hashes,
                     // compares and signs only if right, in one trip.
-                    LookupScheme::Legacy => {
-                        let presented = hashing::pin_message(&offer.id, &pin);
-                        drop(pin);
-                        self.hsm
-                            .sign_if_keyed_hash_matches(
-                                presented,
-                                stored.clone(),
-                                &key,
-                                signing_input,
-                            )
-                            .await
-                            .map_err(internal)?
-                    }
+                    drop(code_key);
+                    let presented = hashing::pin_message(&offer.id, &pin);
+                    drop(pin);
+                    let signature = self
+                        .hsm
+                        .sign_if_keyed_hash_matches(presented, stored.clone(), &key, signing_input)
+                        .await
+                        .map_err(internal)?;
+                    count_pin_verdict();
+                    signature
                 };
                 let Some(signature) = signature else {
                     return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
@@ -250,31 +250,6 @@ impl Notary {
             c_nonce: nonce.map(|n| n.c_nonce),
             authorization_details,
         })
-    }
-
-    /// The offer a code key finds, and how its code and PIN were stored.
-    async fn find_offer(
-        &self,
-        code_key: &hashing::CodeKey,
-    ) -> Result<(OfferRecord, LookupScheme), RedeemError> {
-        if let Some(offer) = self
-            .store
-            .find_offer_by_code_hash(&code_key.lookup())
-            .await
-            .map_err(internal)?
-        {
-            return Ok((offer, LookupScheme::CodeKeyHashed));
-        }
-        // Offers stored before the code key was kept secret.
-        match self
-            .store
-            .find_offer_by_code_hash(&code_key.legacy_lookup())
-            .await
-            .map_err(internal)?
-        {
-            Some(offer) => Ok((offer, LookupScheme::Legacy)),
-            None => Err(RedeemError::InvalidGrant { unknown_code: true }),
-        }
     }
 
     /// The answer for an offer that changed under a request: locked, else
@@ -341,13 +316,9 @@ impl Notary {
     }
 }
 
-/// How an offer's code and PIN were stored (`hashing.rs`).
-#[derive(Debug, Clone, Copy)]
-enum LookupScheme {
-    /// Found by the SHA-256 of the code key; the PIN verifier is keyed by it.
-    CodeKeyHashed,
-    /// Found by the code key itself; the PIN hash was made in the HSM.
-    Legacy,
+/// Counts a PIN compared with its offer's stored form, right or wrong.
+fn count_pin_verdict() {
+    metrics::counter!(crate::telemetry::PIN_VERDICTS).increment(1);
 }
 
 /// Offers whose replayed code's token is being revoked right now, so that a

@@ -106,7 +106,7 @@ fn offer_values(offer: &NewOffer) -> [Value; 12] {
     [
         Value::Text(offer.id.clone()),
         Value::Blob(offer.code_hash.to_vec()),
-        blob(offer.pin_hash),
+        offer.pin_hash.clone().map_or(Value::Null, Value::Blob),
         text(&offer.tx_code),
         text(&offer.subject),
         Value::Text(offer.credential_ids.clone()),
@@ -131,9 +131,9 @@ pub(super) fn insert_offers(db: &Connection, offers: &[&NewOffer]) -> Result<(),
     let sql = format!(
         "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, \
          claims_sealed, state, attempts, max_attempts, created_at, expires_at, created_by, \
-         ref_hash) VALUES {}",
+         ref_hash, stored_form) VALUES {}",
         rows(
-            "(?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, 3)",
             offers.len()
         )
     );

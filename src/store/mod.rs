@@ -121,6 +121,17 @@ impl Store {
         dispatch!(self, "migrate", s => s.migrate().await)
     }
 
+    /// Converts the lookup key of every offer stored before 2026-12-05 (the
+    /// code's keyed hash itself) with `convert` (its SHA-256 form), so that
+    /// every offer is found by one lookup that never sends a code key to
+    /// the database. Their PIN hashes stay as they were. Returns how many.
+    pub async fn convert_stored_lookups(
+        &self,
+        convert: fn(&[u8]) -> [u8; 32],
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, "convert_stored_lookups", s => s.convert_stored_lookups(convert).await)
+    }
+
     /// Whether the schema is at the version this build expects.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
         dispatch!(self, "check_schema", s => s.check_schema().await)

@@ -96,8 +96,9 @@ pub struct NewOffer {
     pub id: String,
     /// Keyed hash of the pre-authorized code.
     pub code_hash: [u8; 32],
-    /// Keyed hash of the PIN, if any.
-    pub pin_hash: Option<[u8; 32]>,
+    /// The PIN's stored form, if any: its verifier keyed by the code key
+    /// (`issuance::hashing`).
+    pub pin_hash: Option<Vec<u8>>,
     /// The `tx_code` object (JSON).
     pub tx_code: Option<String>,
     /// Subject for the token.

@@ -147,12 +147,12 @@ async fn insert_offers(conn: &mut PgConnection, offers: &[&NewOffer]) -> Result<
     let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, \
          claims_sealed, state, attempts, max_attempts, created_at, expires_at, created_by, \
-         ref_hash) ",
+         ref_hash, stored_form) ",
     );
     insert.push_values(offers, |mut row, offer| {
         row.push_bind(offer.id.clone())
             .push_bind(offer.code_hash.to_vec())
-            .push_bind(offer.pin_hash.map(|h| h.to_vec()))
+            .push_bind(offer.pin_hash.clone())
             .push_bind(offer.tx_code.clone())
             .push_bind(offer.subject.clone())
             .push_bind(offer.credential_ids.clone())
@@ -163,7 +163,8 @@ async fn insert_offers(conn: &mut PgConnection, offers: &[&NewOffer]) -> Result<
             .push_bind(offer.created_at)
             .push_bind(offer.expires_at)
             .push_bind(offer.created_by.clone())
-            .push_bind(offer.ref_hash.map(|h| h.to_vec()));
+            .push_bind(offer.ref_hash.map(|h| h.to_vec()))
+            .push("3");
     });
     // Not kept prepared: the text differs with every batch size.
     insert.build().persistent(false).execute(&mut *conn).await?;
