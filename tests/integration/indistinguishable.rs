@@ -104,9 +104,11 @@ async fn refused_codes_are_indistinguishable() {
     assert!(bodies.iter().all(|(_, b)| *b == bodies[0].1), "{bodies:?}");
 
     // Timing: the medians of all classes agree within 20% (or 0.5 ms). A
-    // noisy machine gets three tries; a real signal fails all three.
+    // noisy machine gets five tries (under the parallel load of the whole
+    // suite three noisy tries in a row happened once); a real signal fails
+    // all five.
     let mut last = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let medians = measure(&app, &classes).await;
         let (lo, hi) = (medians.iter().min().unwrap(), medians.iter().max().unwrap());
         let allowed = lo.mul_f64(0.2).max(Duration::from_micros(500));
