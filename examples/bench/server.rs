@@ -66,25 +66,7 @@ impl Server {
         // start-up alone.
         aws_lc_rs::rand::fill(&mut [0u8; 16]).unwrap();
         let started = Instant::now();
-        let child = Command::new(&bin)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("NOTARY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        loop {
-            if let Ok(r) = probe.get(format!("{base}/readyz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let child = serve_until_ready(&config, &probe, &base).await;
         let start_to_ready_ms = started.elapsed().as_secs_f64() * 1e3;
         let admin_key = std::fs::read_to_string(home.join("admin-key"))
             .unwrap()
@@ -118,24 +100,8 @@ impl Server {
         table["metrics"]["listen"] = toml::Value::String(format!("127.0.0.1:{metrics_port}"));
         let config = home.join(format!("notary-{port}.toml"));
         std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
-        let child = Command::new(notary_binary())
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("NOTARY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
         let base = format!("https://localhost:{port}");
-        let probe = super::client(&self.ca);
-        let started = Instant::now();
-        while !matches!(probe.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "second instance not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let child = serve_until_ready(&config, &super::client(&self.ca), &base).await;
         Instance { base, child }
     }
 
@@ -196,6 +162,27 @@ pub fn cpu_ticks() -> (u64, u64) {
         .collect();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (idle, fields.iter().sum())
+}
+
+/// Starts `notary serve` on `config` and waits (up to 30 s) until `base`
+/// answers `/readyz` with 200.
+async fn serve_until_ready(config: &Path, probe: &reqwest::Client, base: &str) -> Child {
+    let child = Command::new(notary_binary())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NOTARY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !matches!(probe.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    child
 }
 
 /// A further instance of a [`Server`]'s set-up; stopped when dropped.

@@ -22,6 +22,48 @@ pub use sqlite::SqliteStore;
 
 use crate::audit::AuditEvent;
 
+/// `convert_stored_lookups` of a backend, its SQL written once with `?`
+/// and passed through `$sql` (`status::same` or `status::numbered`).
+macro_rules! convert_stored_lookups_method {
+    ($store:ty, $sql:path) => {
+        impl $store {
+            /// Converts the lookup keys of offers stored before 2026-12-05
+            /// (see `Store::convert_stored_lookups`).
+            pub(super) async fn convert_stored_lookups(
+                &self,
+                convert: fn(&[u8]) -> [u8; 32],
+            ) -> Result<u64, StoreError> {
+                // Read first, outside a write: a database without such
+                // offers (the usual case) takes no write, so read-only
+                // commands still work.
+                let rows: Vec<(String, Vec<u8>)> =
+                    sqlx::query_as("SELECT id, code_hash FROM offers WHERE stored_form = 1")
+                        .fetch_all(&self.pool)
+                        .await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                // Each update is conditional, so two processes converting
+                // at once convert each row once.
+                let mut tx = self.begin_write().await?;
+                for (id, code_key) in &rows {
+                    sqlx::query(sqlx::AssertSqlSafe($sql(
+                        "UPDATE offers SET code_hash = ?, stored_form = 2 WHERE id = ? AND stored_form = 1",
+                    )))
+                    .bind(convert(code_key).to_vec())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(rows.len() as u64)
+            }
+        }
+    };
+}
+convert_stored_lookups_method!(SqliteStore, status::same);
+convert_stored_lookups_method!(PgStore, status::numbered);
+
 /// Storage failures, in the terms callers act on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -371,35 +371,6 @@ impl PgStore {
         })
     }
 
-    /// Converts the lookup keys of offers stored before 2026-12-05 (see
-    /// `Store::convert_stored_lookups`).
-    pub(super) async fn convert_stored_lookups(
-        &self,
-        convert: fn(&[u8]) -> [u8; 32],
-    ) -> Result<u64, StoreError> {
-        // Read first, outside a write: a database without such offers (the
-        // usual case) takes no write, so read-only commands still work.
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT id, code_hash FROM offers WHERE stored_form = 1")
-                .fetch_all(&self.pool)
-                .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        // Each update is conditional, so two processes converting at once
-        // convert each row once.
-        let mut tx = self.begin_write().await?;
-        for (id, code_key) in &rows {
-            sqlx::query("UPDATE offers SET code_hash = $1, stored_form = 2 WHERE id = $2 AND stored_form = 1")
-                .bind(convert(code_key).to_vec())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
-    }
-
     pub(super) async fn revoke_offer(
         &self,
         id: &str,
