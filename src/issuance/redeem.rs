@@ -1,15 +1,16 @@
 //! Redeeming a pre-authorized code (and PIN) for an access token, exactly once.
 //!
 //! Order of work: hash the code in the HSM and look the offer up; check its
-//! state and expiry; count the PIN attempt (one conditional update that
-//! never passes the limit, committed before the PIN is looked at); compare
-//! the PIN with its verifier, keyed by the code's keyed hash (a wrong one is
-//! recorded, and locks the offer if it was the last) and sign the token
-//! only if it was right; then
-//! consume the offer with one conditional update,
-//! unexpired at that moment. The token is returned only if that update
-//! changed a row, so of any number of concurrent redemptions exactly one
-//! wins, and a PIN that was right cannot win after the offer locked.
+//! state and expiry; sign the token; compare the PIN with its verifier,
+//! keyed by the code's keyed hash; then one conditional write that counts
+//! the attempt and never passes the limit. For a right PIN that write is
+//! the one that consumes the offer (pending, unexpired at that moment and
+//! with an attempt left); a wrong one is counted, then recorded, and locks
+//! the offer if it was the last. Nothing is answered before that write is
+//! durable, and nothing before it depends on the PIN, so no verdict escapes
+//! uncounted. The token is returned only if the consuming update changed a
+//! row: of any number of concurrent redemptions exactly one wins, and a
+//! PIN that was right cannot win after the offer locked.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -18,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use super::{InternalError, Notary, hashing, now, token};
 use crate::oid4vci::PRE_AUTHORIZED_GRANT;
 use crate::oid4vci::token::{CredentialAuthorization, TokenRequest, TokenResponse};
-use crate::store::{OfferRecord, OfferState, PinAttempt, WrongPinOutcome};
+use crate::store::{OfferRecord, OfferState, PinAttempt, RedemptionAttempt, WrongPinOutcome};
 
 /// Longest a request waits for the requests holding an offer's last
 /// attempts to be judged.
@@ -169,12 +170,33 @@ impl Notary {
         )
         .map_err(RedeemError::Internal)?;
 
-        // The attempt is counted durably before the PIN is even looked at:
-        // if counting fails, the PIN is never judged, so no verdict, right
-        // or wrong, can escape uncounted. The token is signed only for a
-        // right PIN.
-        let (minted, reserved_attempt) = match (&offer.pin_hash, request.tx_code) {
+        let (minted, attempt) = match (&offer.pin_hash, request.tx_code) {
+            (Some(stored), Some(pin)) if hashing::is_code_keyed_verifier(stored) => {
+                // The token is signed before the PIN is compared, whatever
+                // the PIN: up to the write that counts the attempt, a right
+                // and a wrong PIN take the same steps and time, so a write
+                // that fails or loses a race tells nothing of the PIN. The
+                // verdict leaves this function only once the write that
+                // counts its attempt (redeeming for a right PIN, reserving
+                // for a wrong one) is durable.
+                let signature = self
+                    .hsm
+                    .sign(&key, unsigned.input.as_bytes().to_vec())
+                    .await
+                    .map_err(internal)?;
+                let right = code_key.pin_matches(&offer.id, &pin, stored);
+                count_pin_verdict();
+                drop((pin, code_key));
+                if !right {
+                    return Err(self.wrong_pin(&offer.id, now).await);
+                }
+                (unsigned.signed(&signature), RedemptionAttempt::CountedHere)
+            }
             (Some(stored), Some(pin)) => {
+                // An earlier offer's PIN hash is the HSM's, which compares
+                // and signs only if right, in one trip: the attempt is
+                // reserved durably before that trip.
+                drop(code_key);
                 let Some(attempt) = self
                     .store
                     .reserve_pin_attempt(&offer.id, now)
@@ -183,34 +205,23 @@ impl Notary {
                 else {
                     return Err(self.refusal_after_race(&offer.id).await);
                 };
-                let signing_input = unsigned.input.as_bytes().to_vec();
-                let signature = if hashing::is_code_keyed_verifier(stored) {
-                    // Compared here, then one trip to sign.
-                    let right = code_key.pin_matches(&offer.id, &pin, stored);
-                    count_pin_verdict();
-                    drop((pin, code_key));
-                    match right {
-                        true => Some(self.hsm.sign(&key, signing_input).await.map_err(internal)?),
-                        false => None,
-                    }
-                } else {
-                    // An earlier offer's PIN hash is the HSM's: it hashes,
-                    // compares and signs only if right, in one trip.
-                    drop(code_key);
-                    let presented = hashing::pin_message(&offer.id, &pin);
-                    drop(pin);
-                    let signature = self
-                        .hsm
-                        .sign_if_keyed_hash_matches(presented, stored.clone(), &key, signing_input)
-                        .await
-                        .map_err(internal)?;
-                    count_pin_verdict();
-                    signature
-                };
+                let presented = hashing::pin_message(&offer.id, &pin);
+                drop(pin);
+                let signature = self
+                    .hsm
+                    .sign_if_keyed_hash_matches(
+                        presented,
+                        stored.clone(),
+                        &key,
+                        unsigned.input.as_bytes().to_vec(),
+                    )
+                    .await
+                    .map_err(internal)?;
+                count_pin_verdict();
                 let Some(signature) = signature else {
                     return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
                 };
-                (unsigned.signed(&signature), true)
+                (unsigned.signed(&signature), RedemptionAttempt::Reserved)
             }
             _ => {
                 let signature = self
@@ -218,14 +229,12 @@ impl Notary {
                     .sign(&key, unsigned.input.as_bytes().to_vec())
                     .await
                     .map_err(internal)?;
-                (unsigned.signed(&signature), false)
+                (unsigned.signed(&signature), RedemptionAttempt::NoPin)
             }
         };
-        // A right PIN gives its reserved attempt back as the offer is
-        // consumed. Should this write fail, the attempt stays counted.
         let consumed = self
             .store
-            .consume_offer(&offer.id, &minted.issued, reserved_attempt, super::now())
+            .consume_offer(&offer.id, &minted.issued, attempt, super::now())
             .await
             .map_err(internal)?;
         if !consumed {
@@ -283,6 +292,17 @@ impl Notary {
                 }
                 Err(e) => return internal(e),
             }
+        }
+    }
+
+    /// Counts a wrong PIN's attempt, then records it (and the lock, if it
+    /// was the last). The answer says the PIN was wrong only once its
+    /// attempt is durable.
+    async fn wrong_pin(&self, offer_id: &str, now: i64) -> RedeemError {
+        match self.store.reserve_pin_attempt(offer_id, now).await {
+            Ok(Some(attempt)) => self.record_wrong_pin(offer_id, attempt, now).await,
+            Ok(None) => self.refusal_after_race(offer_id).await,
+            Err(e) => internal(e),
         }
     }
 

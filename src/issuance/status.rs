@@ -28,18 +28,30 @@ use crate::formats::status_list::{IndexPermutation, StatusBits, token_status_lis
 use crate::formats::{self, IssuerKey};
 use crate::store::{
     AuditFilter, AuditRecord, CredentialRecord, CredentialStatus, SignedStatusList, StatusChange,
-    StatusListContent, StatusListKind,
+    StatusListContent, StatusListKind, StatusSlot,
 };
 
 const PERMUTATION_DOMAIN: &[u8] = b"notary/status-index/v1\0";
 
-/// Per-process state: the lists' permutations, and the lists as last read
-/// for serving.
+/// Per-process state: the lists' permutations, the lists as last read for
+/// serving, and places reserved ahead of need.
 #[derive(Default)]
 pub struct StatusState {
     permutations: Mutex<HashMap<String, Arc<IndexPermutation>>>,
     served: Mutex<HashMap<String, (std::time::Instant, Arc<SignedStatusList>)>>,
+    /// Places this process reserved in the database and has not given to a
+    /// credential yet: Token Status List places, then Bitstring ones. An
+    /// async lock, held while a refill is written, so that a burst of
+    /// requests finding it empty makes one reservation, not one each.
+    spare: tokio::sync::Mutex<[Vec<StatusSlot>; 2]>,
 }
+
+/// Places reserved per database write. A credential request then costs a
+/// write for its places once in this many, not every time; the price is
+/// that places reserved by a process that stops are never used (at most
+/// this many per kind and process, of lists of at least 131,072), and
+/// that a list's last places, too few for a block, are left unused.
+const PLACES_PER_RESERVATION: usize = 16;
 
 /// How long a list read for serving is reused: relying parties fetch lists
 /// far more often than they change, and a second costs nothing against
@@ -103,16 +115,7 @@ impl Notary {
             return Ok(None);
         }
         let kind = kind_of(format);
-        let size = i64::from(self.policy.status.list_size);
-        let slots = self
-            .store
-            .reserve_status_slots(kind, i64::try_from(count).unwrap_or(1), size, now())
-            .await?;
-        if slots.iter().any(|s| s.n == 0) {
-            // A list was opened: sign it now, before a credential that
-            // names it leaves, so relying parties never find it missing.
-            self.sign_due_status_lists().await?;
-        }
+        let slots = self.take_places(kind, count).await?;
         let mut places = Vec::with_capacity(slots.len());
         for slot in slots {
             let permutation = self.permutation(&slot.list_id).await?;
@@ -144,6 +147,41 @@ impl Notary {
             });
         }
         Ok(Some(places))
+    }
+
+    /// `count` places of `kind`, from those reserved ahead, refilled by
+    /// one database write when too few are left. Each place is reserved
+    /// once in the database (shared by every instance) and handed out once
+    /// from here, so no two credentials share one.
+    async fn take_places(
+        &self,
+        kind: StatusListKind,
+        count: usize,
+    ) -> Result<Vec<StatusSlot>, InternalError> {
+        let mut spare = self.status_lists.spare.lock().await;
+        let spare = &mut spare[match kind {
+            StatusListKind::Token => 0,
+            StatusListKind::Bitstring => 1,
+        }];
+        if spare.len() < count {
+            let size = i64::from(self.policy.status.list_size);
+            let wanted = count
+                .saturating_sub(spare.len())
+                .max(PLACES_PER_RESERVATION);
+            let fresh = self
+                .store
+                .reserve_status_slots(kind, i64::try_from(wanted).unwrap_or(1), size, now())
+                .await?;
+            if fresh.iter().any(|s| s.n == 0) {
+                // A list was opened: sign it now, before a credential that
+                // names it leaves, so relying parties never find it missing.
+                self.sign_due_status_lists().await?;
+            }
+            // Handed out in the order reserved.
+            spare.splice(0..0, fresh.into_iter().rev());
+        }
+        let first = spare.len().saturating_sub(count);
+        Ok(spare.drain(first..).rev().collect())
     }
 
     /// The list's index permutation, its key derived in the HSM once.

@@ -26,7 +26,7 @@ use super::issuance::{issued_events, token_is_live, without_configuration};
 use super::sqlite::{ChainedEntry, OFFER_COLUMNS, chain_entries, pin_attempt};
 use super::{
     IssueOutcome, NewIssuance, NewOffer, OfferRecord, OfferState, PinAttempt, StatusListKind,
-    StatusSlot, StoreError,
+    StatusSlot, StoreError, TokenStatus,
 };
 use crate::audit::AuditEvent;
 
@@ -199,12 +199,13 @@ pub(super) fn consume_offers(
     commit_now: i64,
 ) -> Result<HashSet<String>, StoreError> {
     let sql = format!(
-        "WITH v(id, jti, exp, now, released) AS (VALUES {}) \
+        "WITH v(id, jti, exp, now, released, needs_attempt) AS (VALUES {}) \
          UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
          token_expires_at = v.exp, attempts = MAX(offers.attempts - v.released, 0) FROM v \
          WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > ? \
+           AND (v.needs_attempt = 0 OR offers.attempts < offers.max_attempts) \
          RETURNING offers.id",
-        rows("(?, ?, ?, ?, ?)", consumes.len())
+        rows("(?, ?, ?, ?, ?, ?)", consumes.len())
     );
     let values = consumes
         .iter()
@@ -214,7 +215,8 @@ pub(super) fn consume_offers(
                 Value::Text(c.token.jti.clone()),
                 Value::Integer(c.token.expires_at),
                 Value::Integer(c.now),
-                Value::Integer(i64::from(c.release_attempt)),
+                Value::Integer(c.released()),
+                Value::Integer(c.needs_attempt()),
             ]
         })
         .chain([Value::Integer(commit_now)]);
@@ -456,6 +458,33 @@ pub(super) fn find_offer_by_code_hash(
         .optional()
     })?
     .transpose()
+}
+
+/// The offer with id `id`, read on the calling thread like
+/// [`find_offer_by_code_hash`]: every credential request opens its offer's
+/// claims.
+pub(super) fn get_offer(file: &Path, id: &str) -> Result<Option<OfferRecord>, StoreError> {
+    with_reader(file, |db| {
+        db.prepare_cached(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = ?"))?
+            .query_row([id], offer_from_row)
+            .optional()
+    })?
+    .transpose()
+}
+
+/// The offer and revocation time of the token `jti`, read on the calling
+/// thread: every credential request checks its access token.
+pub(super) fn token_status(file: &Path, jti: &str) -> Result<Option<TokenStatus>, StoreError> {
+    with_reader(file, |db| {
+        db.prepare_cached("SELECT id, token_revoked_at FROM offers WHERE token_jti = ?")?
+            .query_row([jti], |row| {
+                Ok(TokenStatus {
+                    offer_id: row.get(0)?,
+                    revoked_at: row.get(1)?,
+                })
+            })
+            .optional()
+    })
 }
 
 /// Whether `sql` (a `SELECT` of one constant) finds a row, read on the

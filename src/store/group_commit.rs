@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::direct;
 use super::sqlite::redemption_events;
 use super::{
-    IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, StatusListKind, StatusSlot,
-    StoreError, unix_now,
+    IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, RedemptionAttempt,
+    StatusListKind, StatusSlot, StoreError, unix_now,
 };
 use crate::audit::AuditEvent;
 
@@ -69,9 +69,8 @@ pub enum BatchedWrite {
         id: String,
         /// The token issued for it.
         token: IssuedToken,
-        /// Whether the redeeming request reserved a PIN attempt, which it
-        /// now gives back (the PIN was right).
-        release_attempt: bool,
+        /// How the offer's PIN attempt is accounted for.
+        attempt: RedemptionAttempt,
         /// Now, unix seconds.
         now: i64,
     },
@@ -138,13 +137,30 @@ impl BatchedWrite {
     }
 
     /// Redeeming offer `id` for `token`.
-    pub fn consume_offer(id: &str, token: &IssuedToken, release_attempt: bool, now: i64) -> Self {
+    pub fn consume_offer(
+        id: &str,
+        token: &IssuedToken,
+        attempt: RedemptionAttempt,
+        now: i64,
+    ) -> Self {
         BatchedWrite::ConsumeOffer {
             id: id.to_owned(),
             token: token.clone(),
-            release_attempt,
+            attempt,
             now,
         }
+    }
+}
+
+impl Consume<'_> {
+    /// 1 if the write gives back an attempt reserved earlier, else 0.
+    pub fn released(&self) -> i64 {
+        i64::from(self.attempt == RedemptionAttempt::Reserved)
+    }
+
+    /// 1 if the write needs an attempt left (it counts its own), else 0.
+    pub fn needs_attempt(&self) -> i64 {
+        i64::from(self.attempt == RedemptionAttempt::CountedHere)
     }
 }
 
@@ -509,7 +525,7 @@ impl<'a> Plan<'a> {
                 BatchedWrite::ConsumeOffer {
                     id,
                     token,
-                    release_attempt,
+                    attempt,
                     now,
                 } => {
                     if consuming.insert(id.as_str()) {
@@ -517,7 +533,7 @@ impl<'a> Plan<'a> {
                             index,
                             id,
                             token,
-                            release_attempt: *release_attempt,
+                            attempt: *attempt,
                             now: *now,
                         });
                     } else {
@@ -656,7 +672,7 @@ pub(super) struct Consume<'a> {
     pub index: usize,
     pub id: &'a str,
     pub token: &'a IssuedToken,
-    pub release_attempt: bool,
+    pub attempt: RedemptionAttempt,
     /// When the request asked (the redemption's recorded time).
     pub now: i64,
 }
@@ -717,7 +733,12 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .consume_offer("b", &token(&format!("t{i}")), false, 1_500)
+                        .consume_offer(
+                            "b",
+                            &token(&format!("t{i}")),
+                            RedemptionAttempt::NoPin,
+                            1_500,
+                        )
                         .await
                 })
             })
@@ -771,7 +792,12 @@ mod tests {
             store.insert_offer(&offer(id, hash), event()).await.unwrap();
             assert!(
                 store
-                    .consume_offer(id, &token(&format!("t-{id}")), false, 1_500)
+                    .consume_offer(
+                        id,
+                        &token(&format!("t-{id}")),
+                        RedemptionAttempt::NoPin,
+                        1_500
+                    )
                     .await
                     .unwrap()
             );

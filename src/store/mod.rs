@@ -278,18 +278,20 @@ impl Store {
     }
 
     /// Marks a pending offer redeemed with the token issued for it, if it is
-    /// unexpired at the moment of this write, giving back the PIN attempt
-    /// the request reserved (`release_attempt`). Returns false when another
-    /// request got there first (or it expired, locked or was revoked
-    /// meanwhile): the caller must then not hand out the token.
+    /// unexpired at the moment of this write, accounting for its PIN
+    /// attempt as `attempt` says (with [`RedemptionAttempt::CountedHere`],
+    /// only while the offer has an attempt left). Returns false when
+    /// another request got there first (or it expired, locked, ran out of
+    /// attempts or was revoked meanwhile): the caller must then not hand
+    /// out the token.
     pub async fn consume_offer(
         &self,
         id: &str,
         token: &IssuedToken,
-        release_attempt: bool,
+        attempt: RedemptionAttempt,
         now: i64,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, "consume_offer", s => s.consume_offer(id, token, release_attempt, now).await)
+        dispatch!(self, "consume_offer", s => s.consume_offer(id, token, attempt, now).await)
     }
 
     /// A redeemed offer's code came back: revoke the token issued from it.

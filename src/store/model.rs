@@ -144,6 +144,19 @@ impl PinAttempt {
     }
 }
 
+/// How the write that consumes an offer accounts for its PIN attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedemptionAttempt {
+    /// The offer has no PIN: no attempt to count.
+    NoPin,
+    /// An earlier write reserved the attempt (offers whose PIN hash the
+    /// HSM compares); the right PIN gives it back.
+    Reserved,
+    /// This write counts the attempt: it consumes the offer only while an
+    /// attempt is left, and gives it straight back, the PIN being right.
+    CountedHere,
+}
+
 /// Result of recording a wrong PIN's verdict (its attempt already counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WrongPinOutcome {

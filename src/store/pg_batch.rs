@@ -234,19 +234,23 @@ async fn consume_offers(
         .max()
         .unwrap_or(0)
         .max(unix_now());
-    let mut update =
-        sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH v(id, jti, exp, now, released) AS (");
+    let mut update = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "WITH v(id, jti, exp, now, released, needs_attempt) AS (",
+    );
     update.push_values(consumes, |mut row, c| {
         row.push_bind(c.id.to_owned())
             .push_bind(c.token.jti.clone())
             .push_bind(c.token.expires_at)
             .push_bind(c.now)
-            .push_bind(i64::from(c.release_attempt));
+            .push_bind(c.released())
+            .push_bind(c.needs_attempt());
     });
     update.push(
         ") UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
          token_expires_at = v.exp, attempts = GREATEST(offers.attempts - v.released, 0) FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > GREATEST(",
+         WHERE offers.id = v.id AND offers.state = 'pending' \
+           AND (v.needs_attempt = 0 OR offers.attempts < offers.max_attempts) \
+           AND offers.expires_at > GREATEST(",
     );
     // The later of this host's clock now and the database's clock as the
     // row is written: the statement may wait for a lock on the table (a

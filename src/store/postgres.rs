@@ -23,8 +23,8 @@ use super::sqlite::{locked_event, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
     KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
-    PinAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind, StatusSlot, StoreError,
-    TokenStatus, WrongPinOutcome, unix_now,
+    PinAttempt, RedemptionAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind,
+    StatusSlot, StoreError, TokenStatus, WrongPinOutcome, unix_now,
 };
 use crate::audit::AuditEvent;
 
@@ -449,11 +449,11 @@ impl PgStore {
         &self,
         id: &str,
         token: &IssuedToken,
-        release_attempt: bool,
+        attempt: RedemptionAttempt,
         now: i64,
     ) -> Result<bool, StoreError> {
         self.batch
-            .submit(BatchedWrite::consume_offer(id, token, release_attempt, now))
+            .submit(BatchedWrite::consume_offer(id, token, attempt, now))
             .await?
             .consumed()
     }

@@ -20,8 +20,8 @@ use super::group_commit::{Applied, BatchedWrite, GroupCommit, WriteLock};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
     KeyPurpose, KeyState, NewIssuance, NewOffer, OfferFilter, OfferPage, OfferRecord, OfferState,
-    PinAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind, StatusSlot, StoreError,
-    TokenStatus, WrongPinOutcome,
+    PinAttempt, RedemptionAttempt, RevokeOutcome, Role, SigningKeyRecord, StatusListKind,
+    StatusSlot, StoreError, TokenStatus, WrongPinOutcome,
 };
 use crate::audit::{self, AuditEvent};
 
@@ -384,17 +384,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn token_status(&self, jti: &str) -> Result<Option<TokenStatus>, StoreError> {
-        let row = sqlx::query("SELECT id, token_revoked_at FROM offers WHERE token_jti = ?")
-            .bind(jti)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(TokenStatus {
-                offer_id: r.try_get("id")?,
-                revoked_at: r.try_get("token_revoked_at")?,
-            })
-        })
-        .transpose()
+        direct::token_status(&self.file, jti)
     }
 
     pub(super) async fn record_proof_jti(
@@ -450,9 +440,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn get_offer(&self, id: &str) -> Result<Option<OfferRecord>, StoreError> {
-        let sql = offer_select("WHERE id = ?");
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(offer_from_row).transpose()
+        direct::get_offer(&self.file, id)
     }
 
     pub(super) async fn list_offers(
@@ -577,11 +565,11 @@ impl SqliteStore {
         &self,
         id: &str,
         token: &IssuedToken,
-        release_attempt: bool,
+        attempt: RedemptionAttempt,
         now: i64,
     ) -> Result<bool, StoreError> {
         self.batch
-            .submit(BatchedWrite::consume_offer(id, token, release_attempt, now))
+            .submit(BatchedWrite::consume_offer(id, token, attempt, now))
             .await?
             .consumed()
     }
