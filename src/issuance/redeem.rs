@@ -1,16 +1,16 @@
 //! Redeeming a pre-authorized code (and PIN) for an access token, exactly once.
 //!
 //! Order of work: hash the code in the HSM and look the offer up; check its
-//! state and expiry; sign the token; compare the PIN with its verifier,
-//! keyed by the code's keyed hash; then one conditional write that counts
-//! the attempt and never passes the limit. For a right PIN that write is
-//! the one that consumes the offer (pending, unexpired at that moment and
-//! with an attempt left); a wrong one is counted, then recorded, and locks
-//! the offer if it was the last. Nothing is answered before that write is
-//! durable, and nothing before it depends on the PIN, so no verdict escapes
-//! uncounted. The token is returned only if the consuming update changed a
-//! row: of any number of concurrent redemptions exactly one wins, and a
-//! PIN that was right cannot win after the offer locked.
+//! state and expiry; compare the PIN with its verifier, keyed by the code's
+//! keyed hash; then one conditional write that counts the attempt and never
+//! passes the limit. For a right PIN that write is the one that consumes
+//! the offer (pending, unexpired at that moment and with an attempt left);
+//! for a wrong one it adds the attempt, records it and locks the offer if
+//! it was the last. Nothing is answered before that write is durable, and
+//! nothing before it depends on the PIN, so no verdict escapes uncounted.
+//! The token is signed only once the consuming update changed a row: of
+//! any number of concurrent redemptions exactly one wins, and a PIN that
+//! was right cannot win after the offer locked.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -170,27 +170,21 @@ impl Notary {
         )
         .map_err(RedeemError::Internal)?;
 
-        let (minted, attempt) = match (&offer.pin_hash, request.tx_code) {
+        // With a PIN, nothing here depends on the verdict until the one
+        // write that counts its attempt: the consuming write for a right
+        // PIN, `count_wrong_pin` for a wrong one (same shape: a
+        // conditional update and its audit entries, in the group commit).
+        // The answer waits for that write, and the token is signed only
+        // after the redemption is durable.
+        let (attempt, signed_in_hsm) = match (&offer.pin_hash, request.tx_code) {
             (Some(stored), Some(pin)) if hashing::is_code_keyed_verifier(stored) => {
-                // The token is signed before the PIN is compared, whatever
-                // the PIN: up to the write that counts the attempt, a right
-                // and a wrong PIN take the same steps and time, so a write
-                // that fails or loses a race tells nothing of the PIN. The
-                // verdict leaves this function only once the write that
-                // counts its attempt (redeeming for a right PIN, reserving
-                // for a wrong one) is durable.
-                let signature = self
-                    .hsm
-                    .sign(&key, unsigned.input.as_bytes().to_vec())
-                    .await
-                    .map_err(internal)?;
                 let right = code_key.pin_matches(&offer.id, &pin, stored);
                 count_pin_verdict();
                 drop((pin, code_key));
                 if !right {
                     return Err(self.wrong_pin(&offer.id, now).await);
                 }
-                (unsigned.signed(&signature), RedemptionAttempt::CountedHere)
+                (RedemptionAttempt::CountedHere, None)
             }
             (Some(stored), Some(pin)) => {
                 // An earlier offer's PIN hash is the HSM's, which compares
@@ -221,34 +215,32 @@ impl Notary {
                 let Some(signature) = signature else {
                     return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
                 };
-                (unsigned.signed(&signature), RedemptionAttempt::Reserved)
+                (RedemptionAttempt::Reserved, Some(signature))
             }
-            _ => {
-                let signature = self
-                    .hsm
-                    .sign(&key, unsigned.input.as_bytes().to_vec())
-                    .await
-                    .map_err(internal)?;
-                (unsigned.signed(&signature), RedemptionAttempt::NoPin)
-            }
+            _ => (RedemptionAttempt::NoPin, None),
         };
         let consumed = self
             .store
-            .consume_offer(&offer.id, &minted.issued, attempt, super::now())
+            .consume_offer(&offer.id, unsigned.issued(), attempt, super::now())
             .await
             .map_err(internal)?;
         if !consumed {
-            // Another request redeemed it, or it locked, expired or was
-            // revoked since we read it. The token we signed is discarded.
+            // Another request redeemed it, or it locked, expired, ran out
+            // of attempts or was revoked since we read it.
             return Err(self.refusal_after_race(&offer.id).await);
         }
+        let signature = match signed_in_hsm {
+            Some(signature) => signature,
+            None => self.sign_redeemed(&key, &offer.id, &unsigned).await?,
+        };
+        let access_token = unsigned.signed(&signature);
         let nonce = if self.policy.legacy_c_nonce {
             Some(self.fresh_c_nonce().await.map_err(RedeemError::Internal)?)
         } else {
             None
         };
         Ok(TokenResponse {
-            access_token: minted.access_token,
+            access_token,
             token_type: if binding.dpop_jkt.is_some() {
                 "DPoP"
             } else {
@@ -295,14 +287,45 @@ impl Notary {
         }
     }
 
-    /// Counts a wrong PIN's attempt, then records it (and the lock, if it
-    /// was the last). The answer says the PIN was wrong only once its
-    /// attempt is durable.
+    /// Counts a wrong PIN's attempt with its audit entry (and the lock, if
+    /// it was the last) in one write; the answer says the PIN was wrong
+    /// only once that write is durable.
     async fn wrong_pin(&self, offer_id: &str, now: i64) -> RedeemError {
-        match self.store.reserve_pin_attempt(offer_id, now).await {
-            Ok(Some(attempt)) => self.record_wrong_pin(offer_id, attempt, now).await,
+        match self.store.count_wrong_pin(offer_id, now).await {
+            Ok(Some(WrongPinOutcome::Counted { remaining })) => {
+                RedeemError::WrongTxCode { remaining }
+            }
+            Ok(Some(WrongPinOutcome::LockedNow)) => RedeemError::WrongTxCode { remaining: 0 },
             Ok(None) => self.refusal_after_race(offer_id).await,
             Err(e) => internal(e),
+        }
+    }
+
+    /// Signs the token of a redemption already recorded. Should the HSM
+    /// fail now, the offer stays spent (its code must not redeem a second
+    /// time, and undoing the redemption would let a failure tell a right
+    /// PIN from a wrong one); the token that was never handed out is
+    /// marked revoked, so the audit log says so.
+    async fn sign_redeemed(
+        &self,
+        key: &crate::hsm::SigningKeyInfo,
+        offer_id: &str,
+        unsigned: &token::Unsigned,
+    ) -> Result<Vec<u8>, RedeemError> {
+        match self.hsm.sign(key, unsigned.input.as_bytes().to_vec()).await {
+            Ok(signature) => Ok(signature),
+            Err(e) => {
+                tracing::error!(error = %e, offer = %offer_id, "the token of a recorded redemption could not be signed; the offer is spent");
+                let store = self.store.clone();
+                let id = offer_id.to_owned();
+                tokio::spawn(async move {
+                    let reason = "the token could not be signed";
+                    if let Err(e) = store.revoke_token_of_offer(&id, super::now(), reason).await {
+                        tracing::error!(error = %e, offer = %id, "could not mark an unsigned token revoked");
+                    }
+                });
+                Err(internal(e))
+            }
         }
     }
 
@@ -328,7 +351,10 @@ impl Notary {
         let revocations = std::sync::Arc::clone(&self.revocations);
         let id = offer.id.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.revoke_token_of_replayed_offer(&id, now).await {
+            if let Err(e) = store
+                .revoke_token_of_offer(&id, now, "pre-authorized code replayed")
+                .await
+            {
                 tracing::error!(error = %e, offer = %id, "could not revoke the token of a replayed code");
             }
             revocations.finish(&id);

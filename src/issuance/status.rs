@@ -39,11 +39,19 @@ const PERMUTATION_DOMAIN: &[u8] = b"notary/status-index/v1\0";
 pub struct StatusState {
     permutations: Mutex<HashMap<String, Arc<IndexPermutation>>>,
     served: Mutex<HashMap<String, (std::time::Instant, Arc<SignedStatusList>)>>,
-    /// Places this process reserved in the database and has not given to a
-    /// credential yet: Token Status List places, then Bitstring ones. An
-    /// async lock, held while a refill is written, so that a burst of
-    /// requests finding it empty makes one reservation, not one each.
-    spare: tokio::sync::Mutex<[Vec<StatusSlot>; 2]>,
+    /// Places reserved ahead, for Token Status Lists and for Bitstring
+    /// ones. Async locks, held while a refill is written, so that a burst
+    /// of requests finding none left makes one reservation, not one each.
+    spare: [tokio::sync::Mutex<SparePlaces>; 2],
+}
+
+/// Places of one kind of list that this process reserved in the database
+/// and has not given to a credential yet, and the lists it has seen
+/// signed.
+#[derive(Default)]
+struct SparePlaces {
+    places: Vec<StatusSlot>,
+    signed_lists: std::collections::HashSet<String>,
 }
 
 /// Places reserved per database write. A credential request then costs a
@@ -152,36 +160,49 @@ impl Notary {
     /// `count` places of `kind`, from those reserved ahead, refilled by
     /// one database write when too few are left. Each place is reserved
     /// once in the database (shared by every instance) and handed out once
-    /// from here, so no two credentials share one.
+    /// from here, so no two credentials share one. A place is handed out
+    /// only once its list is known to be signed, so relying parties never
+    /// find a credential's list missing: a list this process has not seen
+    /// signed (opened by this refill, by another instance, or by a request
+    /// that failed before signing it) is signed first.
     async fn take_places(
         &self,
         kind: StatusListKind,
         count: usize,
     ) -> Result<Vec<StatusSlot>, InternalError> {
-        let mut spare = self.status_lists.spare.lock().await;
-        let spare = &mut spare[match kind {
+        let mut spare = self.status_lists.spare[match kind {
             StatusListKind::Token => 0,
             StatusListKind::Bitstring => 1,
-        }];
-        if spare.len() < count {
+        }]
+        .lock()
+        .await;
+        if spare.places.len() < count {
             let size = i64::from(self.policy.status.list_size);
             let wanted = count
-                .saturating_sub(spare.len())
+                .saturating_sub(spare.places.len())
                 .max(PLACES_PER_RESERVATION);
             let fresh = self
                 .store
                 .reserve_status_slots(kind, i64::try_from(wanted).unwrap_or(1), size, now())
                 .await?;
-            if fresh.iter().any(|s| s.n == 0) {
-                // A list was opened: sign it now, before a credential that
-                // names it leaves, so relying parties never find it missing.
-                self.sign_due_status_lists().await?;
-            }
-            // Handed out in the order reserved.
-            spare.splice(0..0, fresh.into_iter().rev());
+            // Handed out in the order reserved, from the end.
+            spare.places.splice(0..0, fresh.into_iter().rev());
         }
-        let first = spare.len().saturating_sub(count);
-        Ok(spare.drain(first..).rev().collect())
+        let first = spare.places.len().saturating_sub(count);
+        let unseen = spare.places[first..]
+            .iter()
+            .any(|p| !spare.signed_lists.contains(&p.list_id));
+        if unseen {
+            // Signs every list due, new ones included; on failure the
+            // places stay here and the next request tries again.
+            self.sign_due_status_lists().await?;
+            let lists: Vec<String> = spare.places[first..]
+                .iter()
+                .map(|p| p.list_id.clone())
+                .collect();
+            spare.signed_lists.extend(lists);
+        }
+        Ok(spare.places.drain(first..).rev().collect())
     }
 
     /// The list's index permutation, its key derived in the HSM once.

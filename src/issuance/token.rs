@@ -8,15 +8,6 @@ use crate::jose;
 use crate::oid4vci::token::CredentialAuthorization;
 use crate::store::{IssuedToken, OfferRecord};
 
-/// A signed token and the facts recorded about it.
-#[derive(Debug)]
-pub struct Minted {
-    /// The compact JWS.
-    pub access_token: String,
-    /// jti, kid, exp for the store and the audit log.
-    pub issued: IssuedToken,
-}
-
 /// The `client_id` claim of a token for a wallet that neither presented a
 /// client attestation nor sent a `client_id`. RFC 9068 §2.2 requires the
 /// claim in every access token; this value says no client was identified.
@@ -76,16 +67,20 @@ pub fn claims(
 pub struct Unsigned {
     /// The JWS signing input.
     pub input: String,
+    /// jti, kid, exp for the store and the audit log.
     issued: IssuedToken,
 }
 
 impl Unsigned {
-    /// The token with its signature.
-    pub fn signed(self, signature: &[u8]) -> Minted {
-        Minted {
-            access_token: jose::compact(self.input, signature),
-            issued: self.issued,
-        }
+    /// What the store records of the token: it is recorded before it is
+    /// signed.
+    pub fn issued(&self) -> &IssuedToken {
+        &self.issued
+    }
+
+    /// The token with its signature: the compact JWS.
+    pub fn signed(self, signature: &[u8]) -> String {
+        jose::compact(self.input, signature)
     }
 }
 

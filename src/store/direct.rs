@@ -21,7 +21,7 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 
-use super::group_commit::Consume;
+use super::group_commit::{COUNT_ATTEMPT_SET, Consume, Reservation};
 use super::issuance::{issued_events, token_is_live, without_configuration};
 use super::sqlite::{ChainedEntry, OFFER_COLUMNS, chain_entries, pin_attempt};
 use super::{
@@ -143,24 +143,33 @@ pub(super) fn insert_offers(db: &Connection, offers: &[&NewOffer]) -> Result<(),
 }
 
 /// Counts one PIN attempt on each of several distinct offers with one
-/// statement; returns the attempts reserved, by offer id. An offer left
-/// out was refused: not pending, expired, or out of attempts. One
-/// conditional statement, so concurrent attempts never pass the limit.
-pub(super) fn reserve_pin_attempts(
+/// statement (a wrong PIN's locks its offer if it was the last); returns
+/// the attempts counted, by offer id. An offer left out was refused: not
+/// pending, expired (judged as the row is written, like a redemption), or
+/// out of attempts. One conditional statement, so concurrent attempts
+/// never pass the limit.
+pub(super) fn count_pin_attempts(
     db: &Connection,
-    reservations: &[(usize, &str, i64)],
+    reservations: &[Reservation<'_>],
 ) -> Result<HashMap<String, PinAttempt>, StoreError> {
     let sql = format!(
-        "WITH v(id, now) AS (VALUES {}) \
-         UPDATE offers SET attempts = offers.attempts + 1 FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > v.now \
-           AND offers.attempts < offers.max_attempts \
+        "WITH v(id, now, wrong) AS (VALUES {}) \
+         UPDATE offers SET {COUNT_ATTEMPT_SET} FROM v \
+         WHERE offers.id = v.id AND offers.state = 'pending' \
+           AND offers.expires_at > MAX(v.now, ?) AND offers.attempts < offers.max_attempts \
          RETURNING offers.id, offers.attempts, offers.max_attempts",
-        rows("(?, ?)", reservations.len())
+        rows("(?, ?, ?)", reservations.len())
     );
     let values = reservations
         .iter()
-        .flat_map(|(_, id, now)| [Value::Text((*id).to_owned()), Value::Integer(*now)]);
+        .flat_map(|r| {
+            [
+                Value::Text(r.id.to_owned()),
+                Value::Integer(r.now),
+                Value::Integer(r.wrong()),
+            ]
+        })
+        .chain([Value::Integer(super::unix_now())]);
     let mut statement = db.prepare(&sql)?;
     let mut found = statement.query(params_from_iter(values))?;
     let mut reserved = HashMap::with_capacity(reservations.len());
@@ -168,25 +177,6 @@ pub(super) fn reserve_pin_attempts(
         reserved.insert(row.get(0)?, pin_attempt(row.get(1)?, row.get(2)?)?);
     }
     Ok(reserved)
-}
-
-/// One more attempt on an offer already counted in this batch (the same
-/// conditions as [`reserve_pin_attempts`]).
-pub(super) fn reserve_pin_attempt(
-    db: &Connection,
-    id: &str,
-    now: i64,
-) -> Result<Option<PinAttempt>, StoreError> {
-    let mut statement = db.prepare_cached(
-        "UPDATE offers SET attempts = attempts + 1 \
-         WHERE id = ? AND state = 'pending' AND expires_at > ? AND attempts < max_attempts \
-         RETURNING attempts, max_attempts",
-    )?;
-    let mut found = statement.query((id, now))?;
-    match found.next()? {
-        Some(row) => Ok(Some(pin_attempt(row.get(0)?, row.get(1)?)?)),
-        None => Ok(None),
-    }
 }
 
 /// Redeems the given pending offers that are unexpired at `commit_now`

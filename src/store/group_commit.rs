@@ -25,7 +25,7 @@ use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
 use super::direct;
-use super::sqlite::redemption_events;
+use super::sqlite::{locked_event, redemption_events, wrong_pin_event};
 use super::{
     IssueOutcome, IssuedToken, NewIssuance, NewOffer, PinAttempt, RedemptionAttempt,
     StatusListKind, StatusSlot, StoreError, unix_now,
@@ -56,8 +56,18 @@ pub enum BatchedWrite {
         /// Its `offer.created` entry.
         event: AuditEvent,
     },
-    /// Counting a PIN attempt before its PIN is compared.
+    /// Counting a PIN attempt before the HSM compares its PIN (offers
+    /// with an HSM-made PIN hash).
     ReservePinAttempt {
+        /// Offer id.
+        id: String,
+        /// Now, unix seconds.
+        now: i64,
+    },
+    /// Counting a wrong PIN's attempt, with its audit entry, and locking
+    /// the offer if it was the last: one write, like a right PIN's
+    /// [`BatchedWrite::ConsumeOffer`].
+    CountWrongPin {
         /// Offer id.
         id: String,
         /// Now, unix seconds.
@@ -109,6 +119,9 @@ pub enum Applied {
     /// The attempt counted, or none: the offer is not pending, has expired
     /// or has used all its attempts.
     Reserved(Option<PinAttempt>),
+    /// A wrong PIN's attempt counted (the offer locked if it was the
+    /// last), or none, as for `Reserved`.
+    WrongPinCounted(Option<PinAttempt>),
     /// Whether the offer was still pending and is now redeemed.
     Consumed(bool),
     /// Whether the proof's jti was new.
@@ -136,6 +149,14 @@ impl BatchedWrite {
         }
     }
 
+    /// Counting a wrong PIN on offer `id`.
+    pub fn count_wrong_pin(id: &str, now: i64) -> Self {
+        BatchedWrite::CountWrongPin {
+            id: id.to_owned(),
+            now,
+        }
+    }
+
     /// Redeeming offer `id` for `token`.
     pub fn consume_offer(
         id: &str,
@@ -149,6 +170,38 @@ impl BatchedWrite {
             attempt,
             now,
         }
+    }
+}
+
+/// A PIN attempt to count on one offer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reservation<'a> {
+    /// Its place in the batch.
+    pub index: usize,
+    pub id: &'a str,
+    /// When the request asked.
+    pub now: i64,
+    /// A wrong PIN's attempt, which locks the offer if it is the last;
+    /// else an attempt counted before the HSM compares its PIN.
+    pub wrong: bool,
+}
+
+/// What counting an attempt sets, shared by both backends' statements
+/// (over `v(id, now, wrong)`): one attempt more, and for a wrong PIN that
+/// was the offer's last, the lock, whose sealed claims go with it. (`SET`
+/// expressions read the row as it was.)
+pub(super) const COUNT_ATTEMPT_SET: &str = "attempts = offers.attempts + 1, \
+     state = CASE WHEN v.wrong = 1 AND offers.attempts + 1 >= offers.max_attempts \
+       THEN 'locked' ELSE offers.state END, \
+     locked_at = CASE WHEN v.wrong = 1 AND offers.attempts + 1 >= offers.max_attempts \
+       THEN v.now ELSE offers.locked_at END, \
+     claims_sealed = CASE WHEN v.wrong = 1 AND offers.attempts + 1 >= offers.max_attempts \
+       THEN NULL ELSE offers.claims_sealed END";
+
+impl Reservation<'_> {
+    /// 1 for a wrong PIN's attempt, else 0.
+    pub fn wrong(&self) -> i64 {
+        i64::from(self.wrong)
     }
 }
 
@@ -177,6 +230,14 @@ impl Applied {
     pub fn reserved(self) -> Result<Option<PinAttempt>, StoreError> {
         match self {
             Applied::Reserved(attempt) => Ok(attempt),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The answer to a `CountWrongPin`.
+    pub fn wrong_pin_counted(self) -> Result<Option<PinAttempt>, StoreError> {
+        match self {
+            Applied::WrongPinCounted(attempt) => Ok(attempt),
             other => Err(other.unexpected()),
         }
     }
@@ -468,19 +529,21 @@ fn commit_direct(
 /// Each write's result, by its place in the batch, as they become known.
 type Results = Vec<Option<Result<Applied, StoreError>>>;
 
-/// A batch of redemption writes (offers created, PIN attempts reserved,
+/// A batch of redemption writes (offers created, PIN attempts counted,
 /// offers redeemed) sorted into the statements that apply them, in this
 /// order: one multi-row INSERT of the offers, one conditional UPDATE of
-/// the first reservation of each offer, one per further reservation of the
+/// the first counted attempt of each offer, one per further attempt on the
 /// same offer (concurrent guesses: one UPDATE changes a row once), one
-/// UPDATE of every offer redeemed. Both backends apply a plan with their
+/// UPDATE of every offer redeemed. So an attempt counted in a batch is
+/// counted before a redemption in the same batch, which then needs an
+/// attempt left after it. Both backends apply a plan with their
 /// own statements and turn what those returned into results with
 /// [`Plan::outcome`].
 pub(super) struct Plan<'a> {
     len: usize,
     pub inserts: Vec<(usize, &'a NewOffer, &'a AuditEvent)>,
-    pub reservations: Vec<(usize, &'a str, i64)>,
-    pub repeated_reservations: Vec<(usize, &'a str, i64)>,
+    pub reservations: Vec<Reservation<'a>>,
+    pub repeated_reservations: Vec<Reservation<'a>>,
     pub consumes: Vec<Consume<'a>>,
     /// Second redemptions of one offer in one batch: they lost the race,
     /// as they would have alone.
@@ -515,11 +578,18 @@ impl<'a> Plan<'a> {
                 BatchedWrite::InsertOffer { offer, event } => {
                     plan.inserts.push((index, &**offer, event));
                 }
-                BatchedWrite::ReservePinAttempt { id, now } => {
+                BatchedWrite::ReservePinAttempt { id, now }
+                | BatchedWrite::CountWrongPin { id, now } => {
+                    let reservation = Reservation {
+                        index,
+                        id,
+                        now: *now,
+                        wrong: matches!(write, BatchedWrite::CountWrongPin { .. }),
+                    };
                     if reserving.insert(id.as_str()) {
-                        plan.reservations.push((index, id, *now));
+                        plan.reservations.push(reservation);
                     } else {
-                        plan.repeated_reservations.push((index, id, *now));
+                        plan.repeated_reservations.push(reservation);
                     }
                 }
                 BatchedWrite::ConsumeOffer {
@@ -560,11 +630,22 @@ impl<'a> Plan<'a> {
             results[i] = Some(Ok(Applied::Inserted));
             events.push((offer.created_at, event.clone()));
         }
-        for (i, id, _) in self.reservations {
-            results[i] = Some(Ok(Applied::Reserved(done.reserved.get(id).copied())));
-        }
-        for ((i, _, _), attempt) in self.repeated_reservations.into_iter().zip(done.repeated) {
-            results[i] = Some(Ok(Applied::Reserved(attempt)));
+        let first = self.reservations.into_iter().map(|r| {
+            let attempt = done.reserved.get(r.id).copied();
+            (r, attempt)
+        });
+        for (r, attempt) in first.chain(self.repeated_reservations.into_iter().zip(done.repeated)) {
+            if !r.wrong {
+                results[r.index] = Some(Ok(Applied::Reserved(attempt)));
+                continue;
+            }
+            results[r.index] = Some(Ok(Applied::WrongPinCounted(attempt)));
+            if let Some(attempt) = attempt {
+                events.push((r.now, wrong_pin_event(r.id, attempt)));
+                if attempt.number >= attempt.max {
+                    events.push((r.now, locked_event(r.id, attempt)));
+                }
+            }
         }
         for c in self.consumes {
             let won = done.consumed.contains(c.id);
@@ -602,11 +683,11 @@ fn redemption_writes(
         direct::insert_offers(db, &plan.offers())?;
     }
     if !plan.reservations.is_empty() {
-        done.reserved = direct::reserve_pin_attempts(db, &plan.reservations)?;
+        done.reserved = direct::count_pin_attempts(db, &plan.reservations)?;
     }
-    for (_, id, now) in &plan.repeated_reservations {
-        done.repeated
-            .push(direct::reserve_pin_attempt(db, id, *now)?);
+    for repeated in &plan.repeated_reservations {
+        let mut counted = direct::count_pin_attempts(db, std::slice::from_ref(repeated))?;
+        done.repeated.push(counted.remove(repeated.id));
     }
     if !plan.consumes.is_empty() {
         done.consumed = direct::consume_offers(db, &plan.consumes, unix_now())?;
@@ -906,5 +987,87 @@ mod tests {
         assert!(matches!(answered, Ok(Applied::Inserted)), "{answered:?}");
         assert!(sqlite.get_offer("kept").await.unwrap().is_some());
         assert!(sqlite.get_offer("gone").await.unwrap().is_none());
+    }
+
+    /// A store with one offer `p` of `max_attempts` attempts, and the
+    /// direct writer's connection to it.
+    async fn one_offer(max_attempts: u32) -> (tempfile::TempDir, Store, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let store = Store::connect(&format!("sqlite:{}", file.display()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let event = AuditEvent::new("offer.created", "p", serde_json::json!({}));
+        let mut new = offer("p", 7);
+        new.max_attempts = max_attempts;
+        store.insert_offer(&new, event).await.unwrap();
+        let db = direct::open(&file).unwrap();
+        (dir, store, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_pin_in_the_same_batch_takes_the_last_attempt_before_a_right_one() {
+        let (_dir, store, db) = one_offer(2).await;
+        assert_eq!(
+            store.count_wrong_pin("p", 1_500).await.unwrap(),
+            Some(crate::store::WrongPinOutcome::Counted { remaining: 1 })
+        );
+        // The right PIN is first in the batch; the wrong one's attempt is
+        // counted first all the same, and it was the last.
+        let right =
+            BatchedWrite::consume_offer("p", &token("t"), RedemptionAttempt::CountedHere, 1_500);
+        let wrong = BatchedWrite::count_wrong_pin("p", 1_500);
+        let (results, events) = redemption_writes(&db, &[&right, &wrong]).unwrap();
+        assert!(
+            matches!(results[0], Some(Ok(Applied::Consumed(false)))),
+            "{results:?}"
+        );
+        assert!(
+            matches!(
+                results[1],
+                Some(Ok(Applied::WrongPinCounted(Some(PinAttempt {
+                    number: 2,
+                    max: 2
+                }))))
+            ),
+            "{results:?}"
+        );
+        let names: Vec<_> = events.iter().map(|(_, e)| e.event).collect();
+        assert_eq!(names, ["offer.tx_code_failed", "offer.locked"]);
+        let p = store.get_offer("p").await.unwrap().unwrap();
+        assert_eq!((p.state, p.attempts), (OfferState::Locked, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_right_pin_redeems_only_while_an_attempt_is_left_and_keeps_the_count() {
+        let (_dir, store, db) = one_offer(2).await;
+        // One attempt taken by a wrong PIN, one held by a request the HSM
+        // is judging (an offer with an HSM-made PIN hash): none left.
+        store.count_wrong_pin("p", 1_500).await.unwrap().unwrap();
+        store
+            .reserve_pin_attempt("p", 1_500)
+            .await
+            .unwrap()
+            .unwrap();
+        let right =
+            BatchedWrite::consume_offer("p", &token("t"), RedemptionAttempt::CountedHere, 1_500);
+        let (results, _) = redemption_writes(&db, &[&right]).unwrap();
+        assert!(
+            matches!(results[0], Some(Ok(Applied::Consumed(false)))),
+            "{results:?}"
+        );
+        // With the held attempt given back by hand, one is left, and the
+        // right PIN redeems without spending it.
+        db.execute("UPDATE offers SET attempts = 1 WHERE id = 'p'", [])
+            .unwrap();
+        let (results, events) = redemption_writes(&db, &[&right]).unwrap();
+        assert!(
+            matches!(results[0], Some(Ok(Applied::Consumed(true)))),
+            "{results:?}"
+        );
+        assert_eq!(events.len(), 2);
+        let p = store.get_offer("p").await.unwrap().unwrap();
+        assert_eq!((p.state, p.attempts), (OfferState::Redeemed, 1));
     }
 }

@@ -255,8 +255,8 @@ impl Store {
         dispatch!(self, "revoke_offer", s => s.revoke_offer(id, now, by).await)
     }
 
-    /// Counts one PIN attempt before its PIN is compared: durable before
-    /// the answer. `None` when the offer is not pending, has expired or has
+    /// Counts one PIN attempt, durably, before the HSM compares its PIN
+    /// (offers with an HSM-made PIN hash). `None` when the offer is not pending, has expired or has
     /// no attempts left.
     pub async fn reserve_pin_attempt(
         &self,
@@ -264,6 +264,17 @@ impl Store {
         now: i64,
     ) -> Result<Option<PinAttempt>, StoreError> {
         dispatch!(self, "reserve_pin_attempt", s => s.reserve_pin_attempt(id, now).await)
+    }
+
+    /// Counts a wrong PIN's attempt with its audit entry, and locks the
+    /// offer when it was the last, in one write. `None` when the offer is
+    /// not pending, has expired or has no attempts left.
+    pub async fn count_wrong_pin(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<WrongPinOutcome>, StoreError> {
+        dispatch!(self, "count_wrong_pin", s => s.count_wrong_pin(id, now).await)
     }
 
     /// Records that a reserved attempt's PIN was wrong (its audit entry),
@@ -294,13 +305,16 @@ impl Store {
         dispatch!(self, "consume_offer", s => s.consume_offer(id, token, attempt, now).await)
     }
 
-    /// A redeemed offer's code came back: revoke the token issued from it.
-    pub async fn revoke_token_of_replayed_offer(
+    /// Marks the token issued from a redeemed offer revoked, with
+    /// `reason` in its audit entry: the offer's code came back, or the
+    /// token could not be signed after the redemption was recorded.
+    pub async fn revoke_token_of_offer(
         &self,
         id: &str,
         now: i64,
+        reason: &str,
     ) -> Result<(), StoreError> {
-        dispatch!(self, "revoke_token_of_replayed_offer", s => s.revoke_token_of_replayed_offer(id, now).await)
+        dispatch!(self, "revoke_token_of_offer", s => s.revoke_token_of_offer(id, now, reason).await)
     }
 
     /// Whether this credential configuration of the offer was issued.

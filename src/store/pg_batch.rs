@@ -22,7 +22,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::group_commit::{
-    Applied, BatchError, BatchedWrite, Consume, Done, Job, MAX_BATCH, Plan, QUEUE,
+    Applied, BatchError, BatchedWrite, COUNT_ATTEMPT_SET, Consume, Done, Job, MAX_BATCH, Plan,
+    QUEUE, Reservation,
 };
 use super::group_commit::{answer, drop_abandoned, finished};
 use super::pg_audit::{self, Chainer};
@@ -101,11 +102,11 @@ async fn commit(
         insert_offers(&mut tx, &plan.offers()).await?;
     }
     if !plan.reservations.is_empty() {
-        done.reserved = reserve_pin_attempts(&mut tx, &plan.reservations).await?;
+        done.reserved = count_pin_attempts(&mut tx, &plan.reservations).await?;
     }
-    for (_, id, now) in &plan.repeated_reservations {
-        done.repeated
-            .push(reserve_pin_attempt(&mut tx, id, *now).await?);
+    for repeated in &plan.repeated_reservations {
+        let mut counted = count_pin_attempts(&mut tx, std::slice::from_ref(repeated)).await?;
+        done.repeated.push(counted.remove(repeated.id));
     }
     if !plan.consumes.is_empty() {
         done.consumed = consume_offers(&mut tx, &plan.consumes).await?;
@@ -128,7 +129,7 @@ async fn lock_offers(conn: &mut PgConnection, plan: &Plan<'_>) -> Result<(), Sto
         .reservations
         .iter()
         .chain(&plan.repeated_reservations)
-        .map(|(_, id, _)| (*id).to_owned())
+        .map(|r| r.id.to_owned())
         .chain(plan.consumes.iter().map(|c| c.id.to_owned()))
         .collect();
     if ids.is_empty() {
@@ -172,22 +173,27 @@ async fn insert_offers(conn: &mut PgConnection, offers: &[&NewOffer]) -> Result<
 }
 
 /// One attempt on each of several distinct offers, in one conditional
-/// statement that never passes an offer's limit; the attempts counted, by
-/// offer id.
-async fn reserve_pin_attempts(
+/// statement that never passes an offer's limit (a wrong PIN's locks its
+/// offer if it was the last; expiry judged as the row is written, like a
+/// redemption); the attempts counted, by offer id.
+async fn count_pin_attempts(
     conn: &mut PgConnection,
-    reservations: &[(usize, &str, i64)],
+    reservations: &[Reservation<'_>],
 ) -> Result<HashMap<String, PinAttempt>, StoreError> {
-    let mut update = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH v(id, now) AS (");
-    update.push_values(reservations, |mut row, (_, id, now)| {
-        row.push_bind(id.to_string()).push_bind(*now);
+    let mut update = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH v(id, now, wrong) AS (");
+    update.push_values(reservations, |mut row, r| {
+        row.push_bind(r.id.to_owned())
+            .push_bind(r.now)
+            .push_bind(r.wrong());
     });
-    update.push(
-        ") UPDATE offers SET attempts = offers.attempts + 1 FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > v.now \
+    update.push(format!(
+        ") UPDATE offers SET {COUNT_ATTEMPT_SET} FROM v \
+         WHERE offers.id = v.id AND offers.state = 'pending' \
            AND offers.attempts < offers.max_attempts \
-         RETURNING offers.id, offers.attempts, offers.max_attempts",
-    );
+           AND offers.expires_at > GREATEST(v.now, {DATABASE_NOW}, "
+    ));
+    update.push_bind(unix_now());
+    update.push(") RETURNING offers.id, offers.attempts, offers.max_attempts");
     let rows = update
         .build()
         .persistent(false)
@@ -203,24 +209,8 @@ async fn reserve_pin_attempts(
         .collect()
 }
 
-/// One more attempt on an offer already counted in this batch.
-async fn reserve_pin_attempt(
-    conn: &mut PgConnection,
-    id: &str,
-    now: i64,
-) -> Result<Option<PinAttempt>, StoreError> {
-    let row = sqlx::query(
-        "UPDATE offers SET attempts = attempts + 1 \
-         WHERE id = $1 AND state = 'pending' AND expires_at > $2 AND attempts < max_attempts \
-         RETURNING attempts, max_attempts",
-    )
-    .bind(id)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| pin_attempt(row.try_get("attempts")?, row.try_get("max_attempts")?))
-        .transpose()
-}
+/// The database's clock as the row is written, in unix seconds.
+const DATABASE_NOW: &str = "CAST(floor(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)";
 
 /// Redeems the pending offers unexpired now (judged as the rows are
 /// written, not when the request began) in one statement; the ids changed.
@@ -258,7 +248,7 @@ async fn consume_offers(
     // meanwhile must not be redeemed. (Row locks were taken by
     // `lock_offers`, before `commit_now` was read.)
     update.push_bind(commit_now);
-    update.push(", CAST(floor(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT))");
+    update.push(format!(", {DATABASE_NOW})"));
     update.push(" RETURNING offers.id");
     let ids: Vec<String> = update
         .build_query_scalar()

@@ -416,6 +416,19 @@ impl PgStore {
             .reserved()
     }
 
+    pub(super) async fn count_wrong_pin(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<WrongPinOutcome>, StoreError> {
+        let counted = self
+            .batch
+            .submit(BatchedWrite::count_wrong_pin(id, now))
+            .await?
+            .wrong_pin_counted()?;
+        Ok(counted.map(wrong_pin_outcome))
+    }
+
     pub(super) async fn record_wrong_pin(
         &self,
         id: &str,
@@ -458,10 +471,11 @@ impl PgStore {
             .consumed()
     }
 
-    pub(super) async fn revoke_token_of_replayed_offer(
+    pub(super) async fn revoke_token_of_offer(
         &self,
         id: &str,
         now: i64,
+        reason: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_unserialised().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
@@ -476,7 +490,7 @@ impl PgStore {
             let event = AuditEvent::new(
                 "token.revoked",
                 id,
-                serde_json::json!({ "jti": jti, "reason": "pre-authorized code replayed" }),
+                serde_json::json!({ "jti": jti, "reason": reason }),
             );
             append_audit(&mut tx, &event, now).await?;
         }

@@ -536,6 +536,19 @@ impl SqliteStore {
             .reserved()
     }
 
+    pub(super) async fn count_wrong_pin(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<WrongPinOutcome>, StoreError> {
+        let counted = self
+            .batch
+            .submit(BatchedWrite::count_wrong_pin(id, now))
+            .await?
+            .wrong_pin_counted()?;
+        Ok(counted.map(wrong_pin_outcome))
+    }
+
     pub(super) async fn record_wrong_pin(
         &self,
         id: &str,
@@ -574,10 +587,11 @@ impl SqliteStore {
             .consumed()
     }
 
-    pub(super) async fn revoke_token_of_replayed_offer(
+    pub(super) async fn revoke_token_of_offer(
         &self,
         id: &str,
         now: i64,
+        reason: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
@@ -592,7 +606,7 @@ impl SqliteStore {
             let event = AuditEvent::new(
                 "token.revoked",
                 id,
-                serde_json::json!({ "jti": jti, "reason": "pre-authorized code replayed" }),
+                serde_json::json!({ "jti": jti, "reason": reason }),
             );
             append_audit(&mut tx, &event, now).await?;
         }

@@ -134,23 +134,24 @@ async fn no_pin_verdict_is_answered_unless_its_attempt_was_counted() {
     let failed = answers.iter().filter(|(status, _)| *status == 500).count();
     assert_eq!(judged + failed, 3, "{answers:?}");
     // Every code was hashed in the HSM (the PIN verifier is keyed by the
-    // code's hash, so a PIN costs no HSM operation), and every guess was
-    // signed for before its PIN was compared: up to the counting write, a
-    // wrong PIN takes the steps a right one does. (Read before the admin
-    // API's key is hashed below.)
+    // code's hash, so a PIN costs no HSM operation), and nothing was
+    // signed for a wrong PIN. (Read before the admin API's key is hashed
+    // below.)
     assert_eq!(metric(&app, KEYED_HASHES).await - hashes_before, 3.0);
-    assert_eq!(
-        metric(&app, TOKEN_SIGNATURES).await - signatures_before,
-        3.0
-    );
+    assert_eq!(metric(&app, TOKEN_SIGNATURES).await, signatures_before);
     let view = app.offer_view(&offer).await;
     assert_eq!(view["attempts"], judged as u64, "{answers:?} {view}");
 
     // Released: the right PIN redeems, with the attempts left to it, and
-    // gives its own attempt back in the write that counts it.
+    // gives its own attempt back in the write that counts it; its token is
+    // signed once that write is durable.
     let (status, body) = redeem(&app.http(), &app, &code, &pin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.offer_view(&offer).await["attempts"], judged as u64);
+    assert_eq!(
+        metric(&app, TOKEN_SIGNATURES).await,
+        signatures_before + 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -162,6 +163,7 @@ async fn a_right_and_a_wrong_pin_whose_attempts_cannot_be_counted_get_one_answer
     }
     let app = Arc::new(app::builder().start().await);
     let (offer, code, pin) = app.offer_with_pin().await;
+    let signatures_before = metric(&app, TOKEN_SIGNATURES).await;
     let lock = WriterLock::hold(&app).await;
     let (client, wrong_pin) = (app.http(), wrong(&pin));
     let (right, wrong) = tokio::join!(
@@ -171,11 +173,54 @@ async fn a_right_and_a_wrong_pin_whose_attempts_cannot_be_counted_get_one_answer
     lock.release().await;
     assert_eq!(right.0, 500, "{right:?}");
     assert_eq!(right, wrong);
+    assert_eq!(metric(&app, TOKEN_SIGNATURES).await, signatures_before);
     let view = app.offer_view(&offer).await;
     assert_eq!(view["state"], "pending", "{view}");
     assert_eq!(view["attempts"], 0, "{view}");
-    // The token signed for the right PIN was never handed out; the offer
-    // still redeems.
+    let (status, body) = redeem(&app.http(), &app, &code, &pin).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Makes every audit write fail (SQLite: the chain; PostgreSQL: the
+/// entries staged for it), or stops doing so.
+async fn refuse_audit_writes(app: &TestApp, refuse: bool) {
+    let statements: &[&str] = match (app::on_postgres(), refuse) {
+        (false, true) => &["CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'audit writes refused by the test'); END"],
+        (false, false) => &["DROP TRIGGER refuse_audit"],
+        (true, true) => &[
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'audit writes refused by the test'; END $$",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_pending \
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        ],
+        (true, false) => &[
+            "DROP TRIGGER refuse_audit ON audit_pending",
+            "DROP FUNCTION refuse_audit()",
+        ],
+    };
+    app::db_exec(&app.config_path(), statements).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_only_audit_writes_fail_a_right_and_a_wrong_pin_still_get_one_answer() {
+    // A right PIN is counted by the write that redeems, a wrong one by the
+    // write that records it; both carry audit entries, so a fault in one
+    // kind of row fails both alike, and neither is counted.
+    let app = Arc::new(app::builder().start().await);
+    let (offer, code, pin) = app.offer_with_pin().await;
+    refuse_audit_writes(&app, true).await;
+    let right = redeem(&app.http(), &app, &code, &pin).await;
+    let wrong = redeem(&app.http(), &app, &code, &wrong(&pin)).await;
+    refuse_audit_writes(&app, false).await;
+    assert_eq!(right.0, 500, "{right:?}");
+    assert_eq!(right, wrong);
+    let view = app.offer_view(&offer).await;
+    assert_eq!(
+        (view["state"].as_str(), view["attempts"].as_u64()),
+        (Some("pending"), Some(0)),
+        "{view}"
+    );
     let (status, body) = redeem(&app.http(), &app, &code, &pin).await;
     assert_eq!(status, 200, "{body}");
 }
