@@ -10,8 +10,9 @@
 //! freshness, not a secret. Deriving it in the HSM once an hour, instead of
 //! an HSM call per nonce, keeps the public nonce endpoint free of HSM work.
 //!
-//! "Accepted once" needs one write: a used nonce is recorded in the proof
-//! replay table (shared by every instance) until it expires.
+//! "Accepted once" costs no write of its own: a nonce's replay key is
+//! recorded in the proof replay table (shared by every instance) until it
+//! expires, in the same transaction as the issuance that spends it.
 
 use std::sync::Mutex;
 
@@ -24,6 +25,7 @@ use zeroize::Zeroizing;
 
 use super::{InternalError, Notary, random};
 use crate::jose::b64url;
+use crate::store::ReplayKey;
 
 /// Length of one key's period, seconds.
 const EPOCH_SECS: i64 = 3600;
@@ -123,25 +125,18 @@ impl Notary {
         Ok(expires_at)
     }
 
-    /// Checks `nonce` and records it as used, in one step any instance
-    /// agrees on: of two requests with one nonce, one gets `Used`.
-    pub async fn accept_c_nonce(&self, nonce: &str, now: i64) -> Result<(), NonceError> {
+    /// Checks `nonce` and gives the replay key that spends it: the store
+    /// records it with the issuance it is spent on, and any instance then
+    /// refuses it (of two requests with one nonce, one gets `NonceUsed`).
+    pub async fn c_nonce_spending(&self, nonce: &str, now: i64) -> Result<ReplayKey, NonceError> {
         let expires_at = self.check_c_nonce(nonce, now).await?;
         let mut hasher = Sha256::new();
         hasher.update(USED_DOMAIN);
         hasher.update(nonce.as_bytes());
-        let key: [u8; 32] = hasher.finalize().into();
-        let keep_until = expires_at.saturating_add(SKEW_SECS);
-        if self
-            .store
-            .record_proof_jti(&key, keep_until)
-            .await
-            .map_err(InternalError::from)?
-        {
-            Ok(())
-        } else {
-            Err(NonceError::Used)
-        }
+        Ok(ReplayKey {
+            key: hasher.finalize().into(),
+            keep_until: expires_at.saturating_add(SKEW_SECS),
+        })
     }
 
     /// The tag over `expires_at ‖ random` with the key of the expiry's hour.

@@ -5,10 +5,10 @@
 //! Order matters. Everything that can refuse the request without a write
 //! comes first (the configuration, every key proof, the nonce's tag and
 //! expiry, "issued already?"), so bad input consumes nothing. Then the
-//! nonce is spent (one write, shared by every instance), the claims are
-//! opened, the credentials are signed, and the issuance is recorded in one
-//! transaction that also deletes the claims. Credentials leave only after
-//! that transaction commits.
+//! claims are opened, the credentials are signed, and the issuance is
+//! recorded in one transaction that also spends the nonce (shared by every
+//! instance: a nonce spent before refuses the issuance) and deletes the
+//! claims. Credentials leave only after that transaction commits.
 
 use std::collections::BTreeSet;
 
@@ -84,10 +84,12 @@ impl Notary {
         if profile.format == Format::SdJwtVc {
             self.refuse_bound_keys(&holders).await?;
         }
-        // Every proof carries the same nonce or its own; each is spent once.
+        // Every proof carries the same nonce or its own; each is spent
+        // once, by the write that records the issuance.
         let nonces: BTreeSet<&str> = holders.iter().filter_map(|h| h.nonce.as_deref()).collect();
+        let mut spent_nonces = Vec::with_capacity(nonces.len());
         for nonce in nonces {
-            self.accept_c_nonce(nonce, now).await?;
+            spent_nonces.push(self.c_nonce_spending(nonce, now).await?);
         }
         let claims = self.open_claims(token, &configuration).await?;
         let key = self.active_credential_key().ok_or_else(|| {
@@ -135,6 +137,7 @@ impl Notary {
             token_jti: token.jti.clone(),
             notification_id: notification_id.clone(),
             credentials: records,
+            spent_nonces,
         };
         match self
             .store
@@ -149,6 +152,7 @@ impl Notary {
             IssueOutcome::AlreadyIssued => Err(already_issued()),
             IssueOutcome::TokenRevoked => Err(CredentialError::TokenRevoked),
             IssueOutcome::HolderKeyUsed => Err(key_bound(None)),
+            IssueOutcome::NonceUsed => Err(NonceError::Used.into()),
         }
     }
 

@@ -41,7 +41,8 @@ pub(super) fn open(file: &Path) -> Result<Connection, StoreError> {
     .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", file.display())))?;
     db.busy_handler(Some(wait_briefly))?;
     db.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
+         PRAGMA temp_store = MEMORY;",
     )?;
     let journal: String = db.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     if !journal.eq_ignore_ascii_case("wal") {
@@ -336,9 +337,10 @@ pub(super) fn reserve_status_slots(
 
 /// Records an issuance exactly once per offer and configuration (see
 /// `issuance.rs`): the token must still be the offer's live one; the
-/// issuance row's primary key refuses a second; the configuration's sealed
-/// claims are deleted; each credential is recorded. Writes nothing unless
-/// the outcome is `Issued`, except on `HolderKeyUsed`, after which the
+/// issuance row's primary key refuses a second; the proofs' nonces are
+/// spent; the configuration's sealed claims are deleted; each credential is
+/// recorded. Writes nothing unless the outcome is `Issued`, except on the
+/// outcomes that [`IssueOutcome::undoes_its_writes`], after which the
 /// caller rolls back what it wrote. The audit entries to append come back
 /// with an issuance.
 pub(super) fn record_issuance(
@@ -381,6 +383,11 @@ pub(super) fn record_issuance(
         ))?;
     if inserted == 0 {
         return Ok((IssueOutcome::AlreadyIssued, Vec::new()));
+    }
+    for nonce in &issuance.spent_nonces {
+        if !record_proof_jti(db, &nonce.key, nonce.keep_until)? {
+            return Ok((IssueOutcome::NonceUsed, Vec::new()));
+        }
     }
     db.prepare_cached("UPDATE offers SET claims_sealed = ? WHERE id = ?")?
         .execute((
@@ -521,7 +528,9 @@ fn open_reader(file: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", file.display())))?;
     db.busy_handler(Some(wait_a_moment))?;
-    db.execute_batch(&format!("PRAGMA cache_size = {READER_CACHE_KIB};"))?;
+    db.execute_batch(&format!(
+        "PRAGMA cache_size = {READER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+    ))?;
     Ok(db)
 }
 

@@ -728,7 +728,7 @@ fn apply_alone(
         }
         BatchedWrite::RecordIssuance { issuance, now } => {
             let (outcome, entries) = direct::record_issuance(db, issuance, *now)?;
-            let keep = outcome != IssueOutcome::HolderKeyUsed;
+            let keep = !outcome.undoes_its_writes();
             Ok((keep, Applied::Issuance(outcome), entries))
         }
         _ => Err(StoreError::Internal(
@@ -859,7 +859,44 @@ mod tests {
                 expires_at: 9_000,
                 status: None,
             }],
+            spent_nonces: Vec::new(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_issuance_whose_nonce_was_spent_is_refused_and_spends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let event = AuditEvent::new("offer.created", "d", serde_json::json!({}));
+        store.insert_offer(&offer("d", 4), event).await.unwrap();
+        let won = store
+            .consume_offer("d", &token("t-d"), RedemptionAttempt::NoPin, 1_500)
+            .await
+            .unwrap();
+        assert!(won);
+        let nonce = |byte| crate::store::ReplayKey {
+            key: [byte; 32],
+            keep_until: 9_000,
+        };
+        assert!(store.record_proof_jti(&[9; 32], 9_000).await.unwrap());
+        // A fresh nonce and a spent one: refused, and the fresh one is
+        // not spent by the refusal.
+        let mut refused = issuance("d", "t-d", "h");
+        refused.spent_nonces = vec![nonce(10), nonce(9)];
+        assert_eq!(
+            store.record_issuance(&refused, 1_500).await.unwrap(),
+            IssueOutcome::NonceUsed
+        );
+        assert!(!store.is_issued("d", "c").await.unwrap());
+        let mut fresh = issuance("d", "t-d", "h");
+        fresh.spent_nonces = vec![nonce(10)];
+        assert_eq!(
+            store.record_issuance(&fresh, 1_500).await.unwrap(),
+            IssueOutcome::Issued
+        );
+        assert!(!store.record_proof_jti(&[10; 32], 9_000).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,9 @@
 //! `record_issuance` is one transaction that (1) checks the presented token
 //! is still the offer's live token, (2) inserts the issuance row, whose
 //! primary key (offer, configuration) refuses a second one from any
-//! instance, (3) deletes that configuration's sealed claims, (4) records
-//! each credential and (5) appends their audit entries. Credentials are
+//! instance, (3) spends the proofs' nonces (one spent before refuses it),
+//! (4) deletes that configuration's sealed claims, (5) records each
+//! credential and (6) appends their audit entries. Credentials are
 //! signed before it runs and handed out only after it commits, so a crash
 //! at any point either leaves no record and no credential out, or the
 //! record of credentials that may have reached the wallet.
@@ -176,8 +177,9 @@ impl PgStore {
 /// SQLite records issuances in its group commit (`direct.rs`).
 impl PgStore {
     /// `record_issuance` inside the caller's write transaction. Writes
-    /// nothing unless the outcome is `Issued`, except on `HolderKeyUsed`,
-    /// after which the caller must roll back what it wrote.
+    /// nothing unless the outcome is `Issued`, except on the outcomes that
+    /// [`IssueOutcome::undoes_its_writes`], after which the caller must
+    /// roll back what it wrote.
     pub(super) async fn record_issuance_in(
         tx: &mut sqlx::PgConnection,
         issuance: &NewIssuance,
@@ -215,6 +217,20 @@ impl PgStore {
         .rows_affected();
         if inserted == 0 {
             return Ok(IssueOutcome::AlreadyIssued);
+        }
+        for nonce in &issuance.spent_nonces {
+            let spent = sqlx::query(
+                "INSERT INTO proof_jtis (key, keep_until) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(nonce.key.as_slice())
+            .bind(nonce.keep_until)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if spent == 0 {
+                return Ok(IssueOutcome::NonceUsed);
+            }
         }
         let subject: Option<String> = offer.try_get("subject")?;
         let remaining =

@@ -402,6 +402,19 @@ pub struct NewIssuance {
     pub notification_id: String,
     /// The credentials, one per holder key.
     pub credentials: Vec<IssuedCredential>,
+    /// Replay keys of the nonces the key proofs carry: each is spent with
+    /// the issuance, and one spent before refuses it.
+    pub spent_nonces: Vec<ReplayKey>,
+}
+
+/// A proof's or nonce's replay key, remembered (by every instance) until
+/// `keep_until`, unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayKey {
+    /// SHA-256 of what must not be accepted twice.
+    pub key: [u8; 32],
+    /// When it may be forgotten.
+    pub keep_until: i64,
 }
 
 /// What became of recording an issuance.
@@ -417,6 +430,16 @@ pub enum IssueOutcome {
     /// An SD-JWT VC holder key is bound to another credential already (a
     /// concurrent request got there first).
     HolderKeyUsed,
+    /// A nonce of the proofs was spent before (by any instance).
+    NonceUsed,
+}
+
+impl IssueOutcome {
+    /// Whether the writes made while recording must be rolled back: the
+    /// outcomes found only after something was written.
+    pub fn undoes_its_writes(self) -> bool {
+        matches!(self, IssueOutcome::HolderKeyUsed | IssueOutcome::NonceUsed)
+    }
 }
 
 /// A recorded issuance, as a notification finds it.

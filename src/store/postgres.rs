@@ -294,8 +294,8 @@ impl PgStore {
     ) -> Result<IssueOutcome, StoreError> {
         let mut tx = self.begin_unserialised().await?;
         let outcome = Self::record_issuance_in(&mut tx, issuance, now).await?;
-        // Dropping the transaction undoes a refused issuance's row.
-        if outcome != IssueOutcome::HolderKeyUsed {
+        // Dropping the transaction undoes a refused issuance's writes.
+        if !outcome.undoes_its_writes() {
             tx.commit().await?;
         }
         Ok(outcome)

@@ -276,7 +276,12 @@ impl SqliteStore {
             // overwritten in the file, not left in free pages. (With WAL,
             // the old page may stay in the -wal file until the next
             // checkpoint copies over it.)
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // Statement journals and sorts stay in memory: SQLite's
+            // default puts them in files under /var/tmp, one created and
+            // unlinked per multi-row write, holding copies of pages (sealed
+            // claims, code hashes) that no secure_delete ever overwrites.
+            .pragma("temp_store", "MEMORY");
         let open = |connections: u32, options: SqliteConnectOptions| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
