@@ -1,16 +1,17 @@
 //! Redeeming a pre-authorized code (and PIN) for an access token, exactly once.
 //!
 //! Order of work: hash the code in the HSM and look the offer up; check its
-//! state and expiry; compare the PIN with its verifier, keyed by the code's
-//! keyed hash; then one conditional write that counts the attempt and never
+//! state and expiry; sign the token; compare the PIN with its verifier,
+//! keyed by the code's keyed hash; then one conditional write that counts the attempt and never
 //! passes the limit. For a right PIN that write is the one that consumes
 //! the offer (pending, unexpired at that moment and with an attempt left);
 //! for a wrong one it adds the attempt, records it and locks the offer if
 //! it was the last. Nothing is answered before that write is durable, and
 //! nothing before it depends on the PIN, so no verdict escapes uncounted.
-//! The token is signed only once the consuming update changed a row: of
-//! any number of concurrent redemptions exactly one wins, and a PIN that
-//! was right cannot win after the offer locked.
+//! The token, signed before the PIN is compared (whatever the PIN), is
+//! returned only if the consuming update changed a row: of any number of
+//! concurrent redemptions exactly one wins, and a PIN that was right cannot
+//! win after the offer locked.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -172,19 +173,22 @@ impl Notary {
 
         // With a PIN, nothing here depends on the verdict until the one
         // write that counts its attempt: the consuming write for a right
-        // PIN, `count_wrong_pin` for a wrong one (same shape: a
+        // PIN, `count_wrong_pin` for a wrong one (the same shape: a
         // conditional update and its audit entries, in the group commit).
-        // The answer waits for that write, and the token is signed only
-        // after the redemption is durable.
-        let (attempt, signed_in_hsm) = match (&offer.pin_hash, request.tx_code) {
+        // The token is signed first, whatever the PIN, so a right and a
+        // wrong PIN take the same steps up to that write, and an HSM that
+        // fails or is too slow leaves the offer as it was. The answer
+        // waits for the write.
+        let (attempt, signature) = match (&offer.pin_hash, request.tx_code) {
             (Some(stored), Some(pin)) if hashing::is_code_keyed_verifier(stored) => {
+                let signature = self.sign_token(&key, &unsigned).await?;
                 let right = code_key.pin_matches(&offer.id, &pin, stored);
                 count_pin_verdict();
                 drop((pin, code_key));
                 if !right {
                     return Err(self.wrong_pin(&offer.id, now).await);
                 }
-                (RedemptionAttempt::CountedHere, None)
+                (RedemptionAttempt::CountedHere, signature)
             }
             (Some(stored), Some(pin)) => {
                 // An earlier offer's PIN hash is the HSM's, which compares
@@ -215,9 +219,12 @@ impl Notary {
                 let Some(signature) = signature else {
                     return Err(self.record_wrong_pin(&offer.id, attempt, now).await);
                 };
-                (RedemptionAttempt::Reserved, Some(signature))
+                (RedemptionAttempt::Reserved, signature)
             }
-            _ => (RedemptionAttempt::NoPin, None),
+            _ => (
+                RedemptionAttempt::NoPin,
+                self.sign_token(&key, &unsigned).await?,
+            ),
         };
         let consumed = self
             .store
@@ -226,13 +233,10 @@ impl Notary {
             .map_err(internal)?;
         if !consumed {
             // Another request redeemed it, or it locked, expired, ran out
-            // of attempts or was revoked since we read it.
+            // of attempts or was revoked since we read it. The token we
+            // signed is dropped.
             return Err(self.refusal_after_race(&offer.id).await);
         }
-        let signature = match signed_in_hsm {
-            Some(signature) => signature,
-            None => self.sign_redeemed(&key, &offer.id, &unsigned).await?,
-        };
         let access_token = unsigned.signed(&signature);
         let nonce = if self.policy.legacy_c_nonce {
             Some(self.fresh_c_nonce().await.map_err(RedeemError::Internal)?)
@@ -301,32 +305,16 @@ impl Notary {
         }
     }
 
-    /// Signs the token of a redemption already recorded. Should the HSM
-    /// fail now, the offer stays spent (its code must not redeem a second
-    /// time, and undoing the redemption would let a failure tell a right
-    /// PIN from a wrong one); the token that was never handed out is
-    /// marked revoked, so the audit log says so.
-    async fn sign_redeemed(
+    /// The token's signature, made in the HSM.
+    async fn sign_token(
         &self,
         key: &crate::hsm::SigningKeyInfo,
-        offer_id: &str,
         unsigned: &token::Unsigned,
     ) -> Result<Vec<u8>, RedeemError> {
-        match self.hsm.sign(key, unsigned.input.as_bytes().to_vec()).await {
-            Ok(signature) => Ok(signature),
-            Err(e) => {
-                tracing::error!(error = %e, offer = %offer_id, "the token of a recorded redemption could not be signed; the offer is spent");
-                let store = self.store.clone();
-                let id = offer_id.to_owned();
-                tokio::spawn(async move {
-                    let reason = "the token could not be signed";
-                    if let Err(e) = store.revoke_token_of_offer(&id, super::now(), reason).await {
-                        tracing::error!(error = %e, offer = %id, "could not mark an unsigned token revoked");
-                    }
-                });
-                Err(internal(e))
-            }
-        }
+        self.hsm
+            .sign(key, unsigned.input.as_bytes().to_vec())
+            .await
+            .map_err(internal)
     }
 
     /// Records a wrong PIN whose attempt is already counted.
@@ -351,10 +339,7 @@ impl Notary {
         let revocations = std::sync::Arc::clone(&self.revocations);
         let id = offer.id.clone();
         tokio::spawn(async move {
-            if let Err(e) = store
-                .revoke_token_of_offer(&id, now, "pre-authorized code replayed")
-                .await
-            {
+            if let Err(e) = store.revoke_token_of_replayed_offer(&id, now).await {
                 tracing::error!(error = %e, offer = %id, "could not revoke the token of a replayed code");
             }
             revocations.finish(&id);

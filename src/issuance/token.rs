@@ -72,8 +72,7 @@ pub struct Unsigned {
 }
 
 impl Unsigned {
-    /// What the store records of the token: it is recorded before it is
-    /// signed.
+    /// What the store records of the token.
     pub fn issued(&self) -> &IssuedToken {
         &self.issued
     }

@@ -305,16 +305,13 @@ impl Store {
         dispatch!(self, "consume_offer", s => s.consume_offer(id, token, attempt, now).await)
     }
 
-    /// Marks the token issued from a redeemed offer revoked, with
-    /// `reason` in its audit entry: the offer's code came back, or the
-    /// token could not be signed after the redemption was recorded.
-    pub async fn revoke_token_of_offer(
+    /// A redeemed offer's code came back: revoke the token issued from it.
+    pub async fn revoke_token_of_replayed_offer(
         &self,
         id: &str,
         now: i64,
-        reason: &str,
     ) -> Result<(), StoreError> {
-        dispatch!(self, "revoke_token_of_offer", s => s.revoke_token_of_offer(id, now, reason).await)
+        dispatch!(self, "revoke_token_of_replayed_offer", s => s.revoke_token_of_replayed_offer(id, now).await)
     }
 
     /// Whether this credential configuration of the offer was issued.

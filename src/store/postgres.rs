@@ -471,11 +471,10 @@ impl PgStore {
             .consumed()
     }
 
-    pub(super) async fn revoke_token_of_offer(
+    pub(super) async fn revoke_token_of_replayed_offer(
         &self,
         id: &str,
         now: i64,
-        reason: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_unserialised().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
@@ -490,7 +489,7 @@ impl PgStore {
             let event = AuditEvent::new(
                 "token.revoked",
                 id,
-                serde_json::json!({ "jti": jti, "reason": reason }),
+                serde_json::json!({ "jti": jti, "reason": "pre-authorized code replayed" }),
             );
             append_audit(&mut tx, &event, now).await?;
         }

@@ -592,11 +592,10 @@ impl SqliteStore {
             .consumed()
     }
 
-    pub(super) async fn revoke_token_of_offer(
+    pub(super) async fn revoke_token_of_replayed_offer(
         &self,
         id: &str,
         now: i64,
-        reason: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let jti: Option<Option<String>> = sqlx::query_scalar(
@@ -611,7 +610,7 @@ impl SqliteStore {
             let event = AuditEvent::new(
                 "token.revoked",
                 id,
-                serde_json::json!({ "jti": jti, "reason": reason }),
+                serde_json::json!({ "jti": jti, "reason": "pre-authorized code replayed" }),
             );
             append_audit(&mut tx, &event, now).await?;
         }
