@@ -4,7 +4,8 @@
 //!
 //! Order matters. Everything that can refuse the request without a write
 //! comes first (the configuration, every key proof, the nonce's tag and
-//! expiry, "issued already?"), so bad input consumes nothing. Then the
+//! expiry, "issued already?", "nonce spent already?"), so bad input
+//! consumes nothing and costs no HSM work. Then the
 //! claims are opened, the credentials are signed, and the issuance is
 //! recorded in one transaction that also spends the nonce (shared by every
 //! instance: a nonce spent before refuses the issuance) and deletes the
@@ -89,7 +90,19 @@ impl Notary {
         let nonces: BTreeSet<&str> = holders.iter().filter_map(|h| h.nonce.as_deref()).collect();
         let mut spent_nonces = Vec::with_capacity(nonces.len());
         for nonce in nonces {
-            spent_nonces.push(self.c_nonce_spending(nonce, now).await?);
+            let spending = self.c_nonce_spending(nonce, now).await?;
+            // A nonce spent before is refused here, by a read, before any
+            // HSM work: a refused issuance records nothing, so without this
+            // a wallet could send one spent nonce again and again.
+            if self
+                .store
+                .replay_key_seen(&spending.key)
+                .await
+                .map_err(InternalError::from)?
+            {
+                return Err(NonceError::Used.into());
+            }
+            spent_nonces.push(spending);
         }
         let claims = self.open_claims(token, &configuration).await?;
         let key = self.active_credential_key().ok_or_else(|| {

@@ -186,7 +186,7 @@ impl Notary {
                 count_pin_verdict();
                 drop((pin, code_key));
                 if !right {
-                    return Err(self.wrong_pin(&offer.id, now).await);
+                    return Err(self.wrong_pin(&offer.id, super::now()).await);
                 }
                 (RedemptionAttempt::CountedHere, signature)
             }

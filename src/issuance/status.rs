@@ -170,39 +170,52 @@ impl Notary {
         kind: StatusListKind,
         count: usize,
     ) -> Result<Vec<StatusSlot>, InternalError> {
-        let mut spare = self.status_lists.spare[match kind {
+        let spare = &self.status_lists.spare[match kind {
             StatusListKind::Token => 0,
             StatusListKind::Bitstring => 1,
-        }]
-        .lock()
-        .await;
-        if spare.places.len() < count {
-            let size = i64::from(self.policy.status.list_size);
-            let wanted = count
-                .saturating_sub(spare.places.len())
-                .max(PLACES_PER_RESERVATION);
-            let fresh = self
-                .store
-                .reserve_status_slots(kind, i64::try_from(wanted).unwrap_or(1), size, now())
-                .await?;
-            // Handed out in the order reserved, from the end.
-            spare.places.splice(0..0, fresh.into_iter().rev());
-        }
-        let first = spare.places.len().saturating_sub(count);
-        let unseen = spare.places[first..]
-            .iter()
-            .any(|p| !spare.signed_lists.contains(&p.list_id));
-        if unseen {
-            // Signs every list due, new ones included; on failure the
-            // places stay here and the next request tries again.
-            self.sign_due_status_lists().await?;
-            let lists: Vec<String> = spare.places[first..]
+        }];
+        let (taken, unseen) = {
+            let mut spare = spare.lock().await;
+            if spare.places.len() < count {
+                let size = i64::from(self.policy.status.list_size);
+                let wanted = count
+                    .saturating_sub(spare.places.len())
+                    .max(PLACES_PER_RESERVATION);
+                let fresh = self
+                    .store
+                    .reserve_status_slots(kind, i64::try_from(wanted).unwrap_or(1), size, now())
+                    .await?;
+                // Handed out in the order reserved, from the end.
+                spare.places.splice(0..0, fresh.into_iter().rev());
+            }
+            let first = spare.places.len().saturating_sub(count);
+            let taken: Vec<StatusSlot> = spare.places.drain(first..).rev().collect();
+            let unseen: Vec<String> = taken
                 .iter()
+                .filter(|p| !spare.signed_lists.contains(&p.list_id))
                 .map(|p| p.list_id.clone())
                 .collect();
-            spare.signed_lists.extend(lists);
+            (taken, unseen)
+        };
+        if unseen.is_empty() {
+            return Ok(taken);
         }
-        Ok(spare.places.drain(first..).rev().collect())
+        // Signed without the lock, so that other requests of this kind go
+        // on meanwhile (from lists already seen signed). Signs every list
+        // due, new ones included; on failure the places go back and the
+        // next request tries again.
+        let signed = self.sign_due_status_lists().await;
+        let mut spare = spare.lock().await;
+        match signed {
+            Ok(_) => {
+                spare.signed_lists.extend(unseen);
+                Ok(taken)
+            }
+            Err(e) => {
+                spare.places.extend(taken.into_iter().rev());
+                Err(e)
+            }
+        }
     }
 
     /// The list's index permutation, its key derived in the HSM once.

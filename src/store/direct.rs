@@ -44,6 +44,14 @@ pub(super) fn open(file: &Path) -> Result<Connection, StoreError> {
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
          PRAGMA temp_store = MEMORY;",
     )?;
+    // A build of SQLite that keeps temporary files on disk whatever the
+    // pragma says would write page copies outside the database file.
+    let temp_store: i64 = db.query_row("PRAGMA temp_store", [], |row| row.get(0))?;
+    if temp_store != 2 {
+        return Err(StoreError::Config(format!(
+            "this SQLite keeps temporary files on disk (temp_store {temp_store}); notary needs them in memory"
+        )));
+    }
     let journal: String = db.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     if !journal.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Config(format!(

@@ -130,6 +130,8 @@ issuance_methods!(PgStore, numbered, super::postgres::append_audit);
 /// Whether an SD-JWT VC credential already binds a holder key.
 const HOLDER_KEY_BOUND: &str =
     "SELECT 1 FROM credentials WHERE holder_jkt = ? AND format = 'dc+sd-jwt'";
+/// Whether a proof's or nonce's replay key was recorded.
+const REPLAY_KEY_SEEN: &str = "SELECT 1 FROM proof_jtis WHERE key = ?";
 /// Whether a configuration of an offer was issued.
 const ISSUED: &str =
     "SELECT 1 FROM credential_issuances WHERE offer_id = ? AND configuration_id = ?";
@@ -139,6 +141,10 @@ const ISSUED: &str =
 impl SqliteStore {
     pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
         super::direct::exists(&self.file, HOLDER_KEY_BOUND, [holder_jkt])
+    }
+
+    pub(super) async fn replay_key_seen(&self, key: &[u8; 32]) -> Result<bool, StoreError> {
+        super::direct::exists(&self.file, REPLAY_KEY_SEEN, [key.as_slice()])
     }
 
     pub(super) async fn is_issued(
@@ -151,6 +157,14 @@ impl SqliteStore {
 }
 
 impl PgStore {
+    pub(super) async fn replay_key_seen(&self, key: &[u8; 32]) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(numbered(REPLAY_KEY_SEEN)))
+            .bind(key.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub(super) async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
         let found: Option<i32> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(numbered(HOLDER_KEY_BOUND)))

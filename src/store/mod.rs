@@ -335,6 +335,12 @@ impl Store {
         dispatch!(self, "record_issuance", s => s.record_issuance(issuance, now).await)
     }
 
+    /// Whether a proof's or nonce's replay key was recorded (a read: the
+    /// write that records one is what settles a race).
+    pub async fn replay_key_seen(&self, key: &[u8; 32]) -> Result<bool, StoreError> {
+        dispatch!(self, "replay_key_seen", s => s.replay_key_seen(key).await)
+    }
+
     /// Whether an SD-JWT VC was issued bound to this holder key.
     pub async fn holder_key_bound(&self, holder_jkt: &str) -> Result<bool, StoreError> {
         dispatch!(self, "holder_key_bound", s => s.holder_key_bound(holder_jkt).await)

@@ -482,19 +482,43 @@ async fn bad_key_proofs_get_the_right_error_and_consume_nothing() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    // Now the nonce is spent.
-    let (status, answer, _) = request(
-        &app,
-        &at,
-        &json!({"credential_configuration_id": W3C,
-        "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}}),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (400, Some("invalid_nonce")),
-        "{answer}"
-    );
+    // Now the nonce is spent: refused again and again, each time before
+    // any HSM work (a refusal records nothing, so nothing else stops it).
+    let signatures = || async {
+        let text = reqwest::get(&app.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "notary_hsm_operation_seconds_count{operation=\"signing with a credential key\"}",
+                )?
+                .trim()
+                .parse::<f64>()
+                .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let before = signatures().await;
+    assert!(before >= 1.0, "the credential issued above was signed");
+    for _ in 0..3 {
+        let (status, answer, _) = request(
+            &app,
+            &at,
+            &json!({"credential_configuration_id": W3C,
+            "proofs": {"jwt": [proof(&app, &WalletKey::p256(), &nonce, json!({}), json!({}))]}}),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some("invalid_nonce")),
+            "{answer}"
+        );
+    }
+    assert_eq!(signatures().await, before);
 }
 
 #[tokio::test]
