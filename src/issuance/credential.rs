@@ -11,7 +11,7 @@
 //! instance: a nonce spent before refuses the issuance) and deletes the
 //! claims. Credentials leave only after that transaction commits.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -26,7 +26,7 @@ use crate::oid4vci::ErrorCode;
 use crate::oid4vci::credential::{
     CredentialRequest, HolderKey, ProofExpectations, Requested, check_proof,
 };
-use crate::store::{IssueOutcome, IssuedCredential, NewIssuance};
+use crate::store::{IssueOutcome, IssuedCredential, NewIssuance, ReplayKey};
 
 /// Credentials issued for one request.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl Notary {
     ) -> Result<Issued, CredentialError> {
         let now = now();
         let (configuration, profile) = self.resolve(token, &request.requested)?;
-        let holders = self.check_proofs(&request.proofs, now).await?;
+        let (holders, spent_nonces) = self.check_proofs(&request.proofs, now).await?;
         if self
             .store
             .is_issued(&token.offer_id, &configuration)
@@ -85,15 +85,11 @@ impl Notary {
         if profile.format == Format::SdJwtVc {
             self.refuse_bound_keys(&holders).await?;
         }
-        // Every proof carries the same nonce or its own; each is spent
-        // once, by the write that records the issuance.
-        let nonces: BTreeSet<&str> = holders.iter().filter_map(|h| h.nonce.as_deref()).collect();
-        let mut spent_nonces = Vec::with_capacity(nonces.len());
-        for nonce in nonces {
-            let spending = self.c_nonce_spending(nonce, now).await?;
-            // A nonce spent before is refused here, by a read, before any
-            // HSM work: a refused issuance records nothing, so without this
-            // a wallet could send one spent nonce again and again.
+        // Each nonce is spent once, by the write that records the
+        // issuance. One spent before is refused here, by a read, before any
+        // HSM work: a refused issuance records nothing, so without this a
+        // wallet could send one spent nonce again and again.
+        for spending in &spent_nonces {
             if self
                 .store
                 .replay_key_seen(&spending.key)
@@ -102,7 +98,6 @@ impl Notary {
             {
                 return Err(NonceError::Used.into());
             }
-            spent_nonces.push(spending);
         }
         let claims = self.open_claims(token, &configuration).await?;
         let key = self.active_credential_key().ok_or_else(|| {
@@ -253,18 +248,22 @@ impl Notary {
     }
 
     /// Verifies every proof and its nonce's tag and expiry (nothing
-    /// written); one holder key per proof, no key twice.
+    /// written); one holder key per proof, no key twice. With the holder
+    /// keys come the replay keys that spend the proofs' nonces: each
+    /// distinct nonce once, in one order for every request (so that two
+    /// issuances spending the same two never wait for each other).
     async fn check_proofs(
         &self,
         proofs: &[String],
         now: i64,
-    ) -> Result<Vec<HolderKey>, CredentialError> {
+    ) -> Result<(Vec<HolderKey>, Vec<ReplayKey>), CredentialError> {
         let expected = ProofExpectations {
             audience: &self.policy.credential_issuer,
             now,
             max_age: i64::try_from(self.policy.proof_max_age_secs).unwrap_or(300),
         };
         let mut holders: Vec<HolderKey> = Vec::with_capacity(proofs.len());
+        let mut nonces = BTreeMap::new();
         for (i, proof) in proofs.iter().enumerate() {
             let holder = check_proof(proof, expected)
                 .map_err(|e| refused(ErrorCode::InvalidProof, format!("proof {}: {e}", i + 1)))?;
@@ -283,10 +282,11 @@ impl Notary {
                     ),
                 ));
             };
-            self.check_c_nonce(nonce, now).await?;
+            let spending = self.c_nonce_spending(nonce, now).await?;
+            nonces.insert(spending.key, spending);
             holders.push(holder);
         }
-        Ok(holders)
+        Ok((holders, nonces.into_values().collect()))
     }
 
     /// The offer's claims for `configuration`, opened in the HSM. Like

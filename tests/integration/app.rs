@@ -342,6 +342,20 @@ async fn chain_staged_audit(url: &str) {
     }
 }
 
+/// The value of the Prometheus sample named exactly `name` on `app`'s
+/// metrics listener (0 if absent).
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = reqwest::get(&app.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The first column of the first row of `sql`, as text, whichever backend.
 pub async fn db_text(config: &Path, sql: &str) -> String {
     let url = database_url(config);

@@ -484,25 +484,9 @@ async fn bad_key_proofs_get_the_right_error_and_consume_nothing() {
     assert_eq!(status, 200, "{answer}");
     // Now the nonce is spent: refused again and again, each time before
     // any HSM work (a refusal records nothing, so nothing else stops it).
-    let signatures = || async {
-        let text = reqwest::get(&app.metrics_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(
-                    "notary_hsm_operation_seconds_count{operation=\"signing with a credential key\"}",
-                )?
-                .trim()
-                .parse::<f64>()
-                .ok()
-            })
-            .unwrap_or(0.0)
-    };
-    let before = signatures().await;
+    const SIGNATURES: &str =
+        "notary_hsm_operation_seconds_count{operation=\"signing with a credential key\"}";
+    let before = app::metric(&app, SIGNATURES).await;
     assert!(before >= 1.0, "the credential issued above was signed");
     for _ in 0..3 {
         let (status, answer, _) = request(
@@ -518,7 +502,7 @@ async fn bad_key_proofs_get_the_right_error_and_consume_nothing() {
             "{answer}"
         );
     }
-    assert_eq!(signatures().await, before);
+    assert_eq!(app::metric(&app, SIGNATURES).await, before);
 }
 
 #[tokio::test]

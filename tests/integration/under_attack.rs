@@ -9,26 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-use crate::app::{self, GRANT, TestApp, code_of};
+use crate::app::{self, GRANT, TestApp, code_of, metric};
 use crate::wallet::{WalletKey, now};
 
 const KEYED_HASHES: &str =
     "notary_hsm_operation_seconds_count{operation=\"computing a keyed hash\"}";
 const TOKEN_SIGNATURES: &str = "notary_hsm_operation_seconds_count{operation=\"signing a token\"}";
 const HSM_PROBES: &str = "notary_hsm_operation_seconds_count{operation=\"probing the token\"}";
-
-/// The value of the Prometheus sample named exactly `name` (0 if absent).
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = reqwest::get(&app.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 fn other_address() -> Option<IpAddr> {
     Some("127.0.0.2".parse().unwrap())
