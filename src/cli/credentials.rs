@@ -11,8 +11,8 @@ use crate::store::{CredentialRecord, CredentialStatus, StatusChange};
 pub enum CredentialsCommand {
     /// List the credentials of an offer or of a subject (metadata only).
     List {
-        /// The offer's id.
-        #[arg(long)]
+        /// The offer's id (random base64url: it may begin with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         offer: Option<String>,
         /// The offer's `userId`.
         #[arg(long)]
@@ -23,7 +23,7 @@ pub enum CredentialsCommand {
         /// The credential's id.
         id: Option<String>,
         /// Every credential of this offer.
-        #[arg(long, conflicts_with = "id")]
+        #[arg(long, conflicts_with = "id", allow_hyphen_values = true)]
         offer: Option<String>,
         /// Every credential of this `userId`.
         #[arg(long, conflicts_with_all = ["id", "offer"])]
@@ -119,4 +119,31 @@ async fn change(
         StatusChange::NotFound => bail!("no credential with id {id}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::CredentialsCommand;
+    use crate::cli::{Cli, Command};
+
+    /// Offer ids are random base64url, so one in 64 begins with `-`.
+    #[test]
+    fn an_offer_id_that_begins_with_a_hyphen_is_a_value() {
+        for args in [
+            ["notary", "credentials", "list", "--offer", "-jq4Xn0"],
+            ["notary", "credentials", "revoke", "--offer", "-jq4Xn0"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let offer = match cli.command {
+                Command::Credentials(
+                    CredentialsCommand::List { offer, .. }
+                    | CredentialsCommand::Revoke { offer, .. },
+                ) => offer,
+                other => panic!("parsed as {other:?}"),
+            };
+            assert_eq!(offer.as_deref(), Some("-jq4Xn0"));
+        }
+    }
 }
