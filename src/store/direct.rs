@@ -40,6 +40,9 @@ pub(super) fn open(file: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", file.display())))?;
     db.busy_handler(Some(wait_briefly))?;
+    // Every statement of a batch and of an issuance is prepared once and
+    // kept (rusqlite keeps 16 by default; the writer uses about 15).
+    db.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     db.execute_batch(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
          PRAGMA temp_store = MEMORY;",
@@ -71,6 +74,9 @@ fn wait_briefly(attempts: i32) -> bool {
     std::thread::sleep(BUSY_POLL);
     attempts < BUSY_ATTEMPTS
 }
+
+/// Prepared statements the writer keeps.
+const WRITER_STATEMENTS: usize = 32;
 
 const BUSY_POLL: Duration = Duration::from_micros(100);
 
@@ -128,100 +134,91 @@ fn offer_values(offer: &NewOffer) -> [Value; 12] {
     ]
 }
 
-/// `count` rows of `row`, comma-separated: the VALUES of a multi-row
-/// statement.
-fn rows(row: &str, count: usize) -> String {
-    vec![row; count].join(", ")
-}
-
-/// Inserts offers with one multi-row statement (their audit entries are
-/// appended by the caller).
+/// Inserts offers, a row at a time with one prepared statement (their
+/// audit entries are appended by the caller).
+///
+/// The batch's statements are all of this kind: one statement text,
+/// prepared once per connection and stepped once per row. A multi-row
+/// statement saves nothing in-process (there is no round trip to save), and
+/// its text changes with every batch size, so it was parsed and planned
+/// anew at every commit: the parser's allocations were a third of the
+/// writer's CPU (docs/performance.md, fifth pass).
 pub(super) fn insert_offers(db: &Connection, offers: &[&NewOffer]) -> Result<(), StoreError> {
-    let sql = format!(
+    let mut insert = db.prepare_cached(
         "INSERT INTO offers (id, code_hash, pin_hash, tx_code, subject, credential_ids, \
          claims_sealed, state, attempts, max_attempts, created_at, expires_at, created_by, \
-         ref_hash, stored_form) VALUES {}",
-        rows(
-            "(?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, 3)",
-            offers.len()
-        )
-    );
-    let values = offers.iter().flat_map(|o| offer_values(o));
-    db.execute(&sql, params_from_iter(values))?;
+         ref_hash, stored_form) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, 3)",
+    )?;
+    for offer in offers {
+        insert.execute(params_from_iter(offer_values(offer)))?;
+    }
     Ok(())
 }
 
-/// Counts one PIN attempt on each of several distinct offers with one
-/// statement (a wrong PIN's locks its offer if it was the last); returns
-/// the attempts counted, by offer id. An offer left out was refused: not
-/// pending, expired (judged as the row is written, like a redemption), or
-/// out of attempts. One conditional statement, so concurrent attempts
-/// never pass the limit.
+/// Counts one PIN attempt on each of several distinct offers (a wrong
+/// PIN's locks its offer if it was the last); returns the attempts
+/// counted, by offer id. An offer left out was refused: not pending,
+/// expired (judged as the row is written, like a redemption), or out of
+/// attempts. Each count is one conditional statement, so concurrent
+/// attempts never pass the limit.
 pub(super) fn count_pin_attempts(
     db: &Connection,
     reservations: &[Reservation<'_>],
 ) -> Result<HashMap<String, PinAttempt>, StoreError> {
-    let sql = format!(
-        "WITH v(id, now, wrong) AS (VALUES {}) \
+    let mut count = db.prepare_cached(&format!(
+        "WITH v(id, now, wrong) AS (VALUES (?, ?, ?)) \
          UPDATE offers SET {COUNT_ATTEMPT_SET} FROM v \
          WHERE offers.id = v.id AND offers.state = 'pending' \
            AND offers.expires_at > MAX(v.now, ?) AND offers.attempts < offers.max_attempts \
-         RETURNING offers.id, offers.attempts, offers.max_attempts",
-        rows("(?, ?, ?)", reservations.len())
-    );
-    let values = reservations
-        .iter()
-        .flat_map(|r| {
-            [
-                Value::Text(r.id.to_owned()),
-                Value::Integer(r.now),
-                Value::Integer(r.wrong()),
-            ]
-        })
-        .chain([Value::Integer(super::unix_now())]);
-    let mut statement = db.prepare(&sql)?;
-    let mut found = statement.query(params_from_iter(values))?;
+         RETURNING offers.attempts, offers.max_attempts"
+    ))?;
+    let now = super::unix_now();
     let mut reserved = HashMap::with_capacity(reservations.len());
-    while let Some(row) = found.next()? {
-        reserved.insert(row.get(0)?, pin_attempt(row.get(1)?, row.get(2)?)?);
+    for r in reservations {
+        let counted = count
+            .query_row((r.id, r.now, r.wrong(), now), |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        if let Some((number, max)) = counted {
+            reserved.insert(r.id.to_owned(), pin_attempt(number, max)?);
+        }
     }
     Ok(reserved)
 }
 
 /// Redeems the given pending offers that are unexpired at `commit_now`
-/// with one statement (each id at most once); returns the ids it changed.
-/// A redemption that reserved a PIN attempt gives it back. Offers no longer
-/// pending or already expired are left alone: their requests lost.
+/// (each id at most once); returns the ids it changed. A redemption that
+/// reserved a PIN attempt gives it back. Offers no longer pending or
+/// already expired are left alone: their requests lost.
 pub(super) fn consume_offers(
     db: &Connection,
     consumes: &[Consume<'_>],
     commit_now: i64,
 ) -> Result<HashSet<String>, StoreError> {
-    let sql = format!(
-        "WITH v(id, jti, exp, now, released, needs_attempt) AS (VALUES {}) \
-         UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
-         token_expires_at = v.exp, attempts = MAX(offers.attempts - v.released, 0) FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' AND offers.expires_at > ? \
-           AND (v.needs_attempt = 0 OR offers.attempts < offers.max_attempts) \
-         RETURNING offers.id",
-        rows("(?, ?, ?, ?, ?, ?)", consumes.len())
-    );
-    let values = consumes
-        .iter()
-        .flat_map(|c| {
-            [
-                Value::Text(c.id.to_owned()),
-                Value::Text(c.token.jti.clone()),
-                Value::Integer(c.token.expires_at),
-                Value::Integer(c.now),
-                Value::Integer(c.released()),
-                Value::Integer(c.needs_attempt()),
-            ]
-        })
-        .chain([Value::Integer(commit_now)]);
-    let mut statement = db.prepare(&sql)?;
-    let ids = statement.query_map(params_from_iter(values), |row| row.get::<_, String>(0))?;
-    Ok(ids.collect::<Result<_, _>>()?)
+    let mut consume = db.prepare_cached(
+        "UPDATE offers SET state = 'redeemed', redeemed_at = ?2, token_jti = ?3, \
+         token_expires_at = ?4, attempts = MAX(attempts - ?5, 0) \
+         WHERE id = ?1 AND state = 'pending' AND expires_at > ?7 \
+           AND (?6 = 0 OR attempts < max_attempts)",
+    )?;
+    let mut consumed = HashSet::with_capacity(consumes.len());
+    for c in consumes {
+        let changed = consume.execute((
+            c.id,
+            c.now,
+            &c.token.jti,
+            c.token.expires_at,
+            c.released(),
+            c.needs_attempt(),
+            commit_now,
+        ))?;
+        if changed == 1 {
+            consumed.insert(c.id.to_owned());
+        }
+    }
+    Ok(consumed)
 }
 
 /// Appends entries (each with its time) to the audit chain with one
@@ -242,46 +239,29 @@ pub(super) fn append_audit_entries(
         None => None,
     };
     let entries = chain_entries(head, events)?;
-    // In statements of at most AUDIT_ROWS rows: SQLite takes at most 32,766
-    // values in one, and a batch of issuances of many credentials each can
-    // carry more entries than that.
-    let mut entries = entries.into_iter().peekable();
-    while entries.peek().is_some() {
-        let chunk: Vec<ChainedEntry<'_>> = entries.by_ref().take(AUDIT_ROWS).collect();
-        insert_audit_rows(db, chunk)?;
+    let mut insert = db.prepare_cached(
+        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for ChainedEntry {
+        seq,
+        at,
+        event,
+        details,
+        prev_hash,
+        hash,
+    } in entries
+    {
+        insert.execute((
+            seq,
+            at,
+            event.event,
+            &event.subject,
+            details,
+            prev_hash,
+            hash,
+        ))?;
     }
-    Ok(())
-}
-
-/// Audit rows per INSERT (7 values each).
-const AUDIT_ROWS: usize = 1_000;
-
-fn insert_audit_rows(db: &Connection, entries: Vec<ChainedEntry<'_>>) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO audit_log (seq, at, event, subject, details, prev_hash, hash) VALUES {}",
-        rows("(?, ?, ?, ?, ?, ?, ?)", entries.len())
-    );
-    let values = entries.into_iter().flat_map(
-        |ChainedEntry {
-             seq,
-             at,
-             event,
-             details,
-             prev_hash,
-             hash,
-         }| {
-            [
-                Value::Integer(seq),
-                Value::Integer(at),
-                Value::Text(event.event.to_owned()),
-                event.subject.clone().map_or(Value::Null, Value::Text),
-                Value::Text(details),
-                Value::Blob(prev_hash),
-                Value::Blob(hash),
-            ]
-        },
-    );
-    db.execute(&sql, params_from_iter(values))?;
     Ok(())
 }
 
