@@ -80,13 +80,28 @@ impl Drop for Workers {
     }
 }
 
+/// Runs calls until the queue closes. The stack is wiped each time the
+/// thread runs out of calls, before it waits or exits, not after every
+/// call: what a call left is overwritten before the thread is idle, which
+/// is the promise (`memory.rs`), and a thread kept busy by a queue of calls
+/// does not zero 128 KiB between each two of them (3 % of the server's CPU
+/// under load, docs/performance.md, fifth pass).
 fn run(queue: &Queue) {
+    let mut wiped = true;
     loop {
         let job = {
             let mut waiting = queue.lock();
             loop {
                 if let Some(job) = waiting.jobs.pop_front() {
                     break job;
+                }
+                if !wiped {
+                    // Not under the lock: callers queue meanwhile.
+                    drop(waiting);
+                    crate::memory::wipe_stack();
+                    wiped = true;
+                    waiting = queue.lock();
+                    continue;
                 }
                 if waiting.closed {
                     return;
@@ -97,9 +112,9 @@ fn run(queue: &Queue) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
+        wiped = false;
         // A panicking call loses its own answer, not the thread.
         let _ = catch_unwind(AssertUnwindSafe(job));
-        crate::memory::wipe_stack();
     }
 }
 
