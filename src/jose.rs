@@ -163,6 +163,20 @@ pub fn signing_input(header: &serde_json::Value, payload: &serde_json::Value) ->
     )
 }
 
+/// [`signing_input`] of typed header and payload, serialized straight to
+/// JSON (no intermediate map): the access token's, made at every
+/// redemption.
+pub fn signing_input_of<H: serde::Serialize, P: serde::Serialize>(
+    header: &H,
+    payload: &P,
+) -> Result<String, serde_json::Error> {
+    Ok(format!(
+        "{}.{}",
+        b64url(&serde_json::to_vec(header)?),
+        b64url(&serde_json::to_vec(payload)?)
+    ))
+}
+
 /// Appends the signature to a signing input, giving the compact JWS.
 pub fn compact(signing_input: String, signature: &[u8]) -> String {
     let mut jws = signing_input;

@@ -67,6 +67,11 @@ struct Args {
     /// With `--notary-only`: after the rounds, the same count split over
     /// two instances at once (for `--database` on PostgreSQL).
     two_instances: bool,
+    /// Only notary's whole-issuance phases (no peer, no redemption
+    /// rounds), for quick before/after runs on the credential path.
+    issuance_only: bool,
+    /// With `--issuance-only`: only this phase, e.g. "jwt_vc_json DPoP off".
+    phase: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -85,6 +90,8 @@ fn parse_args() -> Args {
         wallets: 2_000,
         notary_only: false,
         two_instances: false,
+        issuance_only: false,
+        phase: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -109,6 +116,8 @@ fn parse_args() -> Args {
             "--wallets" => args.wallets = value().parse().expect("--wallets N"),
             "--notary-only" => args.notary_only = true,
             "--two-instances" => args.two_instances = true,
+            "--issuance-only" => args.issuance_only = true,
+            "--phase" => args.phase = Some(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -123,6 +132,8 @@ fn main() {
         .expect("runtime");
     if let Some(config) = &args.hsm_only {
         println!("{}", runtime.block_on(hsm_throughput(config, args.hsm_ops)));
+    } else if args.issuance_only {
+        println!("{:#}", runtime.block_on(versus::notary_issuance(&args)));
     } else if let Some(peer) = args.peer.as_ref().filter(|_| args.notary_only) {
         println!("{:#}", runtime.block_on(versus::notary_rounds(&args, peer)));
     } else if let Some(peer) = &args.peer {

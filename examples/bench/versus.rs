@@ -406,6 +406,60 @@ pub async fn notary_rounds(args: &Args, peer_dir: &Path) -> Value {
     json!({"connections": connections, "rounds": rounds, "two_instances": two_instances})
 }
 
+/// Notary's whole-issuance phases alone (each format, DPoP off and on,
+/// `--rounds` times), the way the side-by-side run drives them: the quick
+/// before/after run for a change on the credential path. One line per
+/// phase on stderr.
+pub async fn notary_issuance(args: &Args) -> Value {
+    let connections = *args.connections.iter().max().unwrap_or(&64);
+    let server = start_notary(args, "ES256", None).await;
+    eprintln!("notary pid {}", server.pid());
+    let claims = json!({"given_name": "Erika", "family_name": "Mustermann", "degree": "BSc"});
+    let mut phases = Vec::new();
+    for round in 1..=args.rounds {
+        for (format, _, configuration) in FORMATS {
+            for dpop in [false, true] {
+                let label = format!("{format} DPoP {}", if dpop { "on" } else { "off" });
+                if args.phase.as_ref().is_some_and(|only| *only != label) {
+                    continue;
+                }
+                let body = json!({"credentials": [configuration], "transactionCode": true,
+                                  "claims": {configuration: claims}});
+                let (offers, _) = create_offers(
+                    &server.ca,
+                    &server.base,
+                    &server.admin_key,
+                    args.wallets,
+                    16,
+                    &body,
+                )
+                .await;
+                let run = wallet::run(wallet::Phase {
+                    endpoints: &Endpoints::notary(&server.base),
+                    ca: &server.ca,
+                    configuration,
+                    dpop,
+                    offers,
+                    connections,
+                    server_pid: server.pid(),
+                })
+                .await;
+                eprintln!(
+                    "round {round} {label}: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, errors {}, server {:.2} cores, client {:.2} cores",
+                    run["issuances_per_sec"].as_f64().unwrap_or(0.0),
+                    run["p50_ms"].as_f64().unwrap_or(0.0),
+                    run["p99_ms"].as_f64().unwrap_or(0.0),
+                    run["errors"],
+                    run["server_cpu_cores"].as_f64().unwrap_or(0.0),
+                    run["client_cpu_cores"].as_f64().unwrap_or(0.0),
+                );
+                phases.push(json!({"round": round, "format": format, "dpop": dpop, "notary": run}));
+            }
+        }
+    }
+    json!({"connections": connections, "phases": phases})
+}
+
 /// notary on PostgreSQL (`BENCH_POSTGRES_URL`), one instance and then two
 /// at once, through the same script; `Null` without the variable. Run
 /// before anything else is started: with the SQLite set-up, its 60,000

@@ -1,6 +1,6 @@
 //! The access token: an RFC 9068 JWT, prepared here and signed in the HSM.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{InternalError, Policy, random};
 use crate::hsm::SigningKeyInfo;
@@ -25,41 +25,68 @@ pub struct Binding<'a> {
     pub authorization_details: Option<&'a [CredentialAuthorization]>,
 }
 
+/// The claims of an access token (RFC 9068 §2.2), serialized in this
+/// order.
+#[derive(Debug, Serialize)]
+pub struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: &'a str,
+    client_id: &'a str,
+    credential_configuration_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<&'a [CredentialAuthorization]>,
+}
+
+/// `cnf`: the DPoP key the token is bound to (RFC 9449 §6).
+#[derive(Debug, Serialize)]
+struct Confirmation<'a> {
+    jkt: &'a str,
+}
+
+/// The JOSE header of an access token.
+#[derive(Debug, Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    kid: &'a str,
+    typ: &'a str,
+}
+
 /// The claims of an access token for `offer`. Nothing here is derived from
 /// the pre-authorized code or the PIN, nor taken from the offer's claims.
-pub fn claims(
-    policy: &Policy,
-    offer: &OfferRecord,
-    binding: Binding<'_>,
-    jti: &str,
+pub fn claims<'a>(
+    policy: &'a Policy,
+    offer: &'a OfferRecord,
+    binding: Binding<'a>,
+    jti: &'a str,
     now: i64,
-) -> Value {
+) -> Claims<'a> {
     let exp = now.saturating_add(i64::try_from(policy.access_token_ttl).unwrap_or(300));
-    let credential_ids: Value = serde_json::from_str(&offer.credential_ids).unwrap_or(json!([]));
     let client_id = binding
         .client_id
         .filter(|c| !c.is_empty())
         .unwrap_or(ANONYMOUS_CLIENT_ID);
-    let mut claims = json!({
-        "iss": policy.public_url,
-        "sub": offer.subject.as_deref().unwrap_or(&offer.id),
-        "aud": policy.credential_issuer,
-        "iat": now,
-        "exp": exp,
-        "jti": jti,
-        "client_id": client_id,
-        "credential_configuration_ids": credential_ids,
-    });
-    if let Some(jkt) = binding.jkt {
-        claims["cnf"] = json!({ "jkt": jkt });
-    }
-    if let Some(details) = binding.authorization_details {
-        claims["authorization_details"] = json!(details);
-    }
     // The offer's claims are not copied in: they are personal data, kept
     // sealed for the credential endpoint, and an access token is readable
     // by whoever holds it.
-    claims
+    Claims {
+        iss: &policy.public_url,
+        sub: offer.subject.as_deref().unwrap_or(&offer.id),
+        aud: &policy.credential_issuer,
+        iat: now,
+        exp,
+        jti,
+        client_id,
+        credential_configuration_ids: serde_json::from_str(&offer.credential_ids)
+            .unwrap_or_default(),
+        cnf: binding.jkt.map(|jkt| Confirmation { jkt }),
+        authorization_details: binding.authorization_details,
+    }
 }
 
 /// An access token ready to be signed.
@@ -95,14 +122,16 @@ pub fn prepare(
     // change an index page of their own at every commit.
     let jti = random::time_ordered_id(std::time::SystemTime::now())?;
     let claims = claims(policy, offer, binding, &jti, now);
-    let expires_at = claims["exp"].as_i64().unwrap_or(now);
-    let header = json!({
-        "alg": key.algorithm().as_str(),
-        "kid": key.kid,
-        "typ": policy.access_token_typ,
-    });
+    let expires_at = claims.exp;
+    let header = Header {
+        alg: key.algorithm().as_str(),
+        kid: &key.kid,
+        typ: &policy.access_token_typ,
+    };
+    let input = jose::signing_input_of(&header, &claims)
+        .map_err(|e| InternalError::Task(format!("encoding an access token: {e}")))?;
     Ok(Unsigned {
-        input: jose::signing_input(&header, &claims),
+        input,
         issued: IssuedToken {
             jti,
             kid: key.kid.clone(),
