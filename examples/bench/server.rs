@@ -164,11 +164,24 @@ pub fn cpu_ticks() -> (u64, u64) {
     (idle, fields.iter().sum())
 }
 
-/// Starts `notary serve` on `config` and waits (up to 30 s) until `base`
+/// The `Environment=` settings of the packaged systemd unit, so the server
+/// measured runs as the unit runs it (the allocator's tunables among them).
+fn unit_environment() -> Vec<(String, String)> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/notary.service");
+    let unit = std::fs::read_to_string(&unit).expect("systemd/notary.service");
+    unit.lines()
+        .filter_map(|line| line.strip_prefix("Environment="))
+        .filter_map(|setting| setting.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Starts `notary serve` on `config` (with the unit's environment) and waits (up to 30 s) until `base`
 /// answers `/readyz` with 200.
 async fn serve_until_ready(config: &Path, probe: &reqwest::Client, base: &str) -> Child {
     let child = Command::new(notary_binary())
         .args(["serve", "--config", config.to_str().unwrap()])
+        .envs(unit_environment())
         .env("NOTARY_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
