@@ -17,6 +17,7 @@
 //! offers wait for each other rather than deadlock.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -180,23 +181,16 @@ async fn count_pin_attempts(
     conn: &mut PgConnection,
     reservations: &[Reservation<'_>],
 ) -> Result<HashMap<String, PinAttempt>, StoreError> {
-    let mut update = sqlx::QueryBuilder::<sqlx::Postgres>::new("WITH v(id, now, wrong) AS (");
-    update.push_values(reservations, |mut row, r| {
-        row.push_bind(r.id.to_owned())
-            .push_bind(r.now)
-            .push_bind(r.wrong());
-    });
-    update.push(format!(
-        ") UPDATE offers SET {COUNT_ATTEMPT_SET} FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' \
-           AND offers.attempts < offers.max_attempts \
-           AND offers.expires_at > GREATEST(v.now, {DATABASE_NOW}, "
-    ));
-    update.push_bind(unix_now());
-    update.push(") RETURNING offers.id, offers.attempts, offers.max_attempts");
-    let rows = update
-        .build()
-        .persistent(false)
+    // Arrays, not a VALUES row per attempt: one statement text whatever
+    // the count, so it stays prepared (parsed and planned once).
+    let ids: Vec<&str> = reservations.iter().map(|r| r.id).collect();
+    let nows: Vec<i64> = reservations.iter().map(|r| r.now).collect();
+    let wrongs: Vec<i64> = reservations.iter().map(Reservation::wrong).collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(COUNT_ATTEMPTS.as_str()))
+        .bind(ids)
+        .bind(nows)
+        .bind(wrongs)
+        .bind(unix_now())
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
@@ -208,6 +202,32 @@ async fn count_pin_attempts(
         })
         .collect()
 }
+
+/// [`count_pin_attempts`]'s statement, made of constants only.
+static COUNT_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE offers SET {COUNT_ATTEMPT_SET} \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS v(id, now, wrong) \
+         WHERE offers.id = v.id AND offers.state = 'pending' \
+           AND offers.attempts < offers.max_attempts \
+           AND offers.expires_at > GREATEST(v.now, {DATABASE_NOW}, $4) \
+         RETURNING offers.id, offers.attempts, offers.max_attempts"
+    )
+});
+
+/// [`consume_offers`]'s statement, made of constants only.
+static CONSUME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
+         token_expires_at = v.exp, attempts = GREATEST(offers.attempts - v.released, 0) \
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                     $6::bigint[]) AS v(id, jti, exp, now, released, needs_attempt) \
+         WHERE offers.id = v.id AND offers.state = 'pending' \
+           AND (v.needs_attempt = 0 OR offers.attempts < offers.max_attempts) \
+           AND offers.expires_at > GREATEST($7, {DATABASE_NOW}) \
+         RETURNING offers.id"
+    )
+});
 
 /// The database's clock as the row is written, in unix seconds.
 const DATABASE_NOW: &str = "CAST(floor(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)";
@@ -224,35 +244,26 @@ async fn consume_offers(
         .max()
         .unwrap_or(0)
         .max(unix_now());
-    let mut update = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-        "WITH v(id, jti, exp, now, released, needs_attempt) AS (",
-    );
-    update.push_values(consumes, |mut row, c| {
-        row.push_bind(c.id.to_owned())
-            .push_bind(c.token.jti.clone())
-            .push_bind(c.token.expires_at)
-            .push_bind(c.now)
-            .push_bind(c.released())
-            .push_bind(c.needs_attempt());
-    });
-    update.push(
-        ") UPDATE offers SET state = 'redeemed', redeemed_at = v.now, token_jti = v.jti, \
-         token_expires_at = v.exp, attempts = GREATEST(offers.attempts - v.released, 0) FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' \
-           AND (v.needs_attempt = 0 OR offers.attempts < offers.max_attempts) \
-           AND offers.expires_at > GREATEST(",
-    );
+    // Arrays, as in `count_pin_attempts`: one prepared statement.
+    let ids: Vec<&str> = consumes.iter().map(|c| c.id).collect();
+    let jtis: Vec<&str> = consumes.iter().map(|c| c.token.jti.as_str()).collect();
+    let exps: Vec<i64> = consumes.iter().map(|c| c.token.expires_at).collect();
+    let nows: Vec<i64> = consumes.iter().map(|c| c.now).collect();
+    let released: Vec<i64> = consumes.iter().map(Consume::released).collect();
+    let needs_attempt: Vec<i64> = consumes.iter().map(Consume::needs_attempt).collect();
     // The later of this host's clock now and the database's clock as the
     // row is written: the statement may wait for a lock on the table (a
     // schema change, an operator's LOCK), and an offer that expired
     // meanwhile must not be redeemed. (Row locks were taken by
     // `lock_offers`, before `commit_now` was read.)
-    update.push_bind(commit_now);
-    update.push(format!(", {DATABASE_NOW})"));
-    update.push(" RETURNING offers.id");
-    let ids: Vec<String> = update
-        .build_query_scalar()
-        .persistent(false)
+    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(CONSUME.as_str()))
+        .bind(ids)
+        .bind(jtis)
+        .bind(exps)
+        .bind(nows)
+        .bind(released)
+        .bind(needs_attempt)
+        .bind(commit_now)
         .fetch_all(&mut *conn)
         .await?;
     Ok(ids.into_iter().collect())
