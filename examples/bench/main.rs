@@ -86,7 +86,7 @@ fn parse_args() -> Args {
         hsm_only: None,
         flows: 2_000,
         peer: None,
-        rounds: 3,
+        rounds: 5,
         wallets: 2_000,
         notary_only: false,
         two_instances: false,
