@@ -9,7 +9,8 @@
 //!    allocate, copy, free, so the old block is wiped too). See `main.rs`.
 //! 2. Hash functions and the PKCS#11 module leave the last blocks they
 //!    processed on the thread's stack. Worker threads wipe their stack when
-//!    they park (idle), and blocking threads that handled a secret wipe it
+//!    they park (idle), the HSM threads when they run out of calls, before
+//!    they wait for the next, and blocking threads that handled a secret
 //!    before returning ([`wipe_stack`]).
 //! 3. Idle keep-alive connections are closed by hyper's header read timeout,
 //!    so the buffers holding their last request are freed (and wiped).
