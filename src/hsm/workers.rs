@@ -5,7 +5,8 @@
 //! blocking pool, which grows a thread whenever none is idle at the instant
 //! of a call (two dozen under load here, each with its own stack and malloc
 //! arena), the count is known and stays put. Each thread wipes its stack
-//! after every call, since the module may have left a code or PIN there.
+//! whenever it runs out of calls, before it waits or ends, since the module
+//! may have left a code or PIN there.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};

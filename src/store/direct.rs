@@ -221,8 +221,8 @@ pub(super) fn consume_offers(
     Ok(consumed)
 }
 
-/// Appends entries (each with its time) to the audit chain with one
-/// multi-row statement, chained from the head read once. The caller holds
+/// Appends entries (each with its time) to the audit chain, a prepared
+/// INSERT per entry, chained from the head read once. The caller holds
 /// the write lock.
 pub(super) fn append_audit_entries(
     db: &Connection,

@@ -13,9 +13,9 @@
 //! during a commit ride along on the next one instead of waiting for a
 //! commit each.
 //!
-//! The redemption writes go into multi-row statements (a [`Plan`]), so one
-//! of them failing fails the batch, whose writes are then retried one by
-//! one. The credential endpoint's writes are each applied under a
+//! The redemption writes are sorted into statements by kind (a [`Plan`]),
+//! all in the batch's one transaction, so one of them failing fails the
+//! batch, whose writes are then retried one by one. The credential endpoint's writes are each applied under a
 //! savepoint of their own. The thread takes turns with every other writer
 //! of the process (the driver's write connection) through the store's
 //! write lock.
@@ -479,11 +479,10 @@ fn only_result(mut results: Vec<Result<Applied, StoreError>>) -> Result<Applied,
         .unwrap_or_else(|| Err(StoreError::Internal("empty batch".into())))
 }
 
-/// One transaction on the direct writer: one multi-row INSERT of the new
-/// offers, one UPDATE per PIN attempt reserved (several may hit one offer,
-/// so each needs its own), one UPDATE of every offer redeemed, one
-/// multi-row INSERT of all their audit entries (chained here, from the
-/// head read once), one commit.
+/// One transaction on the direct writer: the new offers, the PIN attempts
+/// counted, the offers redeemed and all their audit entries (chained here,
+/// from the head read once), each kind with one prepared statement stepped
+/// per row (`direct.rs`), then one commit.
 fn commit_direct(
     db: &mut rusqlite::Connection,
     writes: &[&BatchedWrite],
@@ -531,10 +530,10 @@ type Results = Vec<Option<Result<Applied, StoreError>>>;
 
 /// A batch of redemption writes (offers created, PIN attempts counted,
 /// offers redeemed) sorted into the statements that apply them, in this
-/// order: one multi-row INSERT of the offers, one conditional UPDATE of
-/// the first counted attempt of each offer, one per further attempt on the
-/// same offer (concurrent guesses: one UPDATE changes a row once), one
-/// UPDATE of every offer redeemed. So an attempt counted in a batch is
+/// order: the offers inserted, the first counted attempt of each offer
+/// (conditional), each further attempt on the same offer on its own
+/// (concurrent guesses: PostgreSQL's one UPDATE changes a row once), the
+/// offers redeemed. So an attempt counted in a batch is
 /// counted before a redemption in the same batch, which then needs an
 /// attempt left after it. Both backends apply a plan with their
 /// own statements and turn what those returned into results with

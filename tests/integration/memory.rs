@@ -191,8 +191,27 @@ fn open_canary_connection(app: &TestApp, canary: &str) -> std::process::Child {
     child
 }
 
+/// The `Environment=` settings of the packaged systemd unit but the log
+/// level (the allocator's tunables among them): the promise is about the
+/// server as it is shipped.
+fn unit_environment() -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/notary.service"),
+    )
+    .unwrap();
+    unit.lines()
+        .filter_map(|line| line.strip_prefix("Environment="))
+        .filter_map(|setting| setting.split_once('='))
+        .filter(|(key, _)| *key != "NOTARY_LOG")
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
 async fn run_experiment(binary: Option<PathBuf>) -> (usize, usize, bool) {
     let mut builder = app::builder();
+    for (key, value) in &unit_environment() {
+        builder = builder.env(key, value);
+    }
     if let Some(binary) = binary {
         builder = builder.binary(binary);
     }
