@@ -406,6 +406,39 @@ pub async fn notary_rounds(args: &Args, peer_dir: &Path) -> Value {
     json!({"connections": connections, "rounds": rounds, "two_instances": two_instances})
 }
 
+/// One whole-issuance phase on notary: `wallets` offers of `configuration`
+/// with claims both notary configurations declare, then as many wallets.
+async fn notary_issuance_phase(
+    server: &Server,
+    configuration: &str,
+    dpop: bool,
+    wallets: usize,
+    connections: usize,
+) -> Value {
+    let claims = json!({"given_name": "Erika", "family_name": "Mustermann", "degree": "BSc"});
+    let body = json!({"credentials": [configuration], "transactionCode": true,
+                      "claims": {configuration: claims}});
+    let (offers, _) = create_offers(
+        &server.ca,
+        &server.base,
+        &server.admin_key,
+        wallets,
+        16,
+        &body,
+    )
+    .await;
+    wallet::run(wallet::Phase {
+        endpoints: &Endpoints::notary(&server.base),
+        ca: &server.ca,
+        configuration,
+        dpop,
+        offers,
+        connections,
+        server_pid: server.pid(),
+    })
+    .await
+}
+
 /// Notary's whole-issuance phases alone (each format, DPoP off and on,
 /// `--rounds` times), the way the side-by-side run drives them: the quick
 /// before/after run for a change on the credential path. One line per
@@ -414,7 +447,6 @@ pub async fn notary_issuance(args: &Args) -> Value {
     let connections = *args.connections.iter().max().unwrap_or(&64);
     let server = start_notary(args, "ES256", None).await;
     eprintln!("notary pid {}", server.pid());
-    let claims = json!({"given_name": "Erika", "family_name": "Mustermann", "degree": "BSc"});
     let mut phases = Vec::new();
     for round in 1..=args.rounds {
         for (format, _, configuration) in FORMATS {
@@ -423,27 +455,9 @@ pub async fn notary_issuance(args: &Args) -> Value {
                 if args.phase.as_ref().is_some_and(|only| *only != label) {
                     continue;
                 }
-                let body = json!({"credentials": [configuration], "transactionCode": true,
-                                  "claims": {configuration: claims}});
-                let (offers, _) = create_offers(
-                    &server.ca,
-                    &server.base,
-                    &server.admin_key,
-                    args.wallets,
-                    16,
-                    &body,
-                )
-                .await;
-                let run = wallet::run(wallet::Phase {
-                    endpoints: &Endpoints::notary(&server.base),
-                    ca: &server.ca,
-                    configuration,
-                    dpop,
-                    offers,
-                    connections,
-                    server_pid: server.pid(),
-                })
-                .await;
+                let run =
+                    notary_issuance_phase(&server, configuration, dpop, args.wallets, connections)
+                        .await;
                 eprintln!(
                     "round {round} {label}: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, errors {}, server {:.2} cores, client {:.2} cores",
                     run["issuances_per_sec"].as_f64().unwrap_or(0.0),
@@ -576,8 +590,6 @@ pub async fn run(args: &Args, peer_dir: &Path) -> Value {
     // (2) Whole issuance, per format, DPoP off and on.
     settle_disk();
     let peer = Peer::start(peer_dir);
-    // Claims both notary configurations declare.
-    let claims = json!({"given_name": "Erika", "family_name": "Mustermann", "degree": "BSc"});
     let mut issuance = Vec::new();
     for (format, peer_configuration, notary_configuration) in FORMATS {
         for dpop in [false, true] {
@@ -593,26 +605,13 @@ pub async fn run(args: &Args, peer_dir: &Path) -> Value {
                 server_pid: peer.pid(),
             })
             .await;
-            let body = json!({"credentials": [notary_configuration], "transactionCode": true,
-                              "claims": {notary_configuration: claims}});
-            let (offers, _) = create_offers(
-                &es256.ca,
-                &es256.base,
-                &es256.admin_key,
-                args.wallets,
-                16,
-                &body,
-            )
-            .await;
-            let notary_run = wallet::run(wallet::Phase {
-                endpoints: &Endpoints::notary(&es256.base),
-                ca: &es256.ca,
-                configuration: notary_configuration,
+            let notary_run = notary_issuance_phase(
+                &es256,
+                notary_configuration,
                 dpop,
-                offers,
+                args.wallets,
                 connections,
-                server_pid: es256.pid(),
-            })
+            )
             .await;
             let r = ratio(&notary_run, &peer_run, "issuances_per_sec");
             issuance.push(json!({"format": format, "dpop": dpop, "peer": peer_run,

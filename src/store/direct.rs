@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::types::Value;
@@ -166,13 +167,7 @@ pub(super) fn count_pin_attempts(
     db: &Connection,
     reservations: &[Reservation<'_>],
 ) -> Result<HashMap<String, PinAttempt>, StoreError> {
-    let mut count = db.prepare_cached(&format!(
-        "WITH v(id, now, wrong) AS (VALUES (?, ?, ?)) \
-         UPDATE offers SET {COUNT_ATTEMPT_SET} FROM v \
-         WHERE offers.id = v.id AND offers.state = 'pending' \
-           AND offers.expires_at > MAX(v.now, ?) AND offers.attempts < offers.max_attempts \
-         RETURNING offers.attempts, offers.max_attempts"
-    ))?;
+    let mut count = db.prepare_cached(&COUNT_ATTEMPT)?;
     let now = super::unix_now();
     let mut reserved = HashMap::with_capacity(reservations.len());
     for r in reservations {
@@ -187,6 +182,18 @@ pub(super) fn count_pin_attempts(
     }
     Ok(reserved)
 }
+
+/// [`count_pin_attempts`]'s statement, made once (the cache is keyed by
+/// its text).
+static COUNT_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH v(id, now, wrong) AS (VALUES (?, ?, ?)) \
+         UPDATE offers SET {COUNT_ATTEMPT_SET} FROM v \
+         WHERE offers.id = v.id AND offers.state = 'pending' \
+           AND offers.expires_at > MAX(v.now, ?) AND offers.attempts < offers.max_attempts \
+         RETURNING offers.attempts, offers.max_attempts"
+    )
+});
 
 /// Redeems the given pending offers that are unexpired at `commit_now`
 /// (each id at most once); returns the ids it changed. A redemption that
@@ -425,6 +432,13 @@ thread_local! {
 /// offers index and the rows being redeemed, not the whole file.
 const READER_CACHE_KIB: i64 = -512;
 
+/// The readers' offer lookups, made once: every redemption and credential
+/// request runs one.
+static OFFER_BY_CODE_HASH: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {OFFER_COLUMNS} FROM offers WHERE code_hash = ?"));
+static OFFER_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = ?"));
+
 /// The offer whose code hashes to `code_hash`, read on the calling thread.
 ///
 /// The lookup every redemption starts with, made on the request's own
@@ -436,11 +450,9 @@ pub(super) fn find_offer_by_code_hash(
     code_hash: &[u8; 32],
 ) -> Result<Option<OfferRecord>, StoreError> {
     with_reader(file, |db| {
-        db.prepare_cached(&format!(
-            "SELECT {OFFER_COLUMNS} FROM offers WHERE code_hash = ?"
-        ))?
-        .query_row([code_hash.as_slice()], offer_from_row)
-        .optional()
+        db.prepare_cached(&OFFER_BY_CODE_HASH)?
+            .query_row([code_hash.as_slice()], offer_from_row)
+            .optional()
     })?
     .transpose()
 }
@@ -450,7 +462,7 @@ pub(super) fn find_offer_by_code_hash(
 /// claims.
 pub(super) fn get_offer(file: &Path, id: &str) -> Result<Option<OfferRecord>, StoreError> {
     with_reader(file, |db| {
-        db.prepare_cached(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = ?"))?
+        db.prepare_cached(&OFFER_BY_ID)?
             .query_row([id], offer_from_row)
             .optional()
     })?

@@ -342,16 +342,22 @@ async fn chain_staged_audit(url: &str) {
     }
 }
 
-/// The value of the Prometheus sample named exactly `name` on `app`'s
-/// metrics listener (0 if absent).
-pub async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = reqwest::get(&app.metrics_url)
+/// What `app`'s metrics listener serves (Prometheus text).
+pub async fn metrics_text(app: &TestApp) -> String {
+    reqwest::get(&app.metrics_url)
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The value of the Prometheus sample named exactly `name` on `app`'s
+/// metrics listener (0 if absent).
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    metrics_text(app)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
 }

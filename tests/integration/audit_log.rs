@@ -291,12 +291,7 @@ async fn a_rewritten_history_is_never_signed() {
         log.contains("ALERT: the audit log no longer extends its last signed checkpoint"),
         "{log}"
     );
-    let metrics = reqwest::get(&app.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app::metrics_text(&app).await;
     let refused = metrics
         .lines()
         .find_map(|l| l.strip_prefix("notary_audit_checkpoints_refused_total "))

@@ -146,12 +146,7 @@ async fn no_secret_reaches_logs_audit_or_error_bodies() {
         bodies.push(r.text().await.unwrap());
     }
 
-    let metrics = reqwest::get(&app.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app::metrics_text(&app).await;
     assert!(
         metrics.contains("notary_token_requests_total{outcome=\"issued\"} 1"),
         "{metrics}"
