@@ -7,7 +7,7 @@
 //! - A `Session` is `Send` but not `Sync`, so each operation checks one out of
 //!   the pool for its duration and never holds it across an `.await`.
 //! - PKCS#11 calls block, so they run on a fixed set of HSM threads, one per
-//!   pooled session (`workers.rs`), admitted by a semaphore of the same size.
+//!   pooled session (`workers.rs`), which take queued calls back to back.
 //! - Cached handles go stale after a logout or a token reset; on the errors
 //!   that mean "stale" we log in again, look the keys up again and retry once.
 

@@ -12,7 +12,6 @@ use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use tokio::sync::Semaphore;
 
 use super::workers::Workers;
 use super::{HsmError, HsmSettings, KeyRole, find_token, is_stale_error, keys, load_module};
@@ -99,8 +98,8 @@ pub(super) struct Pool {
     /// finalise and re-initialise the module, so no call is inside the
     /// module while it restarts.
     gate: RwLock<()>,
-    permits: Arc<Semaphore>,
-    /// The threads that make the calls, as many as there are sessions.
+    /// The threads that make the calls, as many as there are sessions; the
+    /// calls waiting for one queue there.
     workers: Workers,
     max_idle: usize,
     closed: AtomicBool,
@@ -217,7 +216,6 @@ impl Pool {
             }),
             idle: Mutex::new(Vec::with_capacity(sessions)),
             gate: RwLock::new(()),
-            permits: Arc::new(Semaphore::new(sessions)),
             workers: Workers::start(sessions).map_err(|e| HsmError::Internal {
                 context: "starting the HSM threads",
                 detail: e.to_string(),
@@ -340,21 +338,23 @@ impl Pool {
         // `op_timeout` the caller gets an error (500 server_error, /readyz
         // 503) while the PKCS#11 call, which cannot be cancelled, finishes on
         // its thread and its result is dropped. Nothing is consumed without
-        // a token, since consumption comes after the signature.
+        // a token, since consumption comes after the signature. A call whose
+        // caller stopped waiting before a thread reached it is not made.
+        //
+        // Calls wait in the threads' own queue, not at an async gate in
+        // front of it: a thread that finishes a call takes the next one at
+        // once, instead of sleeping until a request worker gets round to
+        // the task waiting for its turn (docs/performance.md, sixth pass).
         let work = async move {
-            let permit = Arc::clone(&pool.permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| HsmError::Unavailable {
+            if pool.closed.load(Ordering::SeqCst) {
+                return Err(HsmError::Unavailable {
                     context,
                     detail: "the HSM connection is closed".to_owned(),
-                })?;
+                });
+            }
             let caller = Arc::clone(&pool);
             pool.workers
-                .submit(move || {
-                    let _permit = permit;
-                    caller.run_blocking(context, &key, &op)
-                })
+                .submit(move || caller.run_blocking(context, &key, &op))
                 .await
                 .map_err(|_| HsmError::Internal {
                     context,
@@ -638,7 +638,6 @@ impl Pool {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.permits.close();
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         lock(&self.idle).clear();
         let mut state = lock(&self.state);

@@ -66,7 +66,12 @@ impl Workers {
     ) -> oneshot::Receiver<T> {
         let (answer, receiver) = oneshot::channel();
         self.queue.lock().jobs.push_back(Box::new(move || {
-            // The caller may have stopped waiting (timeout); nothing to do then.
+            // A caller that stopped waiting (its timeout) before a thread
+            // reached its call does not want it made: the HSM is slow or
+            // stuck, and a backlog of abandoned calls would only add to it.
+            if answer.is_closed() {
+                return;
+            }
             let _ = answer.send(call());
         }));
         self.queue.arrived.notify_one();
@@ -144,5 +149,29 @@ mod tests {
         let second = workers.submit(move || b.wait().is_leader());
         let (first, second) = (first.await.expect("first"), second.await.expect("second"));
         assert!(first ^ second, "exactly one leader");
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_stopped_waiting_is_not_made() {
+        let workers = Workers::start(1).expect("thread");
+        // Hold the only thread until the abandoned call is queued behind it.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = workers.submit(move || held.recv().is_ok());
+        let made = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&made);
+        let abandoned =
+            workers.submit(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        drop(abandoned);
+        release.send(()).expect("release");
+        assert!(busy.await.expect("busy"));
+        // Calls run in order on the one thread: once this one answers, the
+        // abandoned one has been reached.
+        workers.submit(|| ()).await.expect("after");
+        assert!(
+            !made.load(std::sync::atomic::Ordering::SeqCst),
+            "the abandoned call ran"
+        );
+        // A call whose caller waits is made as before.
+        assert_eq!(workers.submit(|| 7).await.expect("answer"), 7);
     }
 }
