@@ -11,6 +11,7 @@ mod issuance;
 pub mod model;
 mod pg_audit;
 mod pg_batch;
+mod pg_reads;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -19,6 +19,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use super::group_commit::BatchedWrite;
 use super::pg_audit::{self, Chainer};
 use super::pg_batch::PgGroupCommit;
+use super::pg_reads::CodeLookups;
 use super::sqlite::{locked_event, wrong_pin_event, wrong_pin_outcome};
 use super::{
     ApiKeyRecord, AuditFilter, AuditRecord, CheckpointRecord, IssueOutcome, IssuedToken,
@@ -47,6 +48,8 @@ pub struct PgStore {
     pub(super) writer: PgPool,
     /// Offers created, PIN attempts and redemptions, committed together.
     batch: PgGroupCommit,
+    /// The redemptions' offer lookups, sent together (`pg_reads.rs`).
+    code_lookups: CodeLookups,
     /// The one connection that chains staged audit entries (the chainer
     /// task and readers of the chain take turns on it), so readers waiting
     /// for the chain's lock never hold the read pool's connections.
@@ -62,7 +65,7 @@ pub(super) async fn lock_writers(tx: &mut PgConnection) -> Result<(), StoreError
     Ok(())
 }
 
-const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
+pub(super) const OFFER_COLUMNS: &str = "id, pin_hash, tx_code, subject, credential_ids, claims_sealed, state, \
      attempts, max_attempts, created_at, expires_at, redeemed_at, locked_at, revoked_at, \
      token_revoked_at";
 
@@ -129,10 +132,12 @@ impl PgStore {
         .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}")))?;
         let chainer = Chainer::start(chain.clone());
         let batch = PgGroupCommit::start(writer.clone(), chainer);
+        let code_lookups = CodeLookups::start(pool.clone());
         Ok(PgStore {
             pool,
             writer,
             batch,
+            code_lookups,
             chain,
         })
     }
@@ -236,12 +241,7 @@ impl PgStore {
         &self,
         code_hash: &[u8; 32],
     ) -> Result<Option<OfferRecord>, StoreError> {
-        let sql = offer_select("WHERE code_hash = $1");
-        let row = sqlx::query(sql)
-            .bind(code_hash.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(offer_from_row).transpose()
+        self.code_lookups.find(code_hash).await
     }
 
     pub(super) async fn find_offer_by_ref_hash(

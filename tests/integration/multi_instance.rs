@@ -517,3 +517,66 @@ async fn status_places_taken_on_two_instances_at_once_never_repeat() {
         "credentials, distinct places"
     );
 }
+
+/// The redemptions' offer lookups on PostgreSQL are sent together when
+/// they arrive together (`store/pg_reads.rs`): each lookup still gets the
+/// offer of its own code, two lookups of one code both get it, and an
+/// unknown code gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lookups_sent_together_each_find_their_own_offer() {
+    if app::postgres_base().is_none() {
+        eprintln!("skipped: NOTARY_TEST_POSTGRES_URL is not set");
+        return;
+    }
+    let url = app::new_postgres_database();
+    let store = Arc::new(notary::store::Store::connect(&url, 4).await.unwrap());
+    store.migrate().await.unwrap();
+    let offers = 200u32;
+    let hash = |i: u32| {
+        let mut h = [0u8; 32];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        h[31] = 0xa5;
+        h
+    };
+    for i in 0..offers {
+        let offer = notary::store::NewOffer {
+            id: format!("offer-{i}"),
+            code_hash: hash(i),
+            pin_hash: None,
+            tx_code: None,
+            subject: Some(format!("subject-{i}")),
+            credential_ids: "[]".to_owned(),
+            claims_sealed: None,
+            max_attempts: 5,
+            created_at: 1_000,
+            expires_at: i64::MAX / 2,
+            created_by: None,
+            ref_hash: None,
+        };
+        let event = notary::audit::AuditEvent::new("offer.created", offer.id.clone(), json!({}));
+        store.insert_offer(&offer, event).await.unwrap();
+    }
+    // Every offer looked up twice and 50 unknown codes, all at once.
+    let wanted: Vec<u32> = (0..offers)
+        .chain(0..offers)
+        .chain(offers..offers + 50)
+        .collect();
+    let lookups = wanted.iter().map(|&i| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { (i, store.find_offer_by_code_hash(&hash(i)).await) })
+    });
+    for lookup in lookups.collect::<Vec<_>>() {
+        let (i, found) = lookup.await.unwrap();
+        let found = found.unwrap();
+        if i < offers {
+            let offer = found.unwrap_or_else(|| panic!("offer {i} not found"));
+            assert_eq!(offer.id, format!("offer-{i}"));
+            assert_eq!(offer.subject, Some(format!("subject-{i}")));
+        } else {
+            assert!(found.is_none(), "unknown code {i} found an offer");
+        }
+    }
+    store.close().await;
+    let name = url.rsplit('/').next().unwrap();
+    app::psql_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
