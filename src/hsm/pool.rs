@@ -355,6 +355,13 @@ impl Pool {
             let caller = Arc::clone(&pool);
             pool.workers
                 .submit(move || caller.run_blocking(context, &key, &op))
+                .map_err(|_| HsmError::Unavailable {
+                    context,
+                    detail: format!(
+                        "{} HSM calls are already waiting; the module is not keeping up",
+                        super::workers::MAX_WAITING
+                    ),
+                })?
                 .await
                 .map_err(|_| HsmError::Internal {
                     context,
@@ -550,11 +557,12 @@ impl Pool {
     /// lost the token (it can no longer log in), it is finalised and
     /// initialised again, with no other call inside it meanwhile.
     fn recover(&self, failed_generation: u64, context: &'static str) -> Result<(), HsmError> {
+        let closed = || HsmError::Unavailable {
+            context,
+            detail: "the HSM connection is closed".to_owned(),
+        };
         if self.closed.load(Ordering::SeqCst) {
-            return Err(HsmError::Unavailable {
-                context,
-                detail: "the HSM connection is closed".to_owned(),
-            });
+            return Err(closed());
         }
         if self.pin_refused() {
             return Err(refused_earlier());
@@ -569,6 +577,11 @@ impl Pool {
         }
         let asked = Instant::now();
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        // `close` may have finished while this call waited for the gate: a
+        // finalised module is not initialised and logged in again.
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(closed());
+        }
         let mut state = lock(&self.state);
         if state.generation != failed_generation && state.keeper.is_some() {
             return Ok(());

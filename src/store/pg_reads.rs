@@ -7,8 +7,10 @@
 //! executor) was most of it: one query per redemption took about as much
 //! of the database's CPU as the redemption's share of its batch write
 //! (docs/performance.md, sixth pass). Under load the lookups now arrive in
-//! tens per query; a lookup that arrives alone is sent at once, so an idle
-//! server answers as fast as before.
+//! tens per query; a lookup that arrives while fewer than two queries are
+//! running is sent at once, so an idle server answers as fast as before. A
+//! query that fails fails the lookups it carried, each answered as a read
+//! of its own that failed would be (nothing is consumed or counted).
 //!
 //! Nothing about the answer changes: each lookup gets the row of its own
 //! code hash as it was when its query ran, which is no older than a lookup
@@ -32,6 +34,11 @@ const IN_FLIGHT: usize = 2;
 const MAX_LOOKUPS: usize = 128;
 /// Lookups waiting to be sent, beyond which callers wait their turn.
 const QUEUE: usize = 4096;
+/// Longest a query may take. Only [`IN_FLIGHT`] run at once, so one that
+/// hangs (a database failing over, a lock on `offers`) must give its place
+/// up, failing its own lookups, or it would hold every later one; the
+/// read pool's connection wait is as long.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static BY_CODE_HASHES: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT code_hash, {OFFER_COLUMNS} FROM offers WHERE code_hash = ANY($1::bytea[])")
@@ -117,15 +124,18 @@ async fn send_lookups(pool: PgPool, mut waiting: mpsc::Receiver<Lookup>) {
 /// query fails each of them.
 async fn look_up(pool: &PgPool, lookups: &[Lookup]) -> Vec<Answer> {
     let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.code_hash.as_slice()).collect();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(BY_CODE_HASHES.as_str()))
+    let query = sqlx::query(sqlx::AssertSqlSafe(BY_CODE_HASHES.as_str()))
         .bind(hashes)
-        .fetch_all(pool)
-        .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => {
-            let e = StoreError::from(e);
-            return lookups.iter().map(|_| Err(e.clone())).collect();
+        .fetch_all(pool);
+    let rows = match tokio::time::timeout(QUERY_TIMEOUT, query).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => return failed(lookups, StoreError::from(e)),
+        Err(_) => {
+            let e = StoreError::Unavailable(format!(
+                "PostgreSQL did not answer an offer lookup within {} s",
+                QUERY_TIMEOUT.as_secs()
+            ));
+            return failed(lookups, e);
         }
     };
     // Code hashes are unique; two lookups of one code (a replay racing its
@@ -137,14 +147,16 @@ async fn look_up(pool: &PgPool, lookups: &[Lookup]) -> Vec<Answer> {
             Ok(hash) => {
                 found.insert(hash, offer_from_row(row));
             }
-            Err(e) => {
-                let e = StoreError::from(e);
-                return lookups.iter().map(|_| Err(e.clone())).collect();
-            }
+            Err(e) => return failed(lookups, StoreError::from(e)),
         }
     }
     lookups
         .iter()
         .map(|l| found.get(l.code_hash.as_slice()).cloned().transpose())
         .collect()
+}
+
+/// The same error for every lookup of a query that failed.
+fn failed(lookups: &[Lookup], e: StoreError) -> Vec<Answer> {
+    lookups.iter().map(|_| Err(e.clone())).collect()
 }
