@@ -339,7 +339,8 @@ impl Pool {
         // 503) while the PKCS#11 call, which cannot be cancelled, finishes on
         // its thread and its result is dropped. Nothing is consumed without
         // a token, since consumption comes after the signature. A call whose
-        // caller stopped waiting before a thread reached it is not made.
+        // caller stopped waiting before a thread reached it is taken back
+        // out of the queue, not made.
         //
         // Calls wait in the threads' own queue, not at an async gate in
         // front of it: a thread that finishes a call takes the next one at
@@ -355,13 +356,6 @@ impl Pool {
             let caller = Arc::clone(&pool);
             pool.workers
                 .submit(move || caller.run_blocking(context, &key, &op))
-                .map_err(|_| HsmError::Unavailable {
-                    context,
-                    detail: format!(
-                        "{} HSM calls are already waiting; the module is not keeping up",
-                        super::workers::MAX_WAITING
-                    ),
-                })?
                 .await
                 .map_err(|_| HsmError::Internal {
                     context,

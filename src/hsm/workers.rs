@@ -9,52 +9,15 @@
 //! may have left a code or PIN there.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-/// Most calls waiting for a thread. Far more than a healthy server queues
-/// (one per request in flight at most, and the threads make thousands a
-/// second); reached only when the module stalls, and then a new call is
-/// refused at once rather than waiting out its timeout behind the others.
-pub(super) const MAX_WAITING: usize = 4096;
-
-/// A call waiting for a thread, with the answer its caller awaits.
-trait Call: Send {
-    /// Whether the caller stopped waiting (its timeout).
-    fn abandoned(&self) -> bool;
-    /// Makes the call and answers, unless the caller stopped waiting.
-    fn run(self: Box<Self>);
-}
-
-struct Pending<F, T> {
-    call: F,
-    answer: oneshot::Sender<T>,
-}
-
-impl<F: FnOnce() -> T + Send, T: Send> Call for Pending<F, T> {
-    fn abandoned(&self) -> bool {
-        self.answer.is_closed()
-    }
-
-    fn run(self: Box<Self>) {
-        // A caller that stopped waiting before a thread reached its call
-        // does not want it made: the HSM is slow or stuck, and a backlog of
-        // abandoned calls would only add to it.
-        if self.abandoned() {
-            return;
-        }
-        let Pending { call, answer } = *self;
-        let _ = answer.send(call());
-    }
-}
-
-type Job = Box<dyn Call>;
-
-/// `submit` found [`MAX_WAITING`] calls still waited for.
-#[derive(Debug)]
-pub(super) struct Full;
+type Job = Box<dyn FnOnce() + Send>;
 
 /// The calls waiting for a thread. A deque under a mutex with a condition
 /// variable wakes exactly one thread per call; a `std::sync::mpsc` receiver
@@ -68,7 +31,11 @@ struct Queue {
 
 #[derive(Default)]
 struct Waiting {
-    jobs: VecDeque<Job>,
+    /// Each call with its number, by which a caller that stops waiting
+    /// takes it back.
+    jobs: VecDeque<(u64, Job)>,
+    /// The next call's number.
+    next: u64,
     closed: bool,
 }
 
@@ -98,29 +65,39 @@ impl Workers {
         Ok(Workers { queue })
     }
 
-    /// Queues `call`; the answer comes back on the receiver. The receiver
-    /// errs if `call` panicked (its thread survives).
-    ///
-    /// Calls whose callers stopped waiting are dropped from the queue here,
-    /// with what they hold (codes and PINs among it), whenever calls are
-    /// waiting: with every thread stuck in the module none would be taken.
+    /// Queues `call` and returns its answer to await. The answer errs if
+    /// `call` panicked (its thread survives). A caller that stops waiting
+    /// (drops the answer: its timeout) takes its call back out of the
+    /// queue if no thread has reached it yet, so the queue never holds
+    /// calls nobody waits for, nor what they carry (codes and PINs), even
+    /// while every thread is stuck in the module.
     pub(super) fn submit<T: Send + 'static>(
         &self,
         call: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<oneshot::Receiver<T>, Full> {
+    ) -> Answer<T> {
         let (answer, receiver) = oneshot::channel();
-        {
+        let job: Job = Box::new(move || {
+            // Not taken back in time: the caller gave up just as a thread
+            // reached the call, which is then not made.
+            if answer.is_closed() {
+                return;
+            }
+            let _ = answer.send(call());
+        });
+        let number = {
             let mut waiting = self.queue.lock();
-            if !waiting.jobs.is_empty() {
-                waiting.jobs.retain(|job| !job.abandoned());
-            }
-            if waiting.jobs.len() >= MAX_WAITING {
-                return Err(Full);
-            }
-            waiting.jobs.push_back(Box::new(Pending { call, answer }));
-        }
+            let number = waiting.next;
+            waiting.next += 1;
+            waiting.jobs.push_back((number, job));
+            number
+        };
         self.queue.arrived.notify_one();
-        Ok(receiver)
+        Answer {
+            receiver,
+            queue: Arc::clone(&self.queue),
+            number,
+            answered: false,
+        }
     }
 }
 
@@ -128,6 +105,48 @@ impl Drop for Workers {
     fn drop(&mut self) {
         self.queue.lock().closed = true;
         self.queue.arrived.notify_all();
+    }
+}
+
+/// The answer to a queued call. Dropped unanswered, it takes the call
+/// back out of the queue (a search of the queue: only on a timeout or a
+/// cancelled request, never on an answered call).
+pub(super) struct Answer<T> {
+    receiver: oneshot::Receiver<T>,
+    queue: Arc<Queue>,
+    number: u64,
+    answered: bool,
+}
+
+/// The call panicked: it has no answer.
+#[derive(Debug)]
+pub(super) struct Panicked;
+
+impl<T> Future for Answer<T> {
+    type Output = Result<T, Panicked>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let polled = Pin::new(&mut self.receiver).poll(cx);
+        if polled.is_ready() {
+            // Taken by a thread and done: nothing to take back.
+            self.answered = true;
+        }
+        polled.map(|answer| answer.map_err(|_| Panicked))
+    }
+}
+
+impl<T> Drop for Answer<T> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let withdrawn = {
+            let mut waiting = self.queue.lock();
+            let position = waiting.jobs.iter().position(|(n, _)| *n == self.number);
+            position.and_then(|i| waiting.jobs.remove(i))
+        };
+        // Dropped outside the lock: what the call captured is wiped on drop.
+        drop(withdrawn);
     }
 }
 
@@ -143,7 +162,7 @@ fn run(queue: &Queue) {
         let job = {
             let mut waiting = queue.lock();
             loop {
-                if let Some(job) = waiting.jobs.pop_front() {
+                if let Some((_, job)) = waiting.jobs.pop_front() {
                     break job;
                 }
                 if !wiped {
@@ -165,93 +184,73 @@ fn run(queue: &Queue) {
         };
         wiped = false;
         // A panicking call loses its own answer, not the thread.
-        let _ = catch_unwind(AssertUnwindSafe(|| job.run()));
+        let _ = catch_unwind(AssertUnwindSafe(job));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[tokio::test]
     async fn calls_run_on_the_named_threads_and_a_panic_costs_only_its_answer() {
         let workers = Workers::start(2).expect("threads");
         let name = workers
             .submit(|| std::thread::current().name().map(str::to_owned))
-            .expect("queued")
             .await
             .expect("answer");
         assert_eq!(name.as_deref(), Some("notary-hsm"));
 
         #[allow(clippy::panic)]
-        let lost = workers
-            .submit(|| -> u32 { panic!("a failing call") })
-            .expect("queued")
-            .await;
+        let lost = workers.submit(|| -> u32 { panic!("a failing call") }).await;
         assert!(lost.is_err(), "a panicked call has no answer");
 
         // Both threads are still there: two calls that wait for each other
         // can only finish if they run at the same time.
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let (a, b) = (Arc::clone(&barrier), barrier);
-        let first = workers
-            .submit(move || a.wait().is_leader())
-            .expect("queued");
-        let second = workers
-            .submit(move || b.wait().is_leader())
-            .expect("queued");
+        let first = workers.submit(move || a.wait().is_leader());
+        let second = workers.submit(move || b.wait().is_leader());
         let (first, second) = (first.await.expect("first"), second.await.expect("second"));
         assert!(first ^ second, "exactly one leader");
     }
 
-    #[tokio::test]
-    async fn a_call_whose_caller_stopped_waiting_is_not_made() {
-        let workers = Workers::start(1).expect("thread");
-        // Hold the only thread until the abandoned call is queued behind it.
+    /// Occupies the only thread of `workers` until the returned sender
+    /// sends (or is dropped); returns once the thread is in the call.
+    fn stall(workers: &Workers) -> (std::sync::mpsc::Sender<()>, Answer<bool>) {
         let (release, held) = std::sync::mpsc::channel::<()>();
-        let busy = workers.submit(move || held.recv().is_ok()).expect("queued");
-        let made = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&made);
-        let abandoned = workers
-            .submit(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
-            .expect("queued");
-        drop(abandoned);
-        release.send(()).expect("release");
-        assert!(busy.await.expect("busy"));
-        // Calls run in order on the one thread: once this one answers, the
-        // abandoned one has been reached.
-        workers.submit(|| ()).expect("queued").await.expect("after");
-        assert!(
-            !made.load(std::sync::atomic::Ordering::SeqCst),
-            "the abandoned call ran"
-        );
-        // A call whose caller waits is made as before.
-        assert_eq!(
-            workers.submit(|| 7).expect("queued").await.expect("answer"),
-            7
-        );
+        let (started, start) = std::sync::mpsc::channel::<()>();
+        let stalled = workers.submit(move || {
+            let _ = started.send(());
+            held.recv().is_ok()
+        });
+        start.recv().expect("the thread took the call");
+        (release, stalled)
     }
 
     #[tokio::test]
-    async fn a_stalled_queue_refuses_calls_and_lets_go_of_abandoned_ones() {
+    async fn a_caller_that_stops_waiting_takes_its_call_back_and_it_is_not_made() {
         let workers = Workers::start(1).expect("thread");
-        // The only thread stalls, as in a module that stopped answering.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let stalled = workers.submit(move || held.recv().is_ok()).expect("queued");
-        let waited: Vec<_> = (0..MAX_WAITING)
-            .map(|_| workers.submit(|| ()).expect("room"))
+        // The only thread is stuck, as in a module that stopped answering.
+        let (release, stalled) = stall(&workers);
+        let made = Arc::new(AtomicBool::new(false));
+        let abandoned: Vec<_> = (0..100)
+            .map(|_| {
+                let flag = Arc::clone(&made);
+                workers.submit(move || flag.store(true, Ordering::SeqCst))
+            })
             .collect();
-        assert!(
-            workers.submit(|| ()).is_err(),
-            "a full queue of calls still waited for refuses the next"
-        );
-        // Their callers give up (their timeout): the next call finds room,
-        // and the abandoned calls are no longer held.
-        drop(waited);
-        let after = workers.submit(|| 7).expect("room once callers gave up");
+        let waited = workers.submit(|| 7);
+        assert_eq!(workers.queue.lock().jobs.len(), 101);
+        // Their callers give up (their timeout): the queue lets go of
+        // their calls at once, with what they hold, while the thread is
+        // still stuck; the call still waited for stays.
+        drop(abandoned);
         assert_eq!(workers.queue.lock().jobs.len(), 1);
         release.send(()).expect("release");
         assert!(stalled.await.expect("stalled"));
-        assert_eq!(after.await.expect("answer"), 7);
+        assert_eq!(waited.await.expect("answer"), 7);
+        assert!(!made.load(Ordering::SeqCst), "an abandoned call ran");
     }
 }

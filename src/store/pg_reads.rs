@@ -34,10 +34,11 @@ const IN_FLIGHT: usize = 2;
 const MAX_LOOKUPS: usize = 128;
 /// Lookups waiting to be sent, beyond which callers wait their turn.
 const QUEUE: usize = 4096;
-/// Longest a query may take. Only [`IN_FLIGHT`] run at once, so one that
+/// Longest a query may take, once it has a connection (whose wait the
+/// read pool bounds, as long). Only [`IN_FLIGHT`] run at once, so one that
 /// hangs (a database failing over, a lock on `offers`) must give its place
-/// up, failing its own lookups, or it would hold every later one; the
-/// read pool's connection wait is as long.
+/// up, failing its own lookups, or it would hold every later one; its
+/// connection is closed, not pooled.
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static BY_CODE_HASHES: LazyLock<String> = LazyLock::new(|| {
@@ -124,13 +125,21 @@ async fn send_lookups(pool: PgPool, mut waiting: mpsc::Receiver<Lookup>) {
 /// query fails each of them.
 async fn look_up(pool: &PgPool, lookups: &[Lookup]) -> Vec<Answer> {
     let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.code_hash.as_slice()).collect();
+    let mut connection = match pool.acquire().await {
+        Ok(connection) => connection,
+        Err(e) => return failed(lookups, StoreError::from(e)),
+    };
     let query = sqlx::query(sqlx::AssertSqlSafe(BY_CODE_HASHES.as_str()))
         .bind(hashes)
-        .fetch_all(pool);
+        .fetch_all(&mut *connection);
     let rows = match tokio::time::timeout(QUERY_TIMEOUT, query).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return failed(lookups, StoreError::from(e)),
         Err(_) => {
+            // The query may still be running on the server; back in the
+            // pool, the connection would wait for it and hold its place.
+            // Closed instead, it frees the place at once.
+            connection.close_on_drop();
             let e = StoreError::Unavailable(format!(
                 "PostgreSQL did not answer an offer lookup within {} s",
                 QUERY_TIMEOUT.as_secs()
