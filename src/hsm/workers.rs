@@ -109,8 +109,8 @@ impl Drop for Workers {
 }
 
 /// The answer to a queued call. Dropped unanswered, it takes the call
-/// back out of the queue (a search of the queue: only on a timeout or a
-/// cancelled request, never on an answered call).
+/// back out of the queue (a search of the queue, made only when the caller
+/// stops waiting: a timeout or a cancelled request).
 pub(super) struct Answer<T> {
     receiver: oneshot::Receiver<T>,
     queue: Arc<Queue>,
@@ -140,6 +140,9 @@ impl<T> Drop for Answer<T> {
         if self.answered {
             return;
         }
+        // Closed first, so that a thread popping the call meanwhile sees
+        // that nobody waits for it and does not make it.
+        self.receiver.close();
         let withdrawn = {
             let mut waiting = self.queue.lock();
             let position = waiting.jobs.iter().position(|(n, _)| *n == self.number);

@@ -580,3 +580,80 @@ async fn lookups_sent_together_each_find_their_own_offer() {
     let name = url.rsplit('/').next().unwrap();
     app::psql_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
+
+/// A shared lookup held up on the database (here by a lock on `offers`)
+/// gives up after its statement timeout, failing only the lookups it
+/// carried, and the lookups after the lock is gone are answered: a query
+/// that cannot finish does not hold the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_held_up_by_a_lock_gives_up_and_the_next_ones_are_answered() {
+    if app::postgres_base().is_none() {
+        eprintln!("skipped: NOTARY_TEST_POSTGRES_URL is not set");
+        return;
+    }
+    let url = app::new_postgres_database();
+    let store = notary::store::Store::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let code_hash = [7u8; 32];
+    assert!(
+        store
+            .find_offer_by_code_hash(&code_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Another session holds `offers` locked for 8 s.
+    let mut locker = std::process::Command::new("psql")
+        .args([
+            url.as_str(),
+            "-qc",
+            "BEGIN; LOCK TABLE offers IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let locked = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE d.datname = '{name}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = std::process::Command::new("psql")
+            .args([url.as_str(), "-tAc", &locked])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let asked = std::time::Instant::now();
+    let held_up = store.find_offer_by_code_hash(&code_hash).await;
+    let waited = asked.elapsed();
+    assert!(
+        held_up.is_err(),
+        "a lookup behind the lock answered: {held_up:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(7),
+        "the lookup waited {waited:?}, past its timeout"
+    );
+
+    assert!(locker.wait().unwrap().success());
+    assert!(
+        store
+            .find_offer_by_code_hash(&code_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.close().await;
+    app::psql_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
