@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -29,24 +28,20 @@ use super::postgres::{OFFER_COLUMNS, offer_from_row};
 use super::{OfferRecord, StoreError};
 
 /// Queries in flight at once: while they run, the next lookups gather.
-/// Two keep the database busy while one answer travels back. The lookups
-/// have a pool of as many connections of their own.
+/// Two keep the database busy while one answer travels back.
 const IN_FLIGHT: usize = 2;
 /// Most code hashes in one query.
 const MAX_LOOKUPS: usize = 128;
 /// Lookups waiting to be sent, beyond which callers wait their turn.
 const QUEUE: usize = 4096;
-/// Longest a lookup query may run on the server (its `statement_timeout`,
-/// set on the lookups' own connections). Only [`IN_FLIGHT`] run at once, so
-/// one held up (a lock on `offers`) must give its place up, failing its own
-/// lookups, or it would hold every later one.
-const STATEMENT_TIMEOUT: &str = "5s";
-/// Longest the client waits for a query's answer: a little longer than
-/// [`STATEMENT_TIMEOUT`], for a server that does not answer at all (a
-/// failover, a lost link). Such a query's connection is closed, not pooled.
-const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
-/// Longest a lookup waits for one of the pool's connections.
-const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest a query may take, once it has a connection (whose wait the
+/// read pool bounds, as long). Only [`IN_FLIGHT`] run at once, so one that
+/// hangs (a database failing over, a lock on `offers`) must give its place
+/// up, failing its own lookups, or it would hold every later one; its
+/// connection is closed, not pooled. (The lookups on connections of their
+/// own with a server-side `statement_timeout` were measured: the p99 of
+/// PostgreSQL redemptions went from 24–27 to 112–148 ms, docs/performance.md.)
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 static BY_CODE_HASHES: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT code_hash, {OFFER_COLUMNS} FROM offers WHERE code_hash = ANY($1::bytea[])")
@@ -74,17 +69,8 @@ impl std::fmt::Debug for Lookup {
 }
 
 impl CodeLookups {
-    /// Starts the task that sends lookups, on connections of its own to
-    /// the database of `options`, opened when first needed.
-    pub(super) fn start(options: &PgConnectOptions) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(IN_FLIGHT as u32)
-            .acquire_timeout(CONNECTION_TIMEOUT)
-            .connect_lazy_with(
-                options
-                    .clone()
-                    .options([("statement_timeout", STATEMENT_TIMEOUT)]),
-            );
+    /// Starts the task that sends lookups on `pool`.
+    pub(super) fn start(pool: PgPool) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(send_lookups(pool, waiting));
         CodeLookups { queue }
@@ -152,9 +138,9 @@ async fn look_up(pool: &PgPool, lookups: &[Lookup]) -> Vec<Answer> {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => return failed(lookups, StoreError::from(e)),
         Err(_) => {
-            // A server that stopped answering may still be running the
-            // query; back in the pool the connection would wait for it and
-            // hold one of the lookups' places. Closed instead, it frees it.
+            // The query may still be running on the server; back in the
+            // pool, the connection would wait for it and hold its place.
+            // Closed instead, it frees the place at once.
             connection.close_on_drop();
             let e = StoreError::Unavailable(format!(
                 "PostgreSQL did not answer an offer lookup within {} s",

@@ -132,7 +132,7 @@ impl PgStore {
         .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL at {host}: {e}")))?;
         let chainer = Chainer::start(chain.clone());
         let batch = PgGroupCommit::start(writer.clone(), chainer);
-        let code_lookups = CodeLookups::start(&options);
+        let code_lookups = CodeLookups::start(pool.clone());
         Ok(PgStore {
             pool,
             writer,

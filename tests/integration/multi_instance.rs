@@ -582,9 +582,9 @@ async fn lookups_sent_together_each_find_their_own_offer() {
 }
 
 /// A shared lookup held up on the database (here by a lock on `offers`)
-/// gives up after its statement timeout, failing only the lookups it
-/// carried, and the lookups after the lock is gone are answered: a query
-/// that cannot finish does not hold the others.
+/// gives up after its timeout, failing only the lookups it carried, and
+/// the lookups after the lock is gone are answered: a query that cannot
+/// finish does not hold the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_held_up_by_a_lock_gives_up_and_the_next_ones_are_answered() {
     if app::postgres_base().is_none() {
