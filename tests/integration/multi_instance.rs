@@ -518,19 +518,32 @@ async fn status_places_taken_on_two_instances_at_once_never_repeat() {
     );
 }
 
+/// A migrated store of its own, on a new PostgreSQL database, for the tests
+/// of the store alone (`app::drop_database` removes it); `None` when no
+/// PostgreSQL is configured.
+async fn scratch_store(connections: u32) -> Option<(String, notary::store::Store)> {
+    if app::postgres_base().is_none() {
+        eprintln!("skipped: NOTARY_TEST_POSTGRES_URL is not set");
+        return None;
+    }
+    let url = app::new_postgres_database();
+    let store = notary::store::Store::connect(&url, connections)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    Some((url, store))
+}
+
 /// The redemptions' offer lookups on PostgreSQL are sent together when
 /// they arrive together (`store/pg_reads.rs`): each lookup still gets the
 /// offer of its own code, two lookups of one code both get it, and an
 /// unknown code gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lookups_sent_together_each_find_their_own_offer() {
-    if app::postgres_base().is_none() {
-        eprintln!("skipped: NOTARY_TEST_POSTGRES_URL is not set");
+    let Some((url, store)) = scratch_store(4).await else {
         return;
-    }
-    let url = app::new_postgres_database();
-    let store = Arc::new(notary::store::Store::connect(&url, 4).await.unwrap());
-    store.migrate().await.unwrap();
+    };
+    let store = Arc::new(store);
     let offers = 200u32;
     let hash = |i: u32| {
         let mut h = [0u8; 32];
@@ -577,8 +590,7 @@ async fn lookups_sent_together_each_find_their_own_offer() {
         }
     }
     store.close().await;
-    let name = url.rsplit('/').next().unwrap();
-    app::psql_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    app::drop_database(&url);
 }
 
 /// A shared lookup held up on the database (here by a lock on `offers`)
@@ -587,13 +599,9 @@ async fn lookups_sent_together_each_find_their_own_offer() {
 /// finish does not hold the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_held_up_by_a_lock_gives_up_and_the_next_ones_are_answered() {
-    if app::postgres_base().is_none() {
-        eprintln!("skipped: NOTARY_TEST_POSTGRES_URL is not set");
+    let Some((url, store)) = scratch_store(2).await else {
         return;
-    }
-    let url = app::new_postgres_database();
-    let store = notary::store::Store::connect(&url, 2).await.unwrap();
-    store.migrate().await.unwrap();
+    };
     let code_hash = [7u8; 32];
     assert!(
         store
@@ -655,5 +663,5 @@ async fn a_lookup_held_up_by_a_lock_gives_up_and_the_next_ones_are_answered() {
             .is_none()
     );
     store.close().await;
-    app::psql_exec(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    app::drop_database(&url);
 }
